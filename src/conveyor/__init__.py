@@ -1,0 +1,56 @@
+"""Conveyor: a distributed task queue for Python that keeps jobs in the BullMQ format."""
+
+from conveyor.client import JobSpec, JobView, QueueClient
+from conveyor.config import Settings, load_settings
+from conveyor.errors import (
+    ConfigurationError,
+    ConveyorError,
+    JobLockLostError,
+    JobNotFoundError,
+    JobOptionsError,
+    JobStateError,
+    PayloadValidationError,
+    RedisPolicyError,
+    RedisUnavailableError,
+    TaskError,
+    Unrecoverable,
+    UnknownTaskError,
+)
+from conveyor.hooks import JobEvent, WorkerHooks
+from conveyor.jobs import JobState, RetryPolicy, backoff_delay_ms
+from conveyor.registry import JobContext, Task, TaskRegistry, load_registry
+from conveyor.worker import Worker, WorkerOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "ConveyorError",
+    "JobContext",
+    "JobEvent",
+    "JobLockLostError",
+    "JobNotFoundError",
+    "JobOptionsError",
+    "JobSpec",
+    "JobState",
+    "JobStateError",
+    "JobView",
+    "PayloadValidationError",
+    "QueueClient",
+    "RedisPolicyError",
+    "RedisUnavailableError",
+    "RetryPolicy",
+    "Settings",
+    "Task",
+    "TaskError",
+    "TaskRegistry",
+    "UnknownTaskError",
+    "Unrecoverable",
+    "Worker",
+    "WorkerHooks",
+    "WorkerOptions",
+    "__version__",
+    "backoff_delay_ms",
+    "load_registry",
+    "load_settings",
+]

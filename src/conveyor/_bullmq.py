@@ -1,0 +1,673 @@
+"""The BullMQ adapter: the only module that speaks BullMQ's key layout, Lua scripts and
+camelCase job hashes.
+
+It runs the Lua scripts that ship inside the ``bullmq`` package (the same scripts Node.js
+BullMQ runs), so every job Conveyor writes is a BullMQ job, and converts what they return into
+Conveyor's snake_case values. Each call takes an optional pipeline so callers can batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bullmq
+import msgpack
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+
+from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
+from conveyor.jobs import JobState
+
+_COMMANDS_DIR = Path(bullmq.__file__).parent / "commands"
+
+#: Our name for each BullMQ script -> its file inside the bullmq package.
+_SCRIPT_FILES = {
+    "addStandardJob": "addStandardJob-9.lua",
+    "addDelayedJob": "addDelayedJob-6.lua",
+    "addPrioritizedJob": "addPrioritizedJob-9.lua",
+    "moveToActive": "moveToActive-11.lua",
+    "moveToFinished": "moveToFinished-14.lua",
+    "moveToDelayed": "moveToDelayed-11.lua",
+    "retryJob": "retryJob-11.lua",
+    "extendLocks": "extendLocks-1.lua",
+    "moveStalledJobsToWait": "moveStalledJobsToWait-9.lua",
+    "getCounts": "getCounts-1.lua",
+    "getStateV2": "getStateV2-8.lua",
+    "getRanges": "getRanges-1.lua",
+    "removeJob": "removeJob-2.lua",
+    "reprocessJob": "reprocessJob-9.lua",
+    "moveJobsToWait": "moveJobsToWait-8.lua",
+    "pause": "pause-7.lua",
+    "updateProgress": "updateProgress-3.lua",
+    "addLog": "addLog-2.lua",
+    "promote": "promote-9.lua",
+    "moveJobFromActiveToWait": "moveJobFromActiveToWait-9.lua",
+}
+
+#: Written in the same MULTI as the move to "failed", so the record and BullMQ's failed set
+#: can never disagree: the record is written only when the job really is failed now (or was
+#: removed on failure by removeOnFail).
+_RECORD_FAILURE_LUA = """
+local jobKey, failedSet, recordKey, indexKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local jobId = ARGV[1]
+if redis.call("EXISTS", jobKey) == 1 and not redis.call("ZSCORE", failedSet, jobId) then
+  return 0
+end
+redis.call("HSET", recordKey, "job_id", jobId, "name", ARGV[2], "queue", ARGV[3],
+  "data", ARGV[4], "error", ARGV[5], "stack", ARGV[6], "attempts", ARGV[7],
+  "failed_at", ARGV[8], "failed_at_ms", ARGV[9], "prefix", ARGV[10])
+redis.call("ZADD", indexKey, ARGV[9], recordKey)
+return 1
+"""
+
+#: Drops a failure record once its job has left the failed set (retried or removed).
+_FORGET_FAILURE_LUA = """
+local failedSet, recordKey, indexKey = KEYS[1], KEYS[2], KEYS[3]
+if redis.call("ZSCORE", failedSet, ARGV[1]) then
+  return 0
+end
+redis.call("ZREM", indexKey, recordKey)
+return redis.call("DEL", recordKey)
+"""
+
+# BullMQ error codes returned by its scripts.
+_CODE_MISSING_JOB = -1
+_CODE_MISSING_LOCK = -2
+_CODE_NOT_IN_STATE = -3
+_CODE_LOCK_MISMATCH = -6
+
+_KEY_TYPES = (
+    "",
+    "active",
+    "wait",
+    "waiting-children",
+    "paused",
+    "completed",
+    "failed",
+    "delayed",
+    "repeat",
+    "stalled",
+    "limiter",
+    "prioritized",
+    "id",
+    "stalled-check",
+    "meta",
+    "pc",
+    "events",
+    "marker",
+    "de",
+)
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, BullMQ's unit of time."""
+    return round(time.time() * 1000)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON as BullMQ writes it (NaN refused, unicode kept)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+def _pack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def _flat(pairs: dict[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    for key, value in pairs.items():
+        out.extend((key, value))
+    return out
+
+
+def _as_dict(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return raw
+    return {raw[i]: raw[i + 1] for i in range(0, len(raw or ()), 2)}
+
+
+def _loads(raw: str | None, default: Any) -> Any:
+    if raw is None or raw == "":
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _int(raw: str | None) -> int:
+    try:
+        return int(raw) if raw else 0
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A snapshot of one BullMQ job hash, in Conveyor's words."""
+
+    id: str
+    name: str
+    data: Any
+    options: dict[str, Any]
+    timestamp: int
+    attempts_made: int
+    attempts_started: int
+    stalled_count: int
+    progress: Any
+    delay: int
+    priority: int
+    processed_on: int | None
+    finished_on: int | None
+    return_value: Any
+    failed_reason: str | None
+    stacktrace: list[str]
+    deferred_failure: str | None
+    raw_data: str
+
+    @classmethod
+    def from_hash(cls, job_id: str, raw: dict[str, str]) -> JobInfo:
+        """Decode a job hash as BullMQ (Node or Python) wrote it."""
+        opts = _loads(raw.get("opts"), {})
+        if not isinstance(opts, dict):
+            opts = {}
+        stack = _loads(raw.get("stacktrace"), [])
+        return cls(
+            id=job_id,
+            name=raw.get("name", ""),
+            data=_loads(raw.get("data"), {}),
+            options=opts,
+            timestamp=_int(raw.get("timestamp")),
+            attempts_made=_int(raw.get("atm") or raw.get("attemptsMade")),
+            attempts_started=_int(raw.get("ats")),
+            stalled_count=_int(raw.get("stc")),
+            progress=_loads(raw.get("progress"), 0),
+            delay=_int(raw.get("delay")),
+            priority=_int(raw.get("priority")),
+            processed_on=_int(raw.get("processedOn")) or None,
+            finished_on=_int(raw.get("finishedOn")) or None,
+            return_value=_loads(raw.get("returnvalue"), None),
+            failed_reason=raw.get("failedReason") or None,
+            stacktrace=[str(s) for s in stack] if isinstance(stack, list) else [],
+            deferred_failure=raw.get("defa") or None,
+            raw_data=raw.get("data", "{}"),
+        )
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What moveToActive (or a finish that fetched the next job) returned."""
+
+    job: JobInfo | None
+    #: When rate limited: ms until the limit lifts.
+    limit_until_ms: int = 0
+    #: When nothing is ready: timestamp (ms) of the next delayed job, 0 if none.
+    next_delayed_ms: int = 0
+
+
+def _fetched(raw: Any) -> Fetched:
+    if not raw or not isinstance(raw, list | tuple):
+        return Fetched(job=None)
+    job = None
+    if raw[0]:
+        job = JobInfo.from_hash(str(raw[1]), _as_dict(raw[0]))
+    limit = int(raw[2] or 0) if len(raw) > 2 else 0
+    delayed = int(raw[3] or 0) if len(raw) > 3 else 0
+    return Fetched(job=job, limit_until_ms=limit, next_delayed_ms=delayed)
+
+
+def script_error(code: int, job_id: str, command: str) -> ConveyorError:
+    """Translate a BullMQ script's negative return code into a Conveyor error."""
+    if code == _CODE_MISSING_JOB:
+        return JobNotFoundError(job_id, command)
+    if code in (_CODE_MISSING_LOCK, _CODE_LOCK_MISMATCH):
+        return JobLockLostError(f"{command}: job {job_id} is no longer locked by this worker")
+    if code == _CODE_NOT_IN_STATE:
+        return JobStateError(f"{command}: job {job_id} is not in the expected state")
+    return ConveyorError(f"{command}: BullMQ script returned code {code} for job {job_id}")
+
+
+class BullQueue:
+    """One BullMQ queue (prefix + name) on one Redis client: keys plus script calls."""
+
+    def __init__(self, redis: Redis, name: str, prefix: str = "bull") -> None:
+        self.redis = redis
+        self.name = name
+        self.prefix = prefix
+        self.base = f"{prefix}:{name}:"
+        self.keys = {kind: f"{prefix}:{name}:{kind}" for kind in _KEY_TYPES}
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script((_COMMANDS_DIR / file).read_text())
+            for name, file in _SCRIPT_FILES.items()
+        }
+        self._record_failure = redis.register_script(_RECORD_FAILURE_LUA)
+        self._forget_failure = redis.register_script(_FORGET_FAILURE_LUA)
+
+    def job_key(self, job_id: str) -> str:
+        return self.base + job_id
+
+    def _keys(self, *kinds: str) -> list[str]:
+        return [self.keys[k] for k in kinds]
+
+    def _run(self, script: str, keys: list[str], args: list[Any], pipe: Pipeline | None) -> Any:
+        return self._scripts[script](keys=keys, args=args, client=pipe)
+
+    # --- adding ------------------------------------------------------------------------------
+    async def add_job(
+        self,
+        job_id: str,
+        name: str,
+        data_json: str,
+        options: dict[str, Any],
+        *,
+        timestamp: int | None = None,
+        pipe: Pipeline | None = None,
+    ) -> Any:
+        """Add one job (standard, delayed or prioritized, as BullMQ's Queue.add does).
+
+        Answers the job id, or queues the call on ``pipe``. An existing id is left as it is
+        (BullMQ's duplicate rule).
+        """
+        ts = timestamp if timestamp is not None else now_ms()
+        packed_args = _pack([self.base, job_id, name, ts, None, None, None, None, None])
+        args: list[Any] = [packed_args, data_json, _pack(options)]
+        if options.get("delay"):
+            keys = self._keys("marker", "meta", "id", "delayed", "completed", "events")
+            return await self._run("addDelayedJob", keys, [*args, ts], pipe)
+        if options.get("priority"):
+            keys = self._keys(
+                "marker",
+                "meta",
+                "id",
+                "prioritized",
+                "delayed",
+                "completed",
+                "active",
+                "events",
+                "pc",
+            )
+            return await self._run("addPrioritizedJob", keys, [*args, ts], pipe)
+        keys = self._keys(
+            "wait", "paused", "meta", "id", "completed", "delayed", "active", "events", "marker"
+        )
+        return await self._run("addStandardJob", keys, [*args, ts], pipe)
+
+    # --- the worker's cycle ------------------------------------------------------------------
+    async def move_to_active(self, token: str, lock_duration_ms: int) -> Fetched:
+        keys = self._keys(
+            "wait",
+            "active",
+            "prioritized",
+            "events",
+            "stalled",
+            "limiter",
+            "delayed",
+            "paused",
+            "meta",
+            "pc",
+            "marker",
+        )
+        opts = _pack({"token": token, "lockDuration": lock_duration_ms, "limiter": None})
+        raw = await self._run("moveToActive", keys, [self.base, now_ms(), opts], None)
+        return _fetched(raw)
+
+    def _finish_args(
+        self,
+        job_id: str,
+        *,
+        target: str,
+        value: str,
+        token: str,
+        keep: dict[str, Any],
+        attempts: int,
+        attempts_made: int,
+        lock_duration_ms: int,
+        fetch_next: bool,
+        fields: dict[str, Any] | None,
+    ) -> tuple[list[str], list[Any]]:
+        keys = self._keys(
+            "wait",
+            "active",
+            "prioritized",
+            "events",
+            "stalled",
+            "limiter",
+            "delayed",
+            "paused",
+            "meta",
+            "pc",
+            target,
+        )
+        keys += [self.job_key(job_id), self.base + "metrics:" + target, self.keys["marker"]]
+        opts = _pack(
+            {
+                "token": token,
+                "keepJobs": keep,
+                "limiter": None,
+                "lockDuration": lock_duration_ms,
+                "attempts": attempts,
+                "attemptsMade": attempts_made,
+                "maxMetricsSize": "",
+                "fpof": False,
+                "cpof": False,
+                "idof": False,
+                "rdof": False,
+            }
+        )
+        prop = "returnvalue" if target == "completed" else "failedReason"
+        args: list[Any] = [
+            job_id,
+            now_ms(),
+            prop,
+            value,
+            target,
+            "1" if fetch_next else "",
+            self.base,
+            opts,
+        ]
+        if fields:
+            args.append(_pack(_flat(fields)))
+        return keys, args
+
+    async def complete(
+        self,
+        job_id: str,
+        token: str,
+        return_json: str,
+        *,
+        keep: dict[str, Any],
+        lock_duration_ms: int,
+        fetch_next: bool,
+    ) -> Fetched:
+        """Move an active job to completed; with ``fetch_next`` also take the next job."""
+        keys, args = self._finish_args(
+            job_id,
+            target="completed",
+            value=return_json,
+            token=token,
+            keep=keep,
+            attempts=0,
+            attempts_made=0,
+            lock_duration_ms=lock_duration_ms,
+            fetch_next=fetch_next,
+            fields=None,
+        )
+        raw = await self._run("moveToFinished", keys, args, None)
+        if isinstance(raw, int) and raw < 0:
+            raise script_error(raw, job_id, "moveToFinished")
+        return _fetched(raw)
+
+    async def fail(
+        self,
+        job: JobInfo,
+        token: str,
+        *,
+        error: str,
+        stacktrace: list[str],
+        attempts: int,
+        keep: dict[str, Any],
+        lock_duration_ms: int,
+        record_key: str,
+        index_key: str,
+        failed_at_iso: str,
+        failed_at_ms: int,
+    ) -> bool:
+        """Fail a job for good and write its failure record, atomically (one MULTI).
+
+        Returns whether the record was written (False: the move was refused, e.g. lost lock).
+        """
+        keys, args = self._finish_args(
+            job.id,
+            target="failed",
+            value=error,
+            token=token,
+            keep=keep,
+            attempts=attempts,
+            attempts_made=job.attempts_made,
+            lock_duration_ms=lock_duration_ms,
+            fetch_next=False,
+            fields={"failedReason": error, "stacktrace": dumps(stacktrace)},
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self._run("moveToFinished", keys, args, pipe)
+            await self._record_failure(
+                keys=[self.job_key(job.id), self.keys["failed"], record_key, index_key],
+                args=[
+                    job.id,
+                    job.name,
+                    self.name,
+                    job.raw_data,
+                    error,
+                    stacktrace[-1] if stacktrace else "",
+                    job.attempts_made + 1,
+                    failed_at_iso,
+                    failed_at_ms,
+                    self.prefix,
+                ],
+                client=pipe,
+            )
+            moved, recorded = await pipe.execute(raise_on_error=False)
+        if isinstance(moved, Exception):
+            raise moved
+        if isinstance(moved, int) and moved < 0:
+            raise script_error(moved, job.id, "moveToFinished")
+        if isinstance(recorded, Exception):
+            raise recorded
+        return bool(recorded)
+
+    async def retry_later(
+        self,
+        job_id: str,
+        token: str,
+        *,
+        delay_ms: int,
+        error: str,
+        stacktrace: list[str],
+        lifo: bool = False,
+    ) -> None:
+        """Send a failed attempt back: to delayed (with backoff) or straight to wait."""
+        fields = _pack(_flat({"failedReason": error, "stacktrace": dumps(stacktrace)}))
+        if delay_ms > 0:
+            keys = self._keys("marker", "active", "prioritized", "delayed")
+            keys += [self.job_key(job_id)]
+            keys += self._keys("events", "meta", "stalled", "wait", "limiter", "pc")
+            args: list[Any] = [self.base, str(now_ms()), job_id, token, delay_ms, "0", fields, "0"]
+            raw = await self._run("moveToDelayed", keys, args, None)
+            command = "moveToDelayed"
+        else:
+            keys = [*self._keys("active", "wait", "paused"), self.job_key(job_id)]
+            keys += self._keys(
+                "meta", "events", "delayed", "prioritized", "pc", "marker", "stalled"
+            )
+            push = "RPUSH" if lifo else "LPUSH"
+            raw = await self._run(
+                "retryJob", keys, [self.base, now_ms(), push, job_id, token, fields], None
+            )
+            command = "retryJob"
+        if isinstance(raw, int) and raw < 0:
+            raise script_error(raw, job_id, command)
+
+    async def release_to_wait(self, job_id: str, token: str) -> None:
+        """Give an active job back to the queue unfinished (used at shutdown)."""
+        keys = self._keys(
+            "active",
+            "wait",
+            "stalled",
+            "paused",
+            "meta",
+            "limiter",
+            "prioritized",
+            "marker",
+            "events",
+        )
+        await self._run(
+            "moveJobFromActiveToWait", keys, [job_id, token, self.job_key(job_id)], None
+        )
+
+    def client_name(self, worker_name: str) -> str:
+        """The connection name Node's BullMQ uses to list a queue's workers."""
+        encoded = base64.b64encode(self.name.encode()).decode()
+        return f"{self.prefix}:{encoded}:w:{worker_name}"
+
+    async def extend_locks(
+        self, job_ids: list[str], tokens: list[str], duration_ms: int
+    ) -> list[str]:
+        """Renew many locks in one call; answers the ids whose lock could not be renewed."""
+        if not job_ids:
+            return []
+        raw = await self._run(
+            "extendLocks",
+            [self.keys["stalled"]],
+            [self.base, _pack(tokens), _pack(job_ids), duration_ms],
+            None,
+        )
+        return [str(j) for j in raw or []]
+
+    async def recover_stalled(self, max_stalled_count: int, interval_ms: int) -> list[str]:
+        """BullMQ's stalled-job check: jobs whose lock expired go back to wait."""
+        keys = self._keys(
+            "stalled",
+            "wait",
+            "active",
+            "stalled-check",
+            "meta",
+            "paused",
+            "marker",
+            "events",
+            "repeat",
+        )
+        raw = await self._run(
+            "moveStalledJobsToWait",
+            keys,
+            [max_stalled_count, self.base, now_ms(), interval_ms],
+            None,
+        )
+        return [str(j) for j in raw or []]
+
+    async def wait_for_marker(self, blocking: Redis, timeout_s: float) -> int | None:
+        """Block until a job may be ready (BullMQ's marker); answers the marker's score."""
+        result = await blocking.bzpopmin(self.keys["marker"], timeout=timeout_s)
+        if not result:
+            return None
+        return int(float(result[2]))
+
+    # --- job and queue queries ---------------------------------------------------------------
+    async def get_job(self, job_id: str) -> JobInfo | None:
+        raw: dict[str, str] = await self.redis.hgetall(self.job_key(job_id))  # type: ignore[assignment]
+        return JobInfo.from_hash(job_id, raw) if raw else None
+
+    async def get_jobs(self, job_ids: list[str]) -> list[JobInfo]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.job_key(job_id))
+            raws = await pipe.execute()
+        return [JobInfo.from_hash(j, r) for j, r in zip(job_ids, raws, strict=True) if r]
+
+    async def get_state(self, job_id: str) -> JobState:
+        keys = self._keys(
+            "completed",
+            "failed",
+            "delayed",
+            "active",
+            "wait",
+            "paused",
+            "waiting-children",
+            "prioritized",
+        )
+        raw = await self._run("getStateV2", keys, [job_id, self.job_key(job_id)], None)
+        try:
+            return JobState(str(raw))
+        except ValueError:
+            return JobState.UNKNOWN
+
+    async def get_counts(self, states: list[JobState]) -> dict[JobState, int]:
+        names = ["wait" if s is JobState.WAITING else s.value for s in states]
+        raw = await self._run("getCounts", [self.keys[""]], names, None)
+        return {s: int(n or 0) for s, n in zip(states, raw, strict=True)}
+
+    async def get_range(
+        self, states: list[JobState], start: int, end: int, *, ascending: bool = False
+    ) -> list[str]:
+        """Job ids in the given states, newest first unless ``ascending``."""
+        names = ["wait" if s is JobState.WAITING else s.value for s in states]
+        raw = await self._run(
+            "getRanges", [self.keys[""]], [start, end, "1" if ascending else "0", *names], None
+        )
+        ids: list[str] = []
+        for name, part in zip(names, raw, strict=True):
+            part = list(part or [])
+            if ascending and name in ("wait", "active", "paused"):
+                part.reverse()
+            ids.extend(str(j) for j in part)
+        return ids
+
+    async def _forget(self, job_id: str, record_key: str, index_key: str, pipe: Pipeline) -> None:
+        await self._forget_failure(
+            keys=[self.keys["failed"], record_key, index_key], args=[job_id], client=pipe
+        )
+
+    async def remove(self, job_id: str, *, record_key: str, index_key: str) -> bool:
+        """Remove a job that is not locked (and its failure record); False when a worker holds
+        it."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self._run(
+                "removeJob",
+                [self.job_key(job_id), self.keys["repeat"]],
+                [job_id, 1, self.base],
+                pipe,
+            )
+            await self._forget(job_id, record_key, index_key, pipe)
+            removed, _ = await pipe.execute()
+        return bool(removed and int(removed) == 1)
+
+    async def reprocess(
+        self, job_id: str, state: JobState, *, record_key: str, index_key: str, lifo: bool = False
+    ) -> None:
+        """Move a finished (failed or completed) job back to wait, as BullMQ's Job.retry, and
+        drop its failure record in the same transaction."""
+        keys = [self.job_key(job_id), self.keys["events"], self.keys[state.value]]
+        keys += self._keys("wait", "meta", "active", "marker", "prioritized", "pc")
+        prop = "failedReason" if state is JobState.FAILED else "returnvalue"
+        args = [job_id, "RPUSH" if lifo else "LPUSH", prop, state.value, "1", "0"]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self._run("reprocessJob", keys, args, pipe)
+            await self._forget(job_id, record_key, index_key, pipe)
+            raw, _ = await pipe.execute()
+        if isinstance(raw, int) and raw < 0:
+            raise script_error(raw, job_id, "reprocessJob")
+
+    async def retry_all(self, state: JobState, count: int = 1000) -> int:
+        """Move up to ``count`` jobs of a finished state back to wait; answers how many remain."""
+        keys = self._keys("", "events", state.value, "wait", "paused", "meta", "active", "marker")
+        raw = await self._run("moveJobsToWait", keys, [count, now_ms(), state.value], None)
+        return int(raw or 0)
+
+    async def pause(self, paused: bool) -> None:
+        src, dst = ("wait", "paused") if paused else ("paused", "wait")
+        keys = self._keys(src, dst, "meta", "prioritized", "events", "delayed", "marker")
+        await self._run("pause", keys, ["paused" if paused else "resumed"], None)
+
+    async def is_paused(self) -> bool:
+        return bool(await self.redis.hexists(self.keys["meta"], "paused"))
+
+    async def update_progress(self, job_id: str, progress: Any) -> None:
+        keys = [self.job_key(job_id), self.keys["events"], self.keys["meta"]]
+        raw = await self._run("updateProgress", keys, [job_id, dumps(progress)], None)
+        if isinstance(raw, int) and raw < 0:
+            raise script_error(raw, job_id, "updateProgress")
+
+    async def add_log(self, job_id: str, row: str, keep: int = 0) -> int:
+        keys = [self.job_key(job_id), self.job_key(job_id) + ":logs"]
+        raw = await self._run("addLog", keys, [job_id, row, keep or ""], None)
+        return int(raw)
+
+    async def get_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
+        rows = await self.redis.lrange(self.job_key(job_id) + ":logs", start, end)
+        return [str(r) for r in rows]

@@ -1,0 +1,307 @@
+"""QueueClient: enqueue jobs and look after them, from Python (the API and monitor use it too)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from conveyor._bullmq import BullQueue, JobInfo, dumps
+from conveyor.config import Settings
+from conveyor.errors import JobNotFoundError, JobOptionsError, JobStateError
+from conveyor.jobs import (
+    COUNTED_STATES,
+    JobState,
+    RetryPolicy,
+    failure_index_key,
+    failure_record_key,
+    policy_from_job_options,
+)
+from conveyor.redis import connect
+from conveyor.registry import TaskRegistry
+
+#: Job options a caller may set, in BullMQ's own words.
+ALLOWED_OPTIONS = frozenset(
+    {
+        "delay",
+        "priority",
+        "attempts",
+        "backoff",
+        "jobId",
+        "lifo",
+        "removeOnComplete",
+        "removeOnFail",
+    }
+)
+MAX_PRIORITY = 2_097_152  # BullMQ's limit (2^21)
+MAX_JOB_ID_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job to enqueue."""
+
+    name: str
+    data: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job with its current state."""
+
+    info: JobInfo
+    state: JobState
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+
+def _check_int(options: dict[str, Any], key: str, low: int, high: int | None = None) -> None:
+    value = options.get(key)
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise JobOptionsError(f"options.{key} must be a whole number")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise JobOptionsError(f"options.{key} must be {bound}")
+
+
+def _check_keep(options: dict[str, Any], key: str) -> None:
+    value = options.get(key)
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int) and value >= 0:
+        return
+    if isinstance(value, dict) and set(value) <= {"age", "count"}:
+        return
+    raise JobOptionsError(f"options.{key} must be true, false, a count or {{age, count}}")
+
+
+def build_options(
+    options: dict[str, Any] | None, default_policy: RetryPolicy, *, job_id: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Check a caller's BullMQ job options and complete them with the defaults.
+
+    Answers the job id (the caller's ``jobId``, else a new UUID, so ids never collide across
+    queues) and the options to store. Raises JobOptionsError, before anything touches Redis.
+    """
+    opts = dict(options or {})
+    unknown = set(opts) - ALLOWED_OPTIONS
+    if unknown:
+        raise JobOptionsError(
+            f"unknown job options: {', '.join(sorted(unknown))} "
+            f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})"
+        )
+    _check_int(opts, "delay", 0)
+    _check_int(opts, "priority", 0, MAX_PRIORITY)
+    _check_int(opts, "attempts", 1, 1000)
+    for key in ("removeOnComplete", "removeOnFail"):
+        _check_keep(opts, key)
+    if "lifo" in opts and not isinstance(opts["lifo"], bool):
+        raise JobOptionsError("options.lifo must be true or false")
+    policy = policy_from_job_options(opts, default_policy)
+    opts.update(policy.to_job_options())
+    given_id = opts.get("jobId", job_id)
+    if given_id is not None:
+        if not isinstance(given_id, str) or not given_id or len(given_id) > MAX_JOB_ID_LENGTH:
+            raise JobOptionsError(
+                f"options.jobId must be a string of 1 to {MAX_JOB_ID_LENGTH} characters"
+            )
+        if ":" in given_id:
+            raise JobOptionsError("options.jobId must not contain ':'")
+        if given_id.isdigit():
+            raise JobOptionsError("options.jobId must not be an integer (BullMQ reserves those)")
+    final_id = given_id or str(uuid.uuid4())
+    opts["jobId"] = final_id
+    for key in ("delay", "priority"):
+        if not opts.get(key):
+            opts.pop(key, None)
+    return final_id, opts
+
+
+def encode_data(data: Any) -> str:
+    try:
+        return dumps(data if data is not None else {})
+    except (TypeError, ValueError) as exc:
+        raise JobOptionsError(f"job data must be JSON (no NaN or Infinity): {exc}") from exc
+
+
+class QueueClient:
+    """Enqueue and manage jobs of one queue.
+
+    With a ``registry``, every job is checked before it is sent: an unknown task or a payload
+    that fails its model raises and enqueues nothing.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        queue: str,
+        prefix: str = "bull",
+        registry: TaskRegistry | None = None,
+        default_policy: RetryPolicy | None = None,
+        failed_key_prefix: str = "failedJobs",
+        owns_redis: bool = False,
+    ) -> None:
+        self.redis = redis
+        self.queue = queue
+        self.registry = registry
+        self.default_policy = default_policy or RetryPolicy.from_retries(5)
+        self.failed_key_prefix = failed_key_prefix
+        self.bull = BullQueue(redis, queue, prefix)
+        self._owns_redis = owns_redis
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, redis_url: str, registry: TaskRegistry | None = None
+    ) -> QueueClient:
+        """A client with its own connection pool (closed by ``close()``)."""
+        return cls(
+            connect(redis_url, timeout_s=settings.redis_timeout_s),
+            queue=settings.queue,
+            prefix=settings.prefix,
+            registry=registry,
+            default_policy=RetryPolicy.from_retries(
+                settings.retries, settings.backoff_type, settings.backoff_delay_ms
+            ),
+            failed_key_prefix=settings.failed_key_prefix,
+            owns_redis=True,
+        )
+
+    async def close(self) -> None:
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def __aenter__(self) -> QueueClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- enqueue -----------------------------------------------------------------------------
+    def prepare(self, spec: JobSpec) -> tuple[str, str, dict[str, Any]]:
+        """Validate one job and compute what will be stored: (job id, data JSON, options)."""
+        policy = self.default_policy
+        if self.registry is not None:
+            task = self.registry.get(spec.name)
+            task.validate(spec.data)
+            if task.retries is not None or task.backoff_delay_ms is not None:
+                policy = RetryPolicy.from_retries(
+                    task.retries if task.retries is not None else policy.attempts - 1,
+                    task.backoff_type or policy.backoff_type,
+                    task.backoff_delay_ms
+                    if task.backoff_delay_ms is not None
+                    else policy.backoff_delay_ms,
+                )
+        elif not isinstance(spec.name, str) or not spec.name:
+            raise JobOptionsError("a job needs a name")
+        job_id, opts = build_options(spec.options, policy)
+        return job_id, encode_data(spec.data), opts
+
+    async def enqueue(
+        self, name: str, data: Any = None, options: dict[str, Any] | None = None
+    ) -> str:
+        """Add one job; answers its id once Redis has it."""
+        job_id, data_json, opts = self.prepare(JobSpec(name, data, options or {}))
+        stored = await self.bull.add_job(job_id, name, data_json, opts)
+        return str(stored)
+
+    async def enqueue_many(self, specs: Sequence[JobSpec]) -> list[str]:
+        """Add many jobs in one round trip, all or nothing (one MULTI); validated first."""
+        prepared = [(spec.name, *self.prepare(spec)) for spec in specs]
+        ids = [job_id for _, job_id, _, _ in prepared]
+        if len(set(ids)) != len(ids):
+            raise JobOptionsError("the same jobId appears twice in one bulk request")
+        if not prepared:
+            return []
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for name, job_id, data_json, opts in prepared:
+                await self.bull.add_job(job_id, name, data_json, opts, pipe=pipe)
+            stored = await pipe.execute()
+        return [str(s) for s in stored]
+
+    # --- look ----------------------------------------------------------------------------------
+    async def get_job(self, job_id: str) -> JobView:
+        info = await self.bull.get_job(job_id)
+        if info is None:
+            raise JobNotFoundError(job_id, self.queue)
+        return JobView(info=info, state=await self.bull.get_state(job_id))
+
+    async def get_state(self, job_id: str) -> JobState:
+        return await self.bull.get_state(job_id)
+
+    async def counts(self) -> dict[JobState, int]:
+        return await self.bull.get_counts(list(COUNTED_STATES))
+
+    async def list_jobs(
+        self, state: JobState, start: int = 0, end: int = 49, *, ascending: bool = False
+    ) -> list[JobInfo]:
+        ids = await self.bull.get_range([state], start, end, ascending=ascending)
+        return await self.bull.get_jobs(ids)
+
+    async def job_logs(self, job_id: str) -> list[str]:
+        return await self.bull.get_logs(job_id)
+
+    async def failure_record(self, job_id: str) -> dict[str, str] | None:
+        """The ``failedJobs:{jobId}`` record of a permanently failed job, if any."""
+        raw = await self.redis.hgetall(failure_record_key(self.failed_key_prefix, job_id))
+        return {str(k): str(v) for k, v in raw.items()} if raw else None
+
+    # --- act ------------------------------------------------------------------------------------
+    async def retry(self, job_id: str) -> None:
+        """Run a failed (or completed) job again, with its attempts reset."""
+        state = await self.get_state(job_id)
+        if state not in (JobState.FAILED, JobState.COMPLETED):
+            if state is JobState.UNKNOWN:
+                raise JobNotFoundError(job_id, self.queue)
+            raise JobStateError(
+                f"job {job_id} is {state.value}; only failed or completed jobs can be retried"
+            )
+        await self.bull.reprocess(
+            job_id,
+            state,
+            record_key=failure_record_key(self.failed_key_prefix, job_id),
+            index_key=failure_index_key(self.failed_key_prefix),
+        )
+
+    async def retry_all_failed(self) -> int:
+        """Send every failed job back to wait; answers how many were moved."""
+        total = 0
+        while True:
+            ids = await self.bull.get_range([JobState.FAILED], 0, 999)
+            if not ids:
+                return total
+            for job_id in ids:
+                try:
+                    await self.retry(job_id)
+                    total += 1
+                except (JobNotFoundError, JobStateError):
+                    continue
+
+    async def remove(self, job_id: str) -> None:
+        """Remove a job that is not running (waiting, delayed, finished) and its record."""
+        if await self.bull.get_job(job_id) is None:
+            raise JobNotFoundError(job_id, self.queue)
+        removed = await self.bull.remove(
+            job_id,
+            record_key=failure_record_key(self.failed_key_prefix, job_id),
+            index_key=failure_index_key(self.failed_key_prefix),
+        )
+        if not removed:
+            raise JobStateError(f"job {job_id} is locked by a worker and cannot be removed now")
+
+    async def pause(self) -> None:
+        await self.bull.pause(True)
+
+    async def resume(self) -> None:
+        await self.bull.pause(False)
+
+    async def is_paused(self) -> bool:
+        return await self.bull.is_paused()

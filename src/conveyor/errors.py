@@ -1,0 +1,86 @@
+"""The one error tree of Conveyor: everything raised on purpose derives from ConveyorError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ConveyorError(Exception):
+    """Raised when Conveyor cannot do what was asked; the base of every Conveyor error."""
+
+
+class ConfigurationError(ConveyorError):
+    """Raised when a setting is missing, malformed or inconsistent."""
+
+
+class RedisUnavailableError(ConveyorError):
+    """Raised when Redis cannot be reached (or stopped answering) within the allowed time."""
+
+
+class RedisPolicyError(ConveyorError):
+    """Raised when Redis is configured in a way that can lose jobs (an eviction policy)."""
+
+
+class EmbeddedRedisError(ConveyorError):
+    """Raised when the embedded redis-server cannot be found or started."""
+
+
+class TaskError(ConveyorError):
+    """Raised for problems with the task catalogue."""
+
+
+class UnknownTaskError(TaskError):
+    """Raised when a job names a task that the catalogue does not know."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"unknown task {name!r}; known tasks: {', '.join(self.known) or 'none'}")
+
+
+class TaskCatalogueError(TaskError):
+    """Raised when CONVEYOR_TASKS names a module that cannot be loaded or holds no registry."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One field of a payload that failed validation, with its path from the payload root."""
+
+    path: str
+    message: str
+    type: str
+
+
+class PayloadValidationError(TaskError):
+    """Raised when a job's payload does not match its task's model."""
+
+    def __init__(self, task: str, errors: list[FieldError]) -> None:
+        self.task = task
+        self.errors = errors
+        detail = "; ".join(f"{e.path or '<root>'}: {e.message}" for e in errors)
+        super().__init__(f"invalid payload for task {task!r}: {detail}")
+
+
+class JobOptionsError(ConveyorError):
+    """Raised when job options (attempts, backoff, delay, priority, job id) are invalid."""
+
+
+class JobNotFoundError(ConveyorError):
+    """Raised when a job id names no job in the queue."""
+
+    def __init__(self, job_id: str, queue: str) -> None:
+        self.job_id = job_id
+        self.queue = queue
+        super().__init__(f"job {job_id!r} not found in queue {queue!r}")
+
+
+class JobStateError(ConveyorError):
+    """Raised when an operation does not fit the job's current state (retry a waiting job, ...)."""
+
+
+class JobLockLostError(ConveyorError):
+    """Raised when a worker finishes a job whose lock it no longer holds (another has it)."""
+
+
+class Unrecoverable(ConveyorError):
+    """Raised by a handler when retrying cannot help: the job fails for good at once."""

@@ -1,0 +1,137 @@
+"""Pure values about jobs: states, retry policies and the backoff arithmetic.
+
+Nothing here touches Redis; every decision is a function of its arguments so it can be tested
+with tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from conveyor.errors import JobOptionsError
+
+BackoffType = Literal["exponential", "fixed"]
+
+
+class JobState(StrEnum):
+    """Where a job is in its life, in BullMQ's own words."""
+
+    WAITING = "waiting"
+    PRIORITIZED = "prioritized"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PAUSED = "paused"
+    WAITING_CHILDREN = "waiting-children"
+    UNKNOWN = "unknown"
+
+
+#: States a job can still leave by itself (it will run, or is running).
+PENDING_STATES = frozenset(
+    {JobState.WAITING, JobState.PRIORITIZED, JobState.DELAYED, JobState.PAUSED, JobState.ACTIVE}
+)
+#: States a job ends in.
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
+#: The states counted for a queue, in display order.
+COUNTED_STATES: tuple[JobState, ...] = (
+    JobState.WAITING,
+    JobState.PRIORITIZED,
+    JobState.DELAYED,
+    JobState.ACTIVE,
+    JobState.PAUSED,
+    JobState.COMPLETED,
+    JobState.FAILED,
+    JobState.WAITING_CHILDREN,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts a job gets and how long to wait between them."""
+
+    attempts: int
+    backoff_type: BackoffType = "exponential"
+    backoff_delay_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise JobOptionsError("attempts must be at least 1")
+        if self.backoff_delay_ms < 0:
+            raise JobOptionsError("backoff delay must not be negative")
+
+    @classmethod
+    def from_retries(
+        cls, retries: int, backoff_type: BackoffType = "exponential", delay_ms: int = 1000
+    ) -> RetryPolicy:
+        """A policy of one first attempt plus ``retries`` retries."""
+        return cls(attempts=retries + 1, backoff_type=backoff_type, backoff_delay_ms=delay_ms)
+
+    def to_job_options(self) -> dict[str, Any]:
+        """The BullMQ job options that carry this policy (Node workers honour them too)."""
+        return {
+            "attempts": self.attempts,
+            "backoff": {"type": self.backoff_type, "delay": self.backoff_delay_ms},
+        }
+
+
+def backoff_delay_ms(attempts_made: int, policy: RetryPolicy) -> int:
+    """Delay before the next attempt, after ``attempts_made`` attempts have failed (1-based).
+
+    Matches BullMQ's built-in strategies: fixed is ``delay``; exponential is
+    ``round(2 ** (attempts_made - 1) * delay)``.
+    """
+    if attempts_made < 1:
+        raise ValueError("attempts_made starts at 1")
+    if policy.backoff_type == "fixed":
+        return policy.backoff_delay_ms
+    return (1 << (attempts_made - 1)) * policy.backoff_delay_ms
+
+
+def should_retry(attempts_made: int, policy: RetryPolicy, *, unrecoverable: bool = False) -> bool:
+    """Whether a job that has just failed its ``attempts_made``-th attempt gets another one."""
+    return not unrecoverable and attempts_made < policy.attempts
+
+
+def policy_from_job_options(opts: dict[str, Any], default: RetryPolicy) -> RetryPolicy:
+    """The policy a job's own BullMQ options ask for, falling back to ``default`` per field.
+
+    A job whose options name ``attempts`` keeps them, as BullMQ users expect; ``backoff`` may be
+    a number (fixed delay, BullMQ's shorthand) or ``{"type", "delay"}``.
+    """
+    attempts = opts.get("attempts")
+    backoff = opts.get("backoff")
+    backoff_type: BackoffType = default.backoff_type
+    delay = default.backoff_delay_ms
+    if isinstance(backoff, bool):
+        raise JobOptionsError("backoff must be a number of ms or {type, delay}")
+    if isinstance(backoff, int | float):
+        backoff_type, delay = "fixed", int(backoff)
+    elif isinstance(backoff, dict):
+        kind = backoff.get("type", default.backoff_type)
+        if kind not in ("exponential", "fixed"):
+            raise JobOptionsError(f"unsupported backoff type {kind!r} (exponential or fixed)")
+        backoff_type = kind
+        raw_delay = backoff.get("delay", delay)
+        if not isinstance(raw_delay, int | float) or isinstance(raw_delay, bool):
+            raise JobOptionsError("backoff.delay must be a number of milliseconds")
+        delay = int(raw_delay)
+    elif backoff is not None:
+        raise JobOptionsError("backoff must be a number of ms or {type, delay}")
+    if attempts is None or attempts == 0:
+        attempts = default.attempts
+    if not isinstance(attempts, int) or isinstance(attempts, bool):
+        raise JobOptionsError("attempts must be a whole number")
+    return RetryPolicy(attempts=attempts, backoff_type=backoff_type, backoff_delay_ms=delay)
+
+
+def failure_record_key(failed_key_prefix: str, job_id: str) -> str:
+    """Where a permanently failed job's record lives: ``failedJobs:{jobId}`` by default."""
+    return f"{failed_key_prefix}:{job_id}"
+
+
+def failure_index_key(failed_key_prefix: str) -> str:
+    """A sorted set of failure record keys scored by failure time (ms), for cleanup."""
+    return f"{failed_key_prefix}-index"

@@ -1,0 +1,1 @@
+"""Logs and metrics, attached to the worker through its hooks."""

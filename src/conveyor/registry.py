@@ -1,0 +1,190 @@
+"""The task catalogue: named handlers, each with a pydantic model for its payload."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, get_type_hints
+
+from pydantic import BaseModel, ValidationError
+
+from conveyor.errors import (
+    FieldError,
+    PayloadValidationError,
+    TaskCatalogueError,
+    TaskError,
+    UnknownTaskError,
+)
+from conveyor.jobs import BackoffType
+
+
+class JobContext(Protocol):
+    """What a handler may ask of the job it runs (given as its second argument)."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, ..."""
+        ...
+
+    async def progress(self, value: int | float | dict[str, Any]) -> None:
+        """Report progress (a percentage or any JSON object); visible in the API and monitor."""
+        ...
+
+    async def log(self, message: str) -> None:
+        """Append a line to the job's log (BullMQ's job logs)."""
+        ...
+
+
+Handler = Callable[[Any, JobContext], Awaitable[Any]] | Callable[[Any, JobContext], Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class EmptyPayload(BaseModel):
+    """The payload model of tasks that declare none: any JSON object."""
+
+    model_config = {"extra": "allow"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One registered task."""
+
+    name: str
+    handler: Callable[..., Any]
+    payload_model: type[BaseModel]
+    is_async: bool
+    retries: int | None = None
+    backoff_type: BackoffType | None = None
+    backoff_delay_ms: int | None = None
+    timeout_s: float | None = None
+
+    def validate(self, data: Any) -> BaseModel:
+        """The payload as the task's model, or PayloadValidationError with field paths."""
+        try:
+            return self.payload_model.model_validate(data if data is not None else {})
+        except ValidationError as exc:
+            raise PayloadValidationError(self.name, _field_errors(exc)) from exc
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    return [
+        FieldError(path=".".join(str(p) for p in err["loc"]), message=err["msg"], type=err["type"])
+        for err in exc.errors()
+    ]
+
+
+class TaskRegistry:
+    """A set of named tasks. Build one per catalogue; nothing is global."""
+
+    def __init__(self, tasks: Iterable[Task] = ()) -> None:
+        self._tasks: dict[str, Task] = {}
+        for task in tasks:
+            self.add(task)
+
+    def add(self, task: Task) -> None:
+        if task.name in self._tasks:
+            raise TaskError(f"task {task.name!r} is registered twice")
+        self._tasks[task.name] = task
+
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        payload: type[BaseModel] | None = None,
+        retries: int | None = None,
+        backoff_type: BackoffType | None = None,
+        backoff_delay_ms: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Callable[[F], F]:
+        """Register ``handler(payload, ctx)``; the payload model comes from ``payload=`` or the
+        first parameter's annotation. Sync handlers run in a thread pool."""
+
+        def register(handler: F) -> F:
+            model = payload or _annotated_model(handler) or EmptyPayload
+            self.add(
+                Task(
+                    name=name or handler.__name__,
+                    handler=handler,
+                    payload_model=model,
+                    is_async=inspect.iscoroutinefunction(handler),
+                    retries=retries,
+                    backoff_type=backoff_type,
+                    backoff_delay_ms=backoff_delay_ms,
+                    timeout_s=timeout_s,
+                )
+            )
+            return handler
+
+        return register
+
+    def get(self, name: str) -> Task:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTaskError(name, list(self._tasks)) from None
+
+    def validate(self, name: str, data: Any) -> BaseModel:
+        """Check a job before it is enqueued: known task, payload that fits its model."""
+        return self.get(name).validate(data)
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def merge(self, other: TaskRegistry) -> TaskRegistry:
+        merged = TaskRegistry(self._tasks.values())
+        for task in other._tasks.values():
+            merged.add(task)
+        return merged
+
+
+def _annotated_model(handler: Callable[..., Any]) -> type[BaseModel] | None:
+    try:
+        hints = get_type_hints(handler)
+    except Exception:
+        return None
+    params = list(inspect.signature(handler).parameters)
+    if not params:
+        return None
+    hint = hints.get(params[0])
+    if isinstance(hint, type) and issubclass(hint, BaseModel):
+        return hint
+    return None
+
+
+def load_registry(modules: list[str]) -> TaskRegistry:
+    """Import each ``package.module`` (or ``package.module:attribute``) and merge the
+    TaskRegistry it exposes (attribute ``registry`` by default)."""
+    merged = TaskRegistry()
+    for spec in modules:
+        module_name, _, attribute = spec.partition(":")
+        attribute = attribute or "registry"
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise TaskCatalogueError(
+                f"CONVEYOR_TASKS: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        registry = getattr(module, attribute, None)
+        if not isinstance(registry, TaskRegistry):
+            raise TaskCatalogueError(
+                f"CONVEYOR_TASKS: {module_name!r} has no TaskRegistry named {attribute!r}"
+            )
+        try:
+            merged = merged.merge(registry)
+        except TaskError as exc:
+            raise TaskCatalogueError(f"CONVEYOR_TASKS: {exc}") from exc
+    return merged

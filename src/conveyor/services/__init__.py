@@ -1,0 +1,1 @@
+"""Composition roots: each service wires settings and the core together."""

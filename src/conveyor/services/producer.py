@@ -1,0 +1,103 @@
+"""``conveyor produce``: enqueue test jobs at a rate and with a failure mix."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from conveyor.client import JobSpec, QueueClient
+from conveyor.config import Settings
+from conveyor.registry import load_registry
+from conveyor.services.runtime import default_policy, open_checked, redis_url
+
+#: Jobs sent in one round trip at most.
+BATCH_MAX = 500
+
+
+@dataclass(frozen=True)
+class ProducePlan:
+    count: int
+    rate: float  # jobs per second; 0 = as fast as possible
+    task: str = "simulate"
+    duration_ms: int = 2000
+    fail_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProduceSummary:
+    enqueued: int
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.enqueued / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def _spec(plan: ProducePlan) -> JobSpec:
+    data: dict[str, object] = {}
+    if plan.task == "simulate":
+        data = {"duration_ms": plan.duration_ms, "fail_rate": plan.fail_rate}
+    return JobSpec(plan.task, data)
+
+
+async def produce(
+    client: QueueClient, plan: ProducePlan, progress: Progress | None = None
+) -> ProduceSummary:
+    """Enqueue ``plan.count`` jobs, paced to ``plan.rate`` per second (batched per tick)."""
+    task_id = progress.add_task("enqueue", total=plan.count) if progress else None
+    started = time.monotonic()
+    sent = 0
+    spec = _spec(plan)
+    client.prepare(spec)  # a bad plan fails here, before anything is sent
+    while sent < plan.count:
+        if plan.rate > 0:
+            due = int((time.monotonic() - started) * plan.rate) + 1
+            batch = min(due - sent, plan.count - sent, BATCH_MAX)
+            if batch <= 0:
+                await asyncio.sleep(
+                    max(0.001, (sent + 1) / plan.rate - (time.monotonic() - started))
+                )
+                continue
+        else:
+            batch = min(BATCH_MAX, plan.count - sent)
+        await client.enqueue_many([spec] * batch)
+        sent += batch
+        if progress is not None and task_id is not None:
+            progress.update(task_id, completed=sent)
+    return ProduceSummary(enqueued=sent, elapsed_s=time.monotonic() - started)
+
+
+async def _main(
+    settings: Settings, url: str, plan: ProducePlan, show_progress: bool
+) -> ProduceSummary:
+    registry = load_registry(settings.tasks)
+    redis = await open_checked(settings, url)
+    client = QueueClient(
+        redis,
+        queue=settings.queue,
+        prefix=settings.prefix,
+        registry=registry,
+        default_policy=default_policy(settings),
+        failed_key_prefix=settings.failed_key_prefix,
+    )
+    try:
+        if not show_progress:
+            return await produce(client, plan)
+        columns = (
+            TextColumn("[bold]enqueue"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns) as progress:
+            return await produce(client, plan, progress)
+    finally:
+        await redis.aclose()
+
+
+def run(settings: Settings, plan: ProducePlan, *, show_progress: bool = True) -> ProduceSummary:
+    with redis_url(settings) as url:
+        return asyncio.run(_main(settings, url, plan, show_progress))

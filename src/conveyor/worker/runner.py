@@ -1,0 +1,564 @@
+"""The worker: takes jobs from a BullMQ queue, runs their task, and records the outcome.
+
+Delivery is at-least-once. What happens if the process dies:
+- before a job is taken: nothing was taken.
+- while a job runs: its lock expires; the stalled-job check (any worker's) puts it back in wait
+  and it runs again. Handlers must be idempotent.
+- while finishing: each finish is one BullMQ script (atomic); a permanent failure and its
+  ``failedJobs:{jobId}`` record are written in one MULTI, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from conveyor._bullmq import BullQueue, JobInfo, dumps, now_ms
+from conveyor.errors import (
+    ConveyorError,
+    JobLockLostError,
+    PayloadValidationError,
+    TaskError,
+    Unrecoverable,
+)
+from conveyor.hooks import JobEvent, NoHooks, WorkerHooks
+from conveyor.jobs import (
+    RetryPolicy,
+    backoff_delay_ms,
+    failure_index_key,
+    failure_record_key,
+    policy_from_job_options,
+    should_retry,
+)
+from conveyor.registry import Task, TaskRegistry
+
+log = logging.getLogger("conveyor.worker")
+
+T = TypeVar("T")
+
+#: How long an idle worker blocks on the queue's marker before looking again (seconds).
+DRAIN_DELAY_S = 5.0
+#: Shortest block (BullMQ's timestamps are in ms).
+MIN_BLOCK_S = 0.001
+#: Stack traces kept on the job hash, as Node's default stackTraceLimit.
+STACKTRACE_LIMIT = 10
+#: While Redis is unreachable, how long to wait between tries (seconds, doubling to the cap).
+REDIS_RETRY_BASE_S = 0.1
+REDIS_RETRY_CAP_S = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker behaves; built from Settings by the service."""
+
+    queue: str
+    prefix: str = "bull"
+    concurrency: int = 10
+    default_policy: RetryPolicy = field(default_factory=lambda: RetryPolicy.from_retries(5))
+    lock_duration_ms: int = 30_000
+    stalled_interval_ms: int = 30_000
+    max_stalled_count: int = 1
+    failed_key_prefix: str = "failedJobs"
+    job_timeout_s: float | None = None
+    drain_delay_s: float = DRAIN_DELAY_S
+    name: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )
+
+
+class _Context:
+    """The JobContext handed to handlers."""
+
+    def __init__(self, bull: BullQueue, job: JobInfo, attempt: int) -> None:
+        self._bull = bull
+        self._job = job
+        self._attempt = attempt
+
+    @property
+    def job_id(self) -> str:
+        return self._job.id
+
+    @property
+    def name(self) -> str:
+        return self._job.name
+
+    @property
+    def queue(self) -> str:
+        return self._bull.name
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    async def progress(self, value: int | float | dict[str, Any]) -> None:
+        await self._bull.update_progress(self._job.id, value)
+
+    async def log(self, message: str) -> None:
+        await self._bull.add_log(self._job.id, message)
+
+
+def _keep(option: Any) -> dict[str, Any]:
+    """BullMQ's removeOnComplete/removeOnFail as the keepJobs its scripts take."""
+    if isinstance(option, bool):
+        return {"count": 0} if option else {"count": -1}
+    if isinstance(option, int):
+        return {"count": option}
+    if isinstance(option, dict):
+        return option
+    return {"count": -1}
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Worker:
+    """Runs jobs of one queue with ``concurrency`` at once in one asyncio loop.
+
+    ``await worker.run()`` until ``worker.stop()``; then active jobs get ``grace_s`` to finish
+    and any still running are handed back to the queue (never failed by the shutdown).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        registry: TaskRegistry,
+        options: WorkerOptions,
+        *,
+        blocking_redis: Redis,
+        hooks: WorkerHooks | None = None,
+    ) -> None:
+        self.redis = redis
+        self.blocking_redis = blocking_redis
+        self.registry = registry
+        self.options = options
+        self.hooks: WorkerHooks = hooks or NoHooks()
+        self.bull = BullQueue(redis, options.queue, options.prefix)
+        self._active: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self._slots = 0
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._token_seq = 0
+        self._executor = ThreadPoolExecutor(
+            max_workers=options.concurrency, thread_name_prefix="conveyor-job"
+        )
+        self._jobs_done = 0
+        self.running = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop taking jobs; ``run()`` returns once active jobs are done (or handed back)."""
+        self._stopping.set()
+
+    @property
+    def active_count(self) -> int:
+        return self._slots
+
+    async def run(self, grace_s: float = 30.0) -> None:
+        self.running = True
+        name = self.bull.client_name(self.options.name)
+        with contextlib.suppress(RedisError, OSError):
+            await self.blocking_redis.client_setname(name)
+        log.info(
+            "worker_started",
+            extra={
+                "fields": {
+                    "queue": self.options.queue,
+                    "worker": self.options.name,
+                    "concurrency": self.options.concurrency,
+                    "tasks": ",".join(self.registry.names()),
+                }
+            },
+        )
+        background = [
+            asyncio.create_task(self._renew_locks(), name="conveyor-lock-renewal"),
+            asyncio.create_task(self._check_stalled(), name="conveyor-stalled-check"),
+        ]
+        try:
+            await self._fetch_loop()
+            await self._drain(grace_s)
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self.running = False
+            log.info(
+                "worker_stopped",
+                extra={"fields": {"worker": self.options.name, "jobs_done": self._jobs_done}},
+            )
+
+    async def _drain(self, grace_s: float) -> None:
+        if not self._active:
+            return
+        log.info(
+            "worker_draining",
+            extra={"fields": {"active": len(self._active), "grace_s": grace_s}},
+        )
+        tasks = [task for _, task in self._active.values()]
+        _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        if not pending:
+            return
+        # Out of time: stop the handlers and give their jobs back to the queue.
+        leftovers = dict(self._active)
+        for _, task in leftovers.values():
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for job_id, (token, _) in leftovers.items():
+            try:
+                await self.bull.release_to_wait(job_id, token)
+                log.warning("job_released", extra={"fields": {"job_id": job_id}})
+            except (RedisError, OSError, ConveyorError) as exc:
+                # The lock will expire and the stalled check will recover it.
+                log.warning(
+                    "job_release_failed", extra={"fields": {"job_id": job_id, "error": str(exc)}}
+                )
+
+    # --- taking jobs ---------------------------------------------------------------------------
+    def _next_token(self) -> str:
+        self._token_seq += 1
+        return f"{self.options.name}:{self._token_seq}"
+
+    async def _fetch_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            if self._slots >= self.options.concurrency:
+                self._slot_freed.clear()
+                await self._until(self._slot_freed.wait())
+                continue
+            token = self._next_token()
+            try:
+                fetched = await self.bull.move_to_active(token, self.options.lock_duration_ms)
+            except (RedisError, OSError) as exc:
+                failures += 1
+                await self._redis_trouble("move_to_active", exc, failures)
+                continue
+            failures = 0
+            if fetched.job is not None:
+                self._start(fetched.job, token)
+                continue
+            timeout = self.options.drain_delay_s
+            if fetched.limit_until_ms:
+                timeout = min(timeout, fetched.limit_until_ms / 1000)
+            if fetched.next_delayed_ms:
+                due_in = (fetched.next_delayed_ms - now_ms()) / 1000
+                timeout = min(timeout, due_in)
+            timeout = max(timeout, MIN_BLOCK_S)
+            try:
+                await self._until(self.bull.wait_for_marker(self.blocking_redis, timeout))
+            except (RedisError, OSError) as exc:
+                failures += 1
+                await self._redis_trouble("wait_for_marker", exc, failures)
+
+    async def _until(self, awaitable: Coroutine[Any, Any, T]) -> T | None:
+        """Await ``awaitable`` unless stop() comes first (then cancel it and answer None)."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+            await task
+        return None
+
+    async def _redis_trouble(self, where: str, exc: BaseException, failures: int) -> None:
+        delay = min(REDIS_RETRY_BASE_S * 2 ** (failures - 1), REDIS_RETRY_CAP_S)
+        log.warning(
+            "redis_error",
+            extra={"fields": {"where": where, "error": _describe(exc), "retry_in_s": delay}},
+        )
+        await self._until(asyncio.sleep(delay))
+
+    def _start(self, job: JobInfo, token: str) -> None:
+        self._slots += 1
+        task = asyncio.create_task(self._work(job, token), name=f"conveyor-job-{job.id}")
+        self._active[job.id] = (token, task)
+
+    async def _work(self, job: JobInfo | None, token: str) -> None:
+        try:
+            while job is not None:
+                current = job
+                try:
+                    job = await self._process(current, token)
+                finally:
+                    self._active.pop(current.id, None)
+                if job is not None:
+                    self._active[job.id] = (token, asyncio.current_task())  # type: ignore[assignment]
+        finally:
+            self._slots -= 1
+            self._slot_freed.set()
+
+    # --- running one job -----------------------------------------------------------------------
+    def _policy(self, task: Task | None, job: JobInfo) -> RetryPolicy:
+        base = self.options.default_policy
+        if task is not None and (task.retries is not None or task.backoff_delay_ms is not None):
+            base = RetryPolicy.from_retries(
+                task.retries if task.retries is not None else base.attempts - 1,
+                task.backoff_type or base.backoff_type,
+                task.backoff_delay_ms
+                if task.backoff_delay_ms is not None
+                else base.backoff_delay_ms,
+            )
+        try:
+            return policy_from_job_options(job.options, base)
+        except ConveyorError:
+            return base
+
+    async def _process(self, job: JobInfo, token: str) -> JobInfo | None:
+        """Run one attempt and record its outcome; answers the next job when one was fetched
+        in the same call."""
+        attempt = job.attempts_made + 1
+        task: Task | None = None
+        started = time.monotonic()
+        policy = self.options.default_policy
+        event = JobEvent(job.id, job.name, self.options.queue, attempt, policy.attempts)
+        try:
+            task = self.registry.get(job.name)
+            policy = self._policy(task, job)
+            event = JobEvent(
+                job.id,
+                job.name,
+                self.options.queue,
+                attempt,
+                policy.attempts,
+                wait_ms=max(0.0, now_ms() - job.timestamp - job.delay),
+            )
+            if job.deferred_failure:
+                raise Unrecoverable(job.deferred_failure)
+            try:
+                payload = task.validate(job.data)
+            except PayloadValidationError as exc:
+                raise Unrecoverable(str(exc)) from exc
+            self.hooks.job_started(event)
+            result = await self._call(task, payload, _Context(self.bull, job, attempt))
+            return_json = dumps(
+                result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            duration = (time.monotonic() - started) * 1000
+            unrecoverable = isinstance(exc, Unrecoverable | TaskError)
+            await self._failed(job, token, exc, policy, event, duration, unrecoverable)
+            return None
+        duration = (time.monotonic() - started) * 1000
+        return await self._completed(job, token, return_json, event, duration)
+
+    async def _call(self, task: Task, payload: BaseModel, ctx: _Context) -> Any:
+        timeout = task.timeout_s or self.options.job_timeout_s
+        if task.is_async:
+            coro = task.handler(payload, ctx)
+        else:
+            loop = asyncio.get_running_loop()
+            coro = loop.run_in_executor(self._executor, task.handler, payload, ctx)
+        if timeout is None:
+            return await coro
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"attempt timed out after {timeout:g} s") from None
+
+    async def _completed(
+        self, job: JobInfo, token: str, return_json: str, event: JobEvent, duration_ms: float
+    ) -> JobInfo | None:
+        fetch_next = not self._stopping.is_set()
+        try:
+            fetched = await self._persist(
+                job.id,
+                lambda: self.bull.complete(
+                    job.id,
+                    token,
+                    return_json,
+                    keep=_keep(job.options.get("removeOnComplete")),
+                    lock_duration_ms=self.options.lock_duration_ms,
+                    fetch_next=fetch_next,
+                ),
+            )
+        except JobLockLostError as exc:
+            self._lock_lost(job, exc)
+            return None
+        self._jobs_done += 1
+        self.hooks.job_completed(
+            JobEvent(
+                job.id,
+                job.name,
+                event.queue,
+                event.attempt,
+                event.max_attempts,
+                wait_ms=event.wait_ms,
+                duration_ms=duration_ms,
+            )
+        )
+        if fetched is None or fetched.job is None:
+            return None
+        return fetched.job
+
+    async def _failed(
+        self,
+        job: JobInfo,
+        token: str,
+        exc: BaseException,
+        policy: RetryPolicy,
+        event: JobEvent,
+        duration_ms: float,
+        unrecoverable: bool,
+    ) -> None:
+        error = _describe(exc)
+        stack = [*job.stacktrace, "".join(traceback.format_exception(exc))][-STACKTRACE_LIMIT:]
+        attempt = job.attempts_made + 1
+        done = JobEvent(
+            job.id,
+            job.name,
+            event.queue,
+            attempt,
+            policy.attempts,
+            wait_ms=event.wait_ms,
+            duration_ms=duration_ms,
+            error=error,
+        )
+        try:
+            if should_retry(attempt, policy, unrecoverable=unrecoverable):
+                delay = backoff_delay_ms(attempt, policy)
+                await self._persist(
+                    job.id,
+                    lambda: self.bull.retry_later(
+                        job.id,
+                        token,
+                        delay_ms=delay,
+                        error=error,
+                        stacktrace=stack,
+                        lifo=bool(job.options.get("lifo")),
+                    ),
+                )
+                self.hooks.job_retrying(
+                    JobEvent(
+                        job.id,
+                        job.name,
+                        event.queue,
+                        attempt,
+                        policy.attempts,
+                        wait_ms=event.wait_ms,
+                        duration_ms=duration_ms,
+                        error=error,
+                        retry_delay_ms=delay,
+                    )
+                )
+                return
+            failed_at = datetime.now(UTC)
+            await self._persist(
+                job.id,
+                lambda: self.bull.fail(
+                    job,
+                    token,
+                    error=error,
+                    stacktrace=stack,
+                    attempts=policy.attempts,
+                    keep=_keep(job.options.get("removeOnFail")),
+                    lock_duration_ms=self.options.lock_duration_ms,
+                    record_key=failure_record_key(self.options.failed_key_prefix, job.id),
+                    index_key=failure_index_key(self.options.failed_key_prefix),
+                    failed_at_iso=failed_at.isoformat(timespec="milliseconds").replace(
+                        "+00:00", "Z"
+                    ),
+                    failed_at_ms=int(failed_at.timestamp() * 1000),
+                ),
+            )
+        except JobLockLostError as lost:
+            self._lock_lost(job, lost)
+            return
+        self._jobs_done += 1
+        self.hooks.job_failed(done)
+
+    async def _persist(self, job_id: str, call: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
+        """Run a finishing call, retrying through Redis outages while our lock can still be
+        valid; after that the stalled check owns the job (it will run again)."""
+        deadline = time.monotonic() + self.options.lock_duration_ms / 1000
+        failures = 0
+        while True:
+            try:
+                return await call()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                if time.monotonic() > deadline:
+                    log.error(
+                        "job_finish_abandoned",
+                        extra={"fields": {"job_id": job_id, "error": _describe(exc)}},
+                    )
+                    return None
+                delay = min(REDIS_RETRY_BASE_S * 2 ** (failures - 1), REDIS_RETRY_CAP_S)
+                log.warning(
+                    "redis_error",
+                    extra={
+                        "fields": {"where": "finish", "job_id": job_id, "error": _describe(exc)}
+                    },
+                )
+                await asyncio.sleep(delay)
+
+    def _lock_lost(self, job: JobInfo, exc: BaseException) -> None:
+        log.warning(
+            "job_lock_lost",
+            extra={"fields": {"job_id": job.id, "name": job.name, "error": str(exc)}},
+        )
+
+    # --- background duties ---------------------------------------------------------------------
+    async def _renew_locks(self) -> None:
+        interval = self.options.lock_duration_ms / 2000
+        while True:
+            await asyncio.sleep(interval)
+            if not self._active:
+                continue
+            ids = list(self._active)
+            tokens = [self._active[j][0] for j in ids if j in self._active]
+            ids = [j for j in ids if j in self._active]
+            try:
+                lost = await self.bull.extend_locks(ids, tokens, self.options.lock_duration_ms)
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "redis_error",
+                    extra={"fields": {"where": "renew_locks", "error": _describe(exc)}},
+                )
+                continue
+            for job_id in lost:
+                log.warning("job_lock_renewal_failed", extra={"fields": {"job_id": job_id}})
+
+    async def _check_stalled(self) -> None:
+        interval = self.options.stalled_interval_ms / 1000
+        while True:
+            try:
+                recovered = await self.bull.recover_stalled(
+                    self.options.max_stalled_count, self.options.stalled_interval_ms
+                )
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "redis_error",
+                    extra={"fields": {"where": "stalled_check", "error": _describe(exc)}},
+                )
+                recovered = []
+            if recovered:
+                log.warning(
+                    "stalled_jobs_recovered",
+                    extra={
+                        "fields": {"count": len(recovered), "job_ids": ",".join(recovered[:20])}
+                    },
+                )
+            await asyncio.sleep(interval)

@@ -1,0 +1,133 @@
+"""Fixtures: a real redis-server for the session, and an own queue and prefix for each test.
+
+Set CONVEYOR_TEST_REDIS_URL to use a Redis you run; otherwise a private redis-server is
+started on a free port. Nothing here skips: no Redis means the tests fail, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from conveyor.client import QueueClient
+from conveyor.config import Settings
+from conveyor.embedded import RedisServer
+from conveyor.hooks import WorkerHooks
+from conveyor.jobs import RetryPolicy
+from conveyor.redis import connect
+from conveyor.registry import TaskRegistry
+from conveyor.worker import Worker, WorkerOptions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("CONVEYOR_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"q-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def settings(redis_url: str, queue_name: str, prefix: str, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        queue=queue_name,
+        prefix=prefix,
+        data_dir=tmp_path / "conveyor",
+        backoff_delay_ms=20,
+        lock_duration_ms=5000,
+        stalled_interval_ms=5000,
+        shutdown_grace_s=10,
+    )
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = connect(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def make_client(
+    redis: Redis, settings: Settings
+) -> Callable[..., QueueClient]:
+    def make(registry: TaskRegistry | None = None, **overrides: Any) -> QueueClient:
+        params: dict[str, Any] = {
+            "queue": settings.queue,
+            "prefix": settings.prefix,
+            "registry": registry,
+            "default_policy": RetryPolicy.from_retries(
+                settings.retries, "exponential", settings.backoff_delay_ms
+            ),
+        }
+        params.update(overrides)
+        return QueueClient(redis, **params)
+
+    return make
+
+
+@pytest.fixture
+async def make_worker(
+    redis_url: str, settings: Settings
+) -> AsyncIterator[Callable[..., Worker]]:
+    """Start Workers in this test's event loop; all are stopped and drained at teardown."""
+    started: list[tuple[Worker, asyncio.Task[None], list[Redis]]] = []
+
+    def make(
+        registry: TaskRegistry, *, hooks: WorkerHooks | None = None, grace_s: float = 5.0,
+        **overrides: Any,
+    ) -> Worker:
+        params: dict[str, Any] = {
+            "queue": settings.queue,
+            "prefix": settings.prefix,
+            "concurrency": 10,
+            "default_policy": RetryPolicy.from_retries(5, "exponential", settings.backoff_delay_ms),
+            "lock_duration_ms": settings.lock_duration_ms,
+            "stalled_interval_ms": settings.stalled_interval_ms,
+            "drain_delay_s": 1.0,
+        }
+        params.update(overrides)
+        options = WorkerOptions(**params)
+        redis = connect(redis_url)
+        blocking = connect(redis_url, timeout_s=options.drain_delay_s + 5)
+        worker = Worker(redis, registry, options, blocking_redis=blocking, hooks=hooks)
+        task = asyncio.create_task(worker.run(grace_s=grace_s))
+        started.append((worker, task, [redis, blocking]))
+        return worker
+
+    yield make
+    for worker, _, _ in started:
+        worker.stop()
+    for _, task, clients in started:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 15)
+        for client in clients:
+            await client.aclose()

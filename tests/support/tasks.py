@@ -1,0 +1,57 @@
+"""Tasks for process-level tests (CONVEYOR_TASKS=tests.support.tasks).
+
+Handlers record side effects in Redis (at CONVEYOR_REDIS_URL) so a test can count how many
+times each job really ran, across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from conveyor.redis import connect
+from conveyor.registry import JobContext, TaskRegistry
+from conveyor.tasks.builtin import registry as builtin
+
+registry = TaskRegistry().merge(builtin)
+
+_redis: Redis | None = None
+
+
+def _client() -> Redis:
+    global _redis  # noqa: PLW0603  (one connection per worker process)
+    if _redis is None:
+        _redis = connect(os.environ["CONVEYOR_REDIS_URL"])
+    return _redis
+
+
+class CountPayload(BaseModel):
+    key: str
+    sleep_ms: int = 0
+
+
+@registry.task("count")
+async def count(payload: CountPayload, ctx: JobContext) -> int:
+    """Count each execution of each job in the hash ``payload.key`` (field = job id)."""
+    await _client().hincrby(payload.key, ctx.job_id, 1)
+    if payload.sleep_ms:
+        await asyncio.sleep(payload.sleep_ms / 1000)
+    await _client().hincrby(payload.key + ":done", ctx.job_id, 1)
+    return ctx.attempt
+
+
+@registry.task("sync_count")
+def sync_count(payload: CountPayload, ctx: JobContext) -> int:
+    """The same as ``count`` from a sync handler (runs in the worker's thread pool)."""
+    import redis as sync_redis  # noqa: PLC0415
+
+    client = sync_redis.Redis.from_url(os.environ["CONVEYOR_REDIS_URL"])
+    client.hincrby(payload.key, ctx.job_id, 1)
+    time.sleep(payload.sleep_ms / 1000)
+    client.hincrby(payload.key + ":done", ctx.job_id, 1)
+    client.close()
+    return ctx.attempt
