@@ -76,9 +76,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def make_client(
-    redis: Redis, settings: Settings
-) -> Callable[..., QueueClient]:
+def make_client(redis: Redis, settings: Settings) -> Callable[..., QueueClient]:
     def make(registry: TaskRegistry | None = None, **overrides: Any) -> QueueClient:
         params: dict[str, Any] = {
             "queue": settings.queue,
@@ -95,14 +93,15 @@ def make_client(
 
 
 @pytest.fixture
-async def make_worker(
-    redis_url: str, settings: Settings
-) -> AsyncIterator[Callable[..., Worker]]:
+async def make_worker(redis_url: str, settings: Settings) -> AsyncIterator[Callable[..., Worker]]:
     """Start Workers in this test's event loop; all are stopped and drained at teardown."""
     started: list[tuple[Worker, asyncio.Task[None], list[Redis]]] = []
 
     def make(
-        registry: TaskRegistry, *, hooks: WorkerHooks | None = None, grace_s: float = 5.0,
+        registry: TaskRegistry,
+        *,
+        hooks: WorkerHooks | None = None,
+        grace_s: float = 5.0,
         **overrides: Any,
     ) -> Worker:
         params: dict[str, Any] = {

@@ -13,8 +13,8 @@ from conveyor.errors import (
     RedisPolicyError,
     RedisUnavailableError,
     TaskError,
-    Unrecoverable,
     UnknownTaskError,
+    Unrecoverable,
 )
 from conveyor.hooks import JobEvent, WorkerHooks
 from conveyor.jobs import JobState, RetryPolicy, backoff_delay_ms

@@ -22,7 +22,7 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
-from conveyor.jobs import JobState
+from conveyor.jobs import JobState, failure_index_key, failure_record_key
 
 _COMMANDS_DIR = Path(bullmq.__file__).parent / "commands"
 
@@ -48,6 +48,7 @@ _SCRIPT_FILES = {
     "addLog": "addLog-2.lua",
     "promote": "promote-9.lua",
     "moveJobFromActiveToWait": "moveJobFromActiveToWait-9.lua",
+    "cleanJobsInSet": "cleanJobsInSet-3.lua",
 }
 
 #: Written in the same MULTI as the move to "failed", so the record and BullMQ's failed set
@@ -74,6 +75,45 @@ if redis.call("ZSCORE", failedSet, ARGV[1]) then
 end
 redis.call("ZREM", indexKey, recordKey)
 return redis.call("DEL", recordKey)
+"""
+
+#: Cleanup's record removal. Walks one window of the failure index (records that failed at or
+#: before the cutoff, from ``offset``) plus any record keys given explicitly, and deletes the
+#: records of this queue whose job is no longer in the failed set (cleaned just before in the
+#: same MULTI, retried, or removed on failure), with their index entries. A record whose job is
+#: still failed is kept, so the two stores never disagree; index entries whose record is gone
+#: are dropped. Answers {records removed, window entries kept, dangling entries dropped,
+#: window entries examined}.
+_SWEEP_FAILURES_LUA = """
+local indexKey, failedSet = KEYS[1], KEYS[2]
+local cutoff, offset, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local queue, prefix = ARGV[4], ARGV[5]
+local removed, kept, dangling = 0, 0, 0
+local function consider(recordKey, explicit)
+  local f = redis.call("HMGET", recordKey, "job_id", "queue", "prefix")
+  if not f[1] then
+    if not explicit then
+      redis.call("ZREM", indexKey, recordKey)
+      dangling = dangling + 1
+    end
+    return
+  end
+  if f[2] ~= queue or f[3] ~= prefix or redis.call("ZSCORE", failedSet, f[1]) then
+    if not explicit then kept = kept + 1 end
+    return
+  end
+  redis.call("DEL", recordKey)
+  redis.call("ZREM", indexKey, recordKey)
+  removed = removed + 1
+end
+local examined = 0
+if limit > 0 then
+  local entries = redis.call("ZRANGEBYSCORE", indexKey, "-inf", cutoff, "LIMIT", offset, limit)
+  examined = #entries
+  for _, recordKey in ipairs(entries) do consider(recordKey, false) end
+end
+for i = 6, #ARGV do consider(ARGV[i], true) end
+return {removed, kept, dangling, examined}
 """
 
 # BullMQ error codes returned by its scripts.
@@ -223,6 +263,13 @@ def _fetched(raw: Any) -> Fetched:
     return Fetched(job=job, limit_until_ms=limit, next_delayed_ms=delayed)
 
 
+def _state(raw: Any) -> JobState:
+    try:
+        return JobState(str(raw))
+    except ValueError:
+        return JobState.UNKNOWN
+
+
 def script_error(code: int, job_id: str, command: str) -> ConveyorError:
     """Translate a BullMQ script's negative return code into a Conveyor error."""
     if code == _CODE_MISSING_JOB:
@@ -232,6 +279,22 @@ def script_error(code: int, job_id: str, command: str) -> ConveyorError:
     if code == _CODE_NOT_IN_STATE:
         return JobStateError(f"{command}: job {job_id} is not in the expected state")
     return ConveyorError(f"{command}: BullMQ script returned code {code} for job {job_id}")
+
+
+@dataclass(frozen=True)
+class CleanedBatch:
+    """What one bounded cleanup step of the failed set removed."""
+
+    #: Failed jobs removed (hash, logs, set entry), by BullMQ's cleanJobsInSet.
+    job_ids: list[str]
+    #: ``failedJobs:{id}`` records removed with their index entries.
+    records_removed: int
+    #: Index entries in the window that stay (another queue's, or their job is still failed).
+    records_kept: int
+    #: Index entries dropped because their record no longer existed.
+    index_entries_dropped: int
+    #: Index entries the window looked at (equal to the limit: there may be more).
+    examined: int
 
 
 class BullQueue:
@@ -249,6 +312,7 @@ class BullQueue:
         }
         self._record_failure = redis.register_script(_RECORD_FAILURE_LUA)
         self._forget_failure = redis.register_script(_FORGET_FAILURE_LUA)
+        self._sweep_failures = redis.register_script(_SWEEP_FAILURES_LUA)
 
     def job_key(self, job_id: str) -> str:
         return self.base + job_id
@@ -570,22 +634,22 @@ class BullQueue:
             raws = await pipe.execute()
         return [JobInfo.from_hash(j, r) for j, r in zip(job_ids, raws, strict=True) if r]
 
-    async def get_state(self, job_id: str) -> JobState:
+    async def get_state(self, job_id: str, pipe: Pipeline | None = None) -> JobState:
         keys = self._keys(
-            "completed",
-            "failed",
-            "delayed",
-            "active",
-            "wait",
-            "paused",
-            "waiting-children",
+            "completed", "failed", "delayed", "active", "wait", "paused", "waiting-children",
             "prioritized",
-        )
-        raw = await self._run("getStateV2", keys, [job_id, self.job_key(job_id)], None)
-        try:
-            return JobState(str(raw))
-        except ValueError:
-            return JobState.UNKNOWN
+        )  # fmt: skip
+        raw = await self._run("getStateV2", keys, [job_id, self.job_key(job_id)], pipe)
+        return _state(raw)
+
+    async def get_job_with_state(self, job_id: str) -> tuple[JobInfo | None, JobState]:
+        """The job hash and its state read in one MULTI, so they agree."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self.get_state(job_id, pipe)
+            await pipe.hgetall(self.job_key(job_id))
+            state, raw = await pipe.execute()
+        info = JobInfo.from_hash(job_id, raw) if raw else None
+        return info, _state(state)
 
     async def get_counts(self, states: list[JobState]) -> dict[JobState, int]:
         names = ["wait" if s is JobState.WAITING else s.value for s in states]
@@ -671,3 +735,49 @@ class BullQueue:
     async def get_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
         rows = await self.redis.lrange(self.job_key(job_id) + ":logs", start, end)
         return [str(r) for r in rows]
+
+    # --- cleanup -------------------------------------------------------------------------------
+    async def clean(
+        self, state: JobState, older_than_ms: int, limit: int, pipe: Pipeline | None = None
+    ) -> list[str]:
+        """BullMQ's Queue.clean on a finished set: remove up to ``limit`` jobs that finished at
+        or before ``older_than_ms`` (their hash and logs too); answers their ids. With
+        ``pipe`` the call is only queued: the ids come back from ``pipe.execute()``."""
+        if state not in (JobState.COMPLETED, JobState.FAILED):
+            raise JobStateError(f"only completed or failed jobs can be cleaned, not {state}")
+        if limit < 1:
+            raise ValueError("limit must be at least 1 (0 would mean unlimited to BullMQ)")
+        keys = [self.keys[state.value], self.keys["events"], self.keys["repeat"]]
+        raw = await self._run(
+            "cleanJobsInSet", keys, [self.base, older_than_ms, limit, state.value], pipe
+        )
+        return [str(j) for j in raw or []] if pipe is None else []
+
+    async def clean_failed(
+        self, older_than_ms: int, limit: int, *, failed_key_prefix: str, offset: int = 0
+    ) -> CleanedBatch:
+        """One bounded step of failure cleanup, consistent across both stores.
+
+        In one MULTI: up to ``limit`` failed jobs older than the cutoff are removed, then one
+        window of the failure index (``offset``, ``limit``) is swept of records whose job is
+        gone. The records of the jobs just removed are then removed by key (in case their
+        record was written a moment after the job's finishedOn, or sits outside the window).
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        index_key = failure_index_key(failed_key_prefix)
+        sweep_keys = [index_key, self.keys["failed"]]
+        sweep_args: list[Any] = [older_than_ms, offset, limit, self.name, self.prefix]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self.clean(JobState.FAILED, older_than_ms, limit, pipe=pipe)
+            await self._sweep_failures(keys=sweep_keys, args=sweep_args, client=pipe)
+            cleaned, swept = await pipe.execute()
+        job_ids = [str(j) for j in cleaned or []]
+        removed, kept, dropped, examined = (int(n) for n in swept)
+        if job_ids:
+            record_keys = [failure_record_key(failed_key_prefix, j) for j in job_ids]
+            explicit = await self._sweep_failures(
+                keys=sweep_keys, args=[older_than_ms, 0, 0, self.name, self.prefix, *record_keys]
+            )
+            removed += int(explicit[0])
+        return CleanedBatch(job_ids, removed, kept, dropped, examined)

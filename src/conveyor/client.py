@@ -229,10 +229,10 @@ class QueueClient:
 
     # --- look ----------------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> JobView:
-        info = await self.bull.get_job(job_id)
+        info, state = await self.bull.get_job_with_state(job_id)
         if info is None:
             raise JobNotFoundError(job_id, self.queue)
-        return JobView(info=info, state=await self.bull.get_state(job_id))
+        return JobView(info=info, state=state)
 
     async def get_state(self, job_id: str) -> JobState:
         return await self.bull.get_state(job_id)

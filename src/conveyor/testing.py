@@ -28,7 +28,9 @@ async def wait_for(
         if last:
             return last
         if time.monotonic() > deadline:
-            raise TimeoutError(message or f"condition not met within {timeout:g} s (last: {last!r})")
+            raise TimeoutError(
+                message or f"condition not met within {timeout:g} s (last: {last!r})"
+            )
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
@@ -40,5 +42,7 @@ def wait_for_sync(predicate: Callable[[], T], timeout: float = 10.0, *, message:
         if last:
             return last
         if time.monotonic() > deadline:
-            raise TimeoutError(message or f"condition not met within {timeout:g} s (last: {last!r})")
+            raise TimeoutError(
+                message or f"condition not met within {timeout:g} s (last: {last!r})"
+            )
         time.sleep(POLL_INTERVAL_S)

@@ -23,7 +23,7 @@ _redis: Redis | None = None
 
 
 def _client() -> Redis:
-    global _redis  # noqa: PLW0603  (one connection per worker process)
+    global _redis
     if _redis is None:
         _redis = connect(os.environ["CONVEYOR_REDIS_URL"])
     return _redis
@@ -47,7 +47,7 @@ async def count(payload: CountPayload, ctx: JobContext) -> int:
 @registry.task("sync_count")
 def sync_count(payload: CountPayload, ctx: JobContext) -> int:
     """The same as ``count`` from a sync handler (runs in the worker's thread pool)."""
-    import redis as sync_redis  # noqa: PLC0415
+    import redis as sync_redis
 
     client = sync_redis.Redis.from_url(os.environ["CONVEYOR_REDIS_URL"])
     client.hincrby(payload.key, ctx.job_id, 1)

@@ -12,7 +12,9 @@ from multiprocessing.process import BaseProcess
 
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
+from conveyor.hooks import HookChain, WorkerHooks
 from conveyor.observability.logging import LoggingHooks, configure_logging
+from conveyor.observability.stats import StatsHooks
 from conveyor.redis import connect
 from conveyor.registry import load_registry
 from conveyor.services.runtime import default_policy, open_checked, redis_url
@@ -41,13 +43,33 @@ async def serve(settings: Settings, url: str) -> None:
     redis = await open_checked(settings, url)
     options = worker_options(settings)
     blocking = connect(url, timeout_s=options.drain_delay_s + settings.redis_timeout_s)
-    worker = Worker(redis, registry, options, blocking_redis=blocking, hooks=LoggingHooks())
+    hooks: WorkerHooks = LoggingHooks()
+    stats: StatsHooks | None = None
+    if settings.stats_enabled:
+        stats = StatsHooks(
+            redis,
+            prefix=settings.prefix,
+            history_minutes=settings.stats_history_minutes,
+            task_names=registry.names(),
+        )
+        stats.start()
+        hooks = HookChain(hooks, stats)
+    worker = Worker(redis, registry, options, blocking_redis=blocking, hooks=hooks)
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # A plain handler (not loop.add_signal_handler) so a late second signal, arriving
+        # after the loop has closed, is ignored instead of killing a process that shut down.
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(worker.stop)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+        signal.signal(sig, on_signal)
     try:
         await worker.run(grace_s=settings.shutdown_grace_s)
     finally:
+        if stats is not None:
+            await stats.close()  # the last second's counts
         await blocking.aclose()
         await redis.aclose()
 
@@ -90,5 +112,7 @@ def _supervise(settings: Settings, url: str) -> int:
     signal.signal(signal.SIGINT, forward)
     for child in children:
         child.join()
+    # A child that got the signal before it could install its handler had taken no job yet.
+    clean = (0, -signal.SIGTERM, -signal.SIGINT)
     codes = [child.exitcode or 0 for child in children]
-    return 0 if all(code == 0 for code in codes) else 1
+    return 0 if all(code in clean for code in codes) else 1

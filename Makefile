@@ -1,0 +1,40 @@
+# One task runner for people and CI. `make up` runs the system; `make test` runs every check.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen
+
+.PHONY: setup up test check lint fmt typecheck layers pytest bench docs clean
+
+setup: ## Install uv (if missing) and the locked dependencies into .venv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
+	$(UV) sync --frozen
+
+up: setup ## Start the whole system on an embedded Redis, with demo jobs flowing
+	$(RUN) conveyor up --demo
+
+test: setup check pytest ## Everything CI runs: lint, types, layers, then the whole test suite
+
+check: lint typecheck layers
+
+lint:
+	$(RUN) ruff check src tests bench
+	$(RUN) ruff format --check src tests bench
+
+fmt:
+	$(RUN) ruff format src tests bench
+	$(RUN) ruff check --fix src tests bench
+
+typecheck:
+	$(RUN) mypy
+
+layers:
+	$(RUN) lint-imports
+
+pytest:
+	$(RUN) pytest -q -p no:cacheprovider
+
+docs: ## Regenerate docs/configuration.md from the settings model
+	$(RUN) python scripts/gen_config_docs.py
+
+clean:
+	rm -rf .venv .conveyor .pytest_cache .mypy_cache .ruff_cache

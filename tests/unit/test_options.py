@@ -1,0 +1,55 @@
+"""Job options are checked before anything touches Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from conveyor.client import build_options
+from conveyor.errors import JobOptionsError
+from conveyor.jobs import RetryPolicy
+
+DEFAULT = RetryPolicy.from_retries(5, "exponential", 1000)
+
+
+def test_defaults_are_written_into_the_job() -> None:
+    job_id, opts = build_options(None, DEFAULT)
+    uuid.UUID(job_id)
+    assert opts == {
+        "attempts": 6,
+        "backoff": {"type": "exponential", "delay": 1000},
+        "jobId": job_id,
+    }
+
+
+def test_caller_options_win() -> None:
+    job_id, opts = build_options(
+        {"attempts": 2, "backoff": 10, "delay": 500, "priority": 3, "jobId": "order-7"}, DEFAULT
+    )
+    assert job_id == "order-7"
+    assert opts["attempts"] == 2
+    assert opts["backoff"] == {"type": "fixed", "delay": 10}
+    assert opts["delay"] == 500
+    assert opts["priority"] == 3
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"color": "red"},
+        {"delay": -1},
+        {"delay": 1.5},
+        {"priority": 3_000_000},
+        {"attempts": 0},
+        {"attempts": True},
+        {"jobId": "a:b"},
+        {"jobId": "123"},
+        {"jobId": ""},
+        {"lifo": "yes"},
+        {"removeOnComplete": "always"},
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(JobOptionsError):
+        build_options(options, DEFAULT)
