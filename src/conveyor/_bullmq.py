@@ -23,6 +23,8 @@ from redis.commands.core import AsyncScript
 
 from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
 from conveyor.jobs import JobState, failure_index_key, failure_record_key
+from conveyor.redis import AutoPipeline
+from conveyor.resp import RespConnection
 
 _COMMANDS_DIR = Path(bullmq.__file__).parent / "commands"
 
@@ -211,6 +213,8 @@ class JobInfo:
     stacktrace: list[str]
     deferred_failure: str | None
     raw_data: str
+    #: The name of the worker (Conveyor or Node) that took the job last.
+    processed_by: str | None = None
 
     @classmethod
     def from_hash(cls, job_id: str, raw: dict[str, str]) -> JobInfo:
@@ -238,6 +242,7 @@ class JobInfo:
             stacktrace=[str(s) for s in stack] if isinstance(stack, list) else [],
             deferred_failure=raw.get("defa") or None,
             raw_data=raw.get("data", "{}"),
+            processed_by=raw.get("pb") or None,
         )
 
 
@@ -300,10 +305,22 @@ class CleanedBatch:
 class BullQueue:
     """One BullMQ queue (prefix + name) on one Redis client: keys plus script calls."""
 
-    def __init__(self, redis: Redis, name: str, prefix: str = "bull") -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        name: str,
+        prefix: str = "bull",
+        *,
+        hot_path: RespConnection | None = None,
+    ) -> None:
         self.redis = redis
+        #: With a hot-path connection, script calls made without an explicit pipeline are
+        #: batched per event-loop tick on it (the worker's fast path).
+        self._auto = AutoPipeline(hot_path) if hot_path is not None else None
         self.name = name
         self.prefix = prefix
+        #: Set by a worker: stored on each job it takes as BullMQ's ``processedBy``.
+        self.worker_name: str | None = None
         self.base = f"{prefix}:{name}:"
         self.keys = {kind: f"{prefix}:{name}:{kind}" for kind in _KEY_TYPES}
         self._scripts: dict[str, AsyncScript] = {
@@ -321,6 +338,8 @@ class BullQueue:
         return [self.keys[k] for k in kinds]
 
     def _run(self, script: str, keys: list[str], args: list[Any], pipe: Pipeline | None) -> Any:
+        if pipe is None and self._auto is not None:
+            return self._auto.call(self._scripts[script], keys, args)
         return self._scripts[script](keys=keys, args=args, client=pipe)
 
     # --- adding ------------------------------------------------------------------------------
@@ -378,9 +397,19 @@ class BullQueue:
             "pc",
             "marker",
         )
-        opts = _pack({"token": token, "lockDuration": lock_duration_ms, "limiter": None})
+        opts = _pack(
+            {
+                "token": token,
+                "lockDuration": lock_duration_ms,
+                "limiter": None,
+                **self._processed_by(),
+            }
+        )
         raw = await self._run("moveToActive", keys, [self.base, now_ms(), opts], None)
         return _fetched(raw)
+
+    def _processed_by(self) -> dict[str, str]:
+        return {"name": self.worker_name} if self.worker_name else {}
 
     def _finish_args(
         self,
@@ -423,6 +452,7 @@ class BullQueue:
                 "cpof": False,
                 "idof": False,
                 "rdof": False,
+                **self._processed_by(),
             }
         )
         prop = "returnvalue" if target == "completed" else "failedReason"
@@ -775,7 +805,7 @@ class BullQueue:
         job_ids = [str(j) for j in cleaned or []]
         removed, kept, dropped, examined = (int(n) for n in swept)
         if job_ids:
-            record_keys = [failure_record_key(failed_key_prefix, j) for j in job_ids]
+            record_keys = [failure_record_key(failed_key_prefix, j, queue=self.name) for j in job_ids]
             explicit = await self._sweep_failures(
                 keys=sweep_keys, args=[older_than_ms, 0, 0, self.name, self.prefix, *record_keys]
             )

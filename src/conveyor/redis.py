@@ -11,10 +11,18 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, ConnectionError, RedisError, TimeoutError
+from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AuthenticationError,
+    ConnectionError,
+    NoScriptError,
+    RedisError,
+    TimeoutError,
+)
 
 from conveyor.config import EvictionCheck
 from conveyor.errors import ConfigurationError, RedisPolicyError, RedisUnavailableError
+from conveyor.resp import RespConnection
 
 log = logging.getLogger("conveyor.redis")
 
@@ -115,3 +123,80 @@ async def open_redis(
         await client.aclose()
         raise
     return client
+
+
+class AutoPipeline:
+    """Sends the script calls made in the same event-loop tick as one pipeline.
+
+    Many jobs finishing at once each make one script call; sent one by one they cost a round
+    trip, a connection and a syscall each. Here, calls queue up while one batch is in flight
+    and go together in the next: one write, one read, on one lean connection
+    (``conveyor.resp``). A lone call still goes out at the end of the current tick, so an idle
+    worker adds no latency. Not transactional: each call succeeds or fails on its own.
+    """
+
+    def __init__(self, connection: RespConnection) -> None:
+        self.connection = connection
+        self._pending: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
+        self._flushing = False
+
+    def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((script, keys, args, future))
+        if not self._flushing:
+            self._flushing = True
+            loop.call_soon(self._start_flush)
+        return future
+
+    def _start_flush(self) -> None:
+        task = asyncio.ensure_future(self._flush())
+        task.add_done_callback(_consume_exception)
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._send(batch)
+        finally:
+            self._flushing = False
+
+    async def _send(
+        self, batch: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]]
+    ) -> None:
+        commands = [("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args, _ in batch]
+        try:
+            results = await self.connection.execute_many(commands)
+        except BaseException as exc:  # the connection failed: so did every call in the batch
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        retry: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
+        for item, result in zip(batch, results, strict=True):
+            future = item[3]
+            if future.done():
+                continue
+            if isinstance(result, NoScriptError):
+                retry.append(item)
+            elif isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if retry:  # Redis restarted or was flushed: load the scripts, then send those again
+            scripts = {s.sha: s for s, *_ in retry}.values()
+            try:
+                await self.connection.execute_many([("SCRIPT", "LOAD", s.script) for s in scripts])
+            except BaseException as exc:
+                for *_, future in retry:
+                    if not future.done():
+                        future.set_exception(exc)
+                raise
+            await self._send(retry)
+
+
+def _consume_exception(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()

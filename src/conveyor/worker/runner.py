@@ -46,6 +46,7 @@ from conveyor.jobs import (
     should_retry,
 )
 from conveyor.registry import Task, TaskRegistry
+from conveyor.resp import RespConnection
 
 log = logging.getLogger("conveyor.worker")
 
@@ -149,7 +150,9 @@ class Worker:
         self.registry = registry
         self.options = options
         self.hooks: WorkerHooks = hooks or NoHooks()
-        self.bull = BullQueue(redis, options.queue, options.prefix)
+        self._hot_path = RespConnection.like(redis)
+        self.bull = BullQueue(redis, options.queue, options.prefix, hot_path=self._hot_path)
+        self.bull.worker_name = options.name
         self._active: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._slots = 0
         self._stopping = asyncio.Event()
@@ -198,6 +201,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             self._executor.shutdown(wait=False, cancel_futures=True)
+            await self._hot_path.close()
             self.running = False
             log.info(
                 "worker_stopped",
@@ -475,7 +479,9 @@ class Worker:
                     attempts=policy.attempts,
                     keep=_keep(job.options.get("removeOnFail")),
                     lock_duration_ms=self.options.lock_duration_ms,
-                    record_key=failure_record_key(self.options.failed_key_prefix, job.id),
+                    record_key=failure_record_key(
+                        self.options.failed_key_prefix, job.id, queue=self.options.queue
+                    ),
                     index_key=failure_index_key(self.options.failed_key_prefix),
                     failed_at_iso=failed_at.isoformat(timespec="milliseconds").replace(
                         "+00:00", "Z"
