@@ -17,6 +17,7 @@ from typing import Any
 
 import bullmq
 import msgpack
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
@@ -179,8 +180,8 @@ def _loads(raw: str | None, default: Any) -> Any:
     if raw is None or raw == "":
         return default
     try:
-        return json.loads(raw)
-    except ValueError:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return raw
 
 
@@ -805,7 +806,9 @@ class BullQueue:
         job_ids = [str(j) for j in cleaned or []]
         removed, kept, dropped, examined = (int(n) for n in swept)
         if job_ids:
-            record_keys = [failure_record_key(failed_key_prefix, j, queue=self.name) for j in job_ids]
+            record_keys = [
+                failure_record_key(failed_key_prefix, j, queue=self.name) for j in job_ids
+            ]
             explicit = await self._sweep_failures(
                 keys=sweep_keys, args=[older_than_ms, 0, 0, self.name, self.prefix, *record_keys]
             )

@@ -20,7 +20,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -328,25 +328,33 @@ class Worker:
         except ConveyorError:
             return base
 
+    def _max_attempts(self, task: Task | None, job: JobInfo) -> int:
+        """Attempts for the log line, without building the whole policy."""
+        attempts = job.options.get("attempts")
+        if isinstance(attempts, int) and attempts > 0:
+            return attempts
+        if task is not None and task.retries is not None:
+            return task.retries + 1
+        return self.options.default_policy.attempts
+
     async def _process(self, job: JobInfo, token: str) -> JobInfo | None:
         """Run one attempt and record its outcome; answers the next job when one was fetched
         in the same call."""
         attempt = job.attempts_made + 1
         task: Task | None = None
         started = time.monotonic()
-        policy = self.options.default_policy
-        event = JobEvent(job.id, job.name, self.options.queue, attempt, policy.attempts)
+        event = JobEvent(
+            job.id,
+            job.name,
+            self.options.queue,
+            attempt,
+            self._max_attempts(None, job),
+            wait_ms=max(0.0, now_ms() - job.timestamp - job.delay),
+        )
         try:
             task = self.registry.get(job.name)
-            policy = self._policy(task, job)
-            event = JobEvent(
-                job.id,
-                job.name,
-                self.options.queue,
-                attempt,
-                policy.attempts,
-                wait_ms=max(0.0, now_ms() - job.timestamp - job.delay),
-            )
+            if task.retries is not None:
+                event = replace(event, max_attempts=self._max_attempts(task, job))
             if job.deferred_failure:
                 raise Unrecoverable(job.deferred_failure)
             try:
@@ -363,6 +371,8 @@ class Worker:
         except Exception as exc:
             duration = (time.monotonic() - started) * 1000
             unrecoverable = isinstance(exc, Unrecoverable | TaskError)
+            # The full policy is only needed on failure (kept off the success path).
+            policy = self._policy(task, job)
             await self._failed(job, token, exc, policy, event, duration, unrecoverable)
             return None
         duration = (time.monotonic() - started) * 1000
