@@ -142,6 +142,8 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
 
     def stop(self) -> None:
         """Shut down cleanly (SIGTERM makes Redis flush its AOF) and wait for the exit."""

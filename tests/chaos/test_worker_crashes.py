@@ -21,7 +21,10 @@ from tests.chaos.conftest import Chaos
 
 def _client(redis: Redis, chaos: Chaos) -> QueueClient:
     return QueueClient(
-        redis, queue=chaos.queue, prefix=chaos.prefix, registry=load_registry(["tests.support.tasks"])
+        redis,
+        queue=chaos.queue,
+        prefix=chaos.prefix,
+        registry=load_registry(["tests.support.tasks"]),
     )
 
 
@@ -124,8 +127,11 @@ async def test_deploy_sigterm_finishes_or_requeues_every_active_job(
                 if "job_released" in line
             }
         rounds.append(
-            {"grace_s": float(grace), "active_at_sigterm": len(active),
-             "exit_s": round(time.monotonic() - sent, 2)}
+            {
+                "grace_s": float(grace),
+                "active_at_sigterm": len(active),
+                "exit_s": round(time.monotonic() - sent, 2),
+            }
         )
         assert codes == [0, 0, 0], [chaos.output(p)[-2000:] for p in workers]
         assert await redis.llen(f"{chaos.prefix}:{chaos.queue}:active") == 0
