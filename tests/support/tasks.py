@@ -55,3 +55,29 @@ def sync_count(payload: CountPayload, ctx: JobContext) -> int:
     client.hincrby(payload.key + ":done", ctx.job_id, 1)
     client.close()
     return ctx.attempt
+
+
+class Empty(BaseModel):
+    pass
+
+
+@registry.task("hang", timeout_s=1)
+async def hang(payload: Empty, ctx: JobContext) -> None:
+    """Never finishes by itself: only the task's timeout ends it."""
+    await asyncio.Event().wait()
+
+
+@registry.task("block_loop")
+async def block_loop(payload: Empty, ctx: JobContext) -> None:
+    """Blocks the event loop (a blocking call inside async code): only the watchdog helps."""
+    await _client().hincrby("chaos:blocked", ctx.job_id, 1)
+    time.sleep(3600)  # noqa: ASYNC251  (the point of the test)
+
+
+@registry.task("hog_memory")
+async def hog_memory(payload: Empty, ctx: JobContext) -> None:
+    """Allocates until the process's memory limit says no (a leak in async code: it yields)."""
+    hoard = []
+    while True:
+        hoard.append(bytearray(32 * 1024 * 1024))
+        await asyncio.sleep(0)

@@ -6,8 +6,11 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import sys
+import time
+from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
 from conveyor.config import Settings
@@ -19,8 +22,17 @@ from conveyor.redis import connect
 from conveyor.registry import load_registry
 from conveyor.services.runtime import default_policy, open_checked, redis_url
 from conveyor.worker import Worker, WorkerOptions
+from conveyor.worker.watchdog import LoopWatchdog
 
 log = logging.getLogger("conveyor.service.worker")
+
+#: Exit code of a worker process that ended itself because its event loop was blocked.
+EXIT_LOOP_BLOCKED = 70
+#: Restart delays for crashed worker processes (doubling up to the cap).
+RESTART_BASE_S = 0.5
+RESTART_CAP_S = 30.0
+#: A process that ran this long before crashing restarts without delay growth.
+HEALTHY_AFTER_S = 60.0
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
@@ -56,6 +68,10 @@ async def serve(settings: Settings, url: str) -> None:
         hooks = HookChain(hooks, stats)
     worker = Worker(redis, registry, options, blocking_redis=blocking, hooks=hooks)
     loop = asyncio.get_running_loop()
+    watchdog = LoopWatchdog(
+        settings.watchdog_s or settings.lock_duration_ms / 1000,
+        lambda blocked: _blocked(worker, blocked),
+    )
 
     def on_signal(signum: int, _frame: object) -> None:
         # A plain handler (not loop.add_signal_handler) so a late second signal, arriving
@@ -65,19 +81,53 @@ async def serve(settings: Settings, url: str) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    watchdog.start()
     try:
         await worker.run(grace_s=settings.shutdown_grace_s)
     finally:
+        await watchdog.stop()
         if stats is not None:
             await stats.close()  # the last second's counts
         await blocking.aclose()
         await redis.aclose()
 
 
+def _blocked(worker: Worker, blocked_s: float) -> None:
+    """Runs in the watchdog thread: the loop is stuck, so end the process now."""
+    log.critical(
+        "event_loop_blocked",
+        extra={
+            "fields": {
+                "blocked_s": round(blocked_s, 1),
+                "active_jobs": ",".join(worker.active_job_ids()),
+                "action": "exit; the stalled-job check recovers the jobs",
+            }
+        },
+    )
+    logging.shutdown()
+    os._exit(EXIT_LOOP_BLOCKED)
+
+
+def limit_memory(max_mb: int | None) -> None:
+    """Cap this process's address space, so a runaway handler gets MemoryError."""
+    if max_mb is None:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = max_mb * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _serve_process(settings: Settings, url: str) -> None:
+    limit_memory(settings.max_memory_mb)
+    asyncio.run(serve(settings, url))
+
+
 def _child(settings: Settings, url: str) -> None:
     configure_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings, url))
+        _serve_process(settings, url)
     except ConveyorError as exc:
         log.error("worker_error", extra={"fields": {"error": str(exc)}})
         sys.exit(1)
@@ -87,32 +137,74 @@ def run(settings: Settings) -> int:
     """Start ``settings.processes`` worker processes (in this process when 1); exit code."""
     with redis_url(settings) as url:
         if settings.processes == 1:
-            asyncio.run(serve(settings, url))
+            _serve_process(settings, url)
             return 0
         return _supervise(settings, url)
 
 
-def _supervise(settings: Settings, url: str) -> int:
-    ctx = multiprocessing.get_context("spawn")
-    children: list[BaseProcess] = []
-    for index in range(settings.processes):
-        child: BaseProcess = ctx.Process(
-            target=_child, args=(settings, url), name=f"conveyor-worker-{index}"
+class _Supervisor:
+    """Runs N worker processes; restarts one that dies (with backoff) until told to stop."""
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        self.settings = settings
+        self.url = url
+        self.ctx = multiprocessing.get_context("spawn")
+        self.children: dict[int, BaseProcess] = {}
+        self.started_at: dict[int, float] = {}
+        self.delays: dict[int, float] = {}
+        self.stopping = False
+
+    def start(self, index: int) -> None:
+        child: BaseProcess = self.ctx.Process(
+            target=_child, args=(self.settings, self.url), name=f"conveyor-worker-{index}"
         )
         child.start()
-        children.append(child)
-    log.info("workers_started", extra={"fields": {"processes": len(children)}})
+        self.children[index] = child
+        self.started_at[index] = time.monotonic()
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
+    def forward(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        for child in self.children.values():
             if child.is_alive() and child.pid:
                 os.kill(child.pid, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
-    # A child that got the signal before it could install its handler had taken no job yet.
-    clean = (0, -signal.SIGTERM, -signal.SIGINT)
-    codes = [child.exitcode or 0 for child in children]
-    return 0 if all(code in clean for code in codes) else 1
+    def run(self) -> int:
+        for index in range(self.settings.processes):
+            self.start(index)
+        log.info("workers_started", extra={"fields": {"processes": len(self.children)}})
+        signal.signal(signal.SIGTERM, self.forward)
+        signal.signal(signal.SIGINT, self.forward)
+        # A child that got the signal before it could install its handler had taken no job.
+        clean = (0, -signal.SIGTERM, -signal.SIGINT)
+        failed = False
+        while self.children:
+            wait([c.sentinel for c in self.children.values()], timeout=1.0)
+            for index, child in list(self.children.items()):
+                if child.is_alive():
+                    continue
+                del self.children[index]
+                code = child.exitcode or 0
+                if self.stopping:
+                    failed |= code not in clean
+                    continue
+                self._restart_later(index, code)
+        return 1 if failed else 0
+
+    def _restart_later(self, index: int, code: int) -> None:
+        ran_s = time.monotonic() - self.started_at[index]
+        delay = RESTART_BASE_S if ran_s > HEALTHY_AFTER_S else self.delays.get(index, 0) * 2
+        delay = min(max(delay, RESTART_BASE_S), RESTART_CAP_S)
+        self.delays[index] = delay
+        log.warning(
+            "worker_process_exited",
+            extra={"fields": {"index": index, "exit_code": code, "restart_in_s": delay}},
+        )
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self.stopping:
+            time.sleep(0.05)
+        if not self.stopping:
+            self.start(index)
+
+
+def _supervise(settings: Settings, url: str) -> int:
+    return _Supervisor(settings, url).run()

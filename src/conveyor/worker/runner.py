@@ -169,6 +169,10 @@ class Worker:
         """Stop taking jobs; ``run()`` returns once active jobs are done (or handed back)."""
         self._stopping.set()
 
+    def active_job_ids(self) -> list[str]:
+        """Ids of the jobs running now (safe to call from another thread)."""
+        return list(self._active.copy())
+
     @property
     def active_count(self) -> int:
         return self._slots
