@@ -101,6 +101,139 @@ def produce(
     _guard(go)
 
 
+# --- api command ------------------------------------------------------------------------------
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option("--host", help="Address [CONVEYOR_API_HOST].")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Port [CONVEYOR_API_PORT].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Server processes.")
+    ] = None,
+) -> None:
+    """Serve the HTTP API: POST /enqueue, job status, retry, cancel, health, OpenAPI."""
+    from conveyor.services import api as service
+
+    def go() -> None:
+        service.run(_settings(api_host=host, api_port=port, api_workers=workers))
+
+    _guard(go)
+
+
+# --- monitor and stats commands ------------------------------------------------------------------
+
+
+@app.command()
+def monitor(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address [CONVEYOR_MONITOR_HOST].")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Port [CONVEYOR_MONITOR_PORT].")
+    ] = None,
+) -> None:
+    """Serve the live web dashboard, its JSON API and Prometheus /metrics (default :8001)."""
+    from conveyor.services import monitor as service
+
+    _guard(lambda: service.run(_settings(monitor_host=host, monitor_port=port)))
+
+
+@app.command()
+def stats(
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", "-i", min=0.1, help="Seconds between refreshes.")
+    ] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with totals).")] = False,
+) -> None:
+    """Print a table of job counts per queue and state (every queue of the prefix)."""
+    from conveyor.services.monitor import terminal
+
+    _guard(lambda: terminal.run(_settings(), watch=watch, interval_s=interval, as_json=as_json))
+
+
+# --- cleanup and up commands ---------------------------------------------------------------------
+
+
+@app.command()
+def cleanup(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run once now and exit; the schedule is left alone.")
+    ] = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="Failed jobs older than this go: 7d, 12h, 90m, 3600."),
+    ] = None,
+    completed_older_than: Annotated[
+        str | None,
+        typer.Option("--completed-older-than", help="Also remove completed jobs older than this."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --once: show what would go, change nothing.")
+    ] = False,
+    queue: QueueOpt = None,
+) -> None:
+    """Remove old failed jobs and their failedJobs:* records, on schedule or --once.
+
+    Runs once per CONVEYOR_CLEANUP_INTERVAL_S across all replicas (the schedule is in Redis).
+    """
+    from conveyor.errors import ConfigurationError
+    from conveyor.maintenance import parse_duration
+    from conveyor.services import cleanup as service
+
+    def go() -> int:
+        if dry_run and not once:
+            raise ConfigurationError("--dry-run only works with --once")
+        failed_s = parse_duration(older_than) if older_than is not None else None
+        done_s = parse_duration(completed_older_than) if completed_older_than is not None else None
+        settings = _settings(queue=queue, failed_retention_s=failed_s, completed_retention_s=done_s)
+        if not once:
+            return service.run(settings)
+        typer.echo(
+            service.describe(
+                service.run_once(settings, service.policy_from(settings), dry_run=dry_run)
+            )
+        )
+        return 0
+
+    raise typer.Exit(_guard(go))
+
+
+@app.command()
+def up(
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=0, max=64, help="Worker processes.")
+    ] = 2,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Also run a producer: jobs flow, some fail and retry.")
+    ] = False,
+    api_port: Annotated[int | None, typer.Option("--api-port", min=1, max=65535)] = None,
+    monitor_port: Annotated[int | None, typer.Option("--monitor-port", min=1, max=65535)] = None,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Do not run the API.")] = False,
+    no_monitor: Annotated[
+        bool, typer.Option("--no-monitor", help="Do not run the monitor.")
+    ] = False,
+    queue: QueueOpt = None,
+) -> None:
+    """Run the whole system here: Redis, API, workers, monitor and cleanup (Ctrl-C stops it)."""
+    from conveyor.services import up as service
+
+    def go() -> int:
+        settings = _settings(queue=queue, api_port=api_port, monitor_port=monitor_port)
+        commands = frozenset(
+            c.name or c.callback.__name__ for c in app.registered_commands if c.callback
+        )
+        plan = service.UpPlan(
+            workers=workers, demo=demo, api=not no_api, monitor=not no_monitor, commands=commands
+        )
+        return service.run(settings, plan)
+
+    raise typer.Exit(_guard(go))
+
+
 def main() -> None:
     app()
 

@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigurationError
@@ -38,6 +38,17 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+#: Monitor roles: rw may look and act, ro may only look.
+MONITOR_ROLES = ("rw", "ro")
+
+
+def split_account(entry: str) -> tuple[str, str, str]:
+    """``user:password:role`` -> its parts (the password may itself hold ':')."""
+    user, _, rest = entry.partition(":")
+    password, _, role = rest.rpartition(":")
+    return user.strip(), password, role.strip().lower()
 
 
 class Settings(BaseSettings):
@@ -112,6 +123,193 @@ class Settings(BaseSettings):
     job_timeout_s: float | None = Field(
         default=None, gt=0, description="Default per-attempt timeout for tasks that set none."
     )
+    watchdog_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Exit the worker process when a handler blocks its event loop this long "
+        "(so it is restarted and the job recovered); default: the lock duration.",
+    )
+    max_memory_mb: int | None = Field(
+        default=None,
+        ge=64,
+        description="Address-space limit per worker process: a handler that exhausts memory "
+        "gets MemoryError (the attempt fails and is retried) instead of the OOM killer.",
+    )
+
+    # --- API service (conveyor api) -----------------------------------------------------------
+    api_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the API listens on (0.0.0.0: every interface, e.g. in a container).",
+    )
+    api_port: int = Field(default=8000, ge=1, le=65535, description="The API's port.")
+    api_workers: int = Field(
+        default=1, ge=1, le=64, description="API server processes sharing the port."
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys. When set, every endpoint but /healthz and "
+        "/readyz needs `Authorization: Bearer <key>`. Empty: no authentication.",
+    )
+    api_max_body_bytes: int = Field(
+        default=1_048_576, ge=256, description="Largest request body accepted (bytes); 413 above."
+    )
+    api_bulk_max_jobs: int = Field(
+        default=1000, ge=1, le=100_000, description="Most jobs in one POST /enqueue/bulk."
+    )
+    api_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed by CORS ('*' for any). Empty: CORS off.",
+    )
+    api_redis_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Longest a request waits on Redis before it answers 503 (seconds).",
+    )
+    api_retry_after_s: int = Field(
+        default=1, ge=0, le=3600, description="Retry-After (seconds) sent with every 503."
+    )
+    api_batch_enqueue: bool = Field(
+        default=True,
+        description="Gather the enqueues that arrive together (one event-loop tick) into one "
+        "Redis pipeline. Off: one round trip per job.",
+    )
+    api_redis_connections: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Redis calls in flight at once per API process; more wait their turn "
+        "(within api_redis_timeout_s).",
+    )
+    api_redis_pipelines: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Batched-enqueue pipelines in flight at once per API process.",
+    )
+    api_max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="Enqueues waiting for Redis at once per API process; above it, 503.",
+    )
+    api_access_log: bool = Field(default=False, description="Log every HTTP request (uvicorn).")
+    api_fast_path: bool = Field(
+        default=True,
+        description="Answer POST /enqueue in a thin ASGI layer before FastAPI's routing (same "
+        "checks, errors and answers). Off: the FastAPI route serves it.",
+    )
+    api_telemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry spans and metrics (needs a configured "
+        "OpenTelemetry provider).",
+    )
+
+    @field_validator("api_keys", "api_cors_origins", mode="before")
+    @classmethod
+    def _split_api_lists(cls, value: object) -> object:
+        return _split_csv(value)
+
+
+    # --- Monitor service (conveyor monitor) -----------------------------------------------------
+    monitor_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the monitor listens on (0.0.0.0: every interface).",
+    )
+    monitor_port: int = Field(default=8001, ge=1, le=65535, description="The monitor's port.")
+    monitor_users: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated user:password:role accounts for the monitor; role rw may "
+        "act (retry, remove, pause), ro may only look. Empty: no login (bind to localhost).",
+    )
+    monitor_read_only: bool = Field(
+        default=False, description="Refuse every monitor action, whoever asks."
+    )
+    monitor_metrics_public: bool = Field(
+        default=False, description="Serve /metrics without credentials even when users are set."
+    )
+    monitor_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated queues the monitor always shows (besides CONVEYOR_QUEUE "
+        "and the queues it discovers).",
+    )
+    monitor_discover_queues: bool = Field(
+        default=True, description="Find the prefix's other queues by scanning for their keys."
+    )
+    monitor_refresh_s: float = Field(
+        default=1.0, ge=0.1, le=60, description="How often live counts are pushed (seconds)."
+    )
+    monitor_error_sample: int = Field(
+        default=2000,
+        ge=10,
+        le=100_000,
+        description="Newest failed jobs read to group failures by error message.",
+    )
+    stats_enabled: bool = Field(
+        default=True,
+        description="Workers record throughput and latency history in Redis (for the monitor "
+        "and /metrics), flushed once a second.",
+    )
+    stats_history_minutes: int = Field(
+        default=60,
+        ge=1,
+        le=7 * 24 * 60,
+        description="How long per-second throughput and latency history is kept in Redis.",
+    )
+
+    @field_validator("monitor_users", "monitor_queues", mode="before")
+    @classmethod
+    def _split_monitor_lists(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("monitor_users")
+    @classmethod
+    def _check_monitor_users(cls, value: list[SecretStr]) -> list[SecretStr]:
+        seen: set[str] = set()
+        for entry in value:
+            user, password, role = split_account(entry.get_secret_value())
+            if not user or not password or role not in MONITOR_ROLES:
+                raise ValueError(
+                    f"each account is user:password:role with role rw or ro (got user {user!r})"
+                )
+            if user in seen:
+                raise ValueError(f"user {user!r} is listed twice")
+            seen.add(user)
+        return value
+
+
+    # --- Cleanup service (conveyor cleanup) -----------------------------------------------------
+    cleanup_interval_s: float = Field(
+        default=86_400.0,
+        ge=1,
+        description="Time between cleanup runs (seconds; 86400 = daily). The schedule lives in "
+        "Redis: one run per interval across all cleanup replicas and restarts.",
+    )
+    failed_retention_s: float = Field(
+        default=604_800.0,
+        ge=0,
+        description="Failed jobs and their failedJobs:* records older than this are removed "
+        "(seconds; 604800 = 7 days).",
+    )
+    completed_retention_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="When set, completed jobs older than this are removed too (seconds). "
+        "Unset: completed jobs are left to BullMQ's removeOnComplete.",
+    )
+    cleanup_batch_size: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Jobs or records removed per Redis call, so a large backlog never blocks "
+        "Redis.",
+    )
+
+    @field_validator("completed_retention_s", mode="before")
+    @classmethod
+    def _empty_retention_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     # --- Logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

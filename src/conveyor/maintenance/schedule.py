@@ -1,0 +1,281 @@
+"""When cleanup runs: once per interval across every replica, on a schedule kept in Redis.
+
+Three keys per queue (``conveyor:cleanup:<prefix>:<queue>:...``):
+
+- ``last-run``: the start time (ms) of the last successful scheduled run. A replica runs when
+  ``now >= last-run + interval``; a restarted replica reads it back, so restarts neither skip
+  nor repeat a run.
+- ``lease``: ``SET NX PX`` taken before a run (and renewed while it lasts). ``last-run`` is
+  read again under the lease and written, with the run's record, before the lease is released
+  (one script), so a second replica that gets the lease next sees the new ``last-run`` and
+  does nothing: one run per interval. If the runner dies, the lease expires and another
+  replica does the (idempotent) work.
+- ``runs``: the newest run records (JSON), newest first, capped at ``RUNS_KEPT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from conveyor.errors import ConveyorError
+from conveyor.maintenance.cleaner import Cleaner
+from conveyor.maintenance.cleanup import CleanupReport, Trigger, is_due, iso_ms, next_due_ms
+
+log = logging.getLogger("conveyor.cleanup")
+
+#: Run records kept per queue.
+RUNS_KEPT = 100
+#: Lifetime of the run lease; renewed every third of it while a run lasts.
+LEASE_MS = 60_000
+#: Longest sleep between two looks at the schedule (a changed interval is seen this soon).
+POLL_S = 60.0
+#: Wait after an error (Redis down) before the next look, doubling to POLL_S.
+ERROR_BACKOFF_S = 1.0
+
+Clock = Callable[[], int]
+
+_RENEW_LUA = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE_LUA = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0
+"""
+
+#: Record a run; for a scheduled run also move last-run forward; then release the lease.
+_FINISH_LUA = """
+local leaseKey, lastRunKey, runsKey = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[2] ~= "" then
+  local previous = tonumber(redis.call("GET", lastRunKey) or "0") or 0
+  if tonumber(ARGV[2]) > previous then
+    redis.call("SET", lastRunKey, ARGV[2])
+  end
+end
+redis.call("LPUSH", runsKey, ARGV[3])
+redis.call("LTRIM", runsKey, 0, tonumber(ARGV[4]) - 1)
+if ARGV[1] ~= "" and redis.call("GET", leaseKey) == ARGV[1] then
+  redis.call("DEL", leaseKey)
+end
+return 1
+"""
+
+
+def wall_clock_ms() -> int:
+    return round(time.time() * 1000)
+
+
+class CleanupBusyError(ConveyorError):
+    """Raised when a manual cleanup run finds another run in progress (the lease is held)."""
+
+
+@dataclass(frozen=True)
+class CleanupKeys:
+    """Where one queue's cleanup schedule and history live."""
+
+    lease: str
+    last_run: str
+    runs: str
+
+    @classmethod
+    def for_queue(cls, prefix: str, queue: str) -> CleanupKeys:
+        base = f"conveyor:cleanup:{prefix}:{queue}"
+        return cls(lease=f"{base}:lease", last_run=f"{base}:last-run", runs=f"{base}:runs")
+
+
+async def read_runs(redis: Redis, keys: CleanupKeys, count: int = 20) -> list[CleanupReport]:
+    """The newest ``count`` run records, newest first (what the monitor shows)."""
+    raws = await redis.lrange(keys.runs, 0, count - 1)
+    reports = []
+    for raw in raws:
+        with contextlib.suppress(ValueError, TypeError):
+            reports.append(CleanupReport.from_json(str(raw)))
+    return reports
+
+
+async def read_last_run_ms(redis: Redis, keys: CleanupKeys) -> int | None:
+    raw = await redis.get(keys.last_run)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+class CleanupScheduler:
+    """Runs a Cleaner once per interval, whatever the number of replicas running this."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        cleaner: Cleaner,
+        *,
+        interval_s: float,
+        clock: Clock = wall_clock_ms,
+        lease_ms: int = LEASE_MS,
+        poll_s: float = POLL_S,
+        runs_kept: int = RUNS_KEPT,
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.redis = redis
+        self.cleaner = cleaner
+        self.interval_s = interval_s
+        self.clock = clock
+        self.lease_ms = lease_ms
+        self.poll_s = poll_s
+        self.runs_kept = runs_kept
+        self.keys = CleanupKeys.for_queue(cleaner.prefix, cleaner.queue)
+        self._renew = redis.register_script(_RENEW_LUA)
+        self._release = redis.register_script(_RELEASE_LUA)
+        self._finish = redis.register_script(_FINISH_LUA)
+        #: How many times this scheduler looked at the schedule (for tests and logs).
+        self.ticks = 0
+        self._next_check_ms = 0
+        self._announced_ms: int | None = None
+
+    # --- the lease -------------------------------------------------------------------------------
+    async def _acquire(self) -> str | None:
+        token = uuid.uuid4().hex
+        taken = await self.redis.set(self.keys.lease, token, nx=True, px=self.lease_ms)
+        return token if taken else None
+
+    async def _keep_renewing(self, token: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            try:
+                renewed = await self._renew(keys=[self.keys.lease], args=[token, self.lease_ms])
+            except RedisError as exc:
+                log.warning("cleanup_lease_renewal_failed", extra={"fields": {"error": str(exc)}})
+                continue
+            if not renewed:
+                log.warning("cleanup_lease_lost", extra={"fields": {"queue": self.cleaner.queue}})
+                return
+
+    async def _record(self, report: CleanupReport, token: str, last_run_ms: int | None) -> None:
+        await self._finish(
+            keys=[self.keys.lease, self.keys.last_run, self.keys.runs],
+            args=[
+                token,
+                "" if last_run_ms is None else last_run_ms,
+                report.to_json(),
+                self.runs_kept,
+            ],
+        )
+        event = "cleanup_dry_run" if report.dry_run else "cleanup_finished"
+        log.info(event, extra={"fields": report.log_fields()})
+
+    async def _leased_run(self, token: str, now_ms: int, *, scheduled: bool) -> CleanupReport:
+        renewal = asyncio.create_task(self._keep_renewing(token), name="conveyor-cleanup-lease")
+        try:
+            trigger: Trigger = "schedule" if scheduled else "manual"
+            report = await self.cleaner.run(now_ms, trigger=trigger)
+            await self._record(report, token, now_ms if scheduled else None)
+            return report
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                await self._release(keys=[self.keys.lease], args=[token])
+            raise
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+
+    # --- scheduled runs --------------------------------------------------------------------------
+    async def tick(self, now_ms: int) -> CleanupReport | None:
+        """Look at the schedule once; run if due and this replica wins the lease."""
+        self.ticks += 1
+        last = await read_last_run_ms(self.redis, self.keys)
+        if not is_due(last, now_ms, self.interval_s):
+            self._wait_for_run(last)
+            return None
+        token = await self._acquire()
+        if token is None:  # another replica is running it right now
+            self._next_check_ms = now_ms + min(self.lease_ms, round(self.poll_s * 1000))
+            return None
+        last = await read_last_run_ms(self.redis, self.keys)  # again, under the lease
+        if not is_due(last, now_ms, self.interval_s):
+            await self._release(keys=[self.keys.lease], args=[token])
+            self._wait_for_run(last)
+            return None
+        log.info(
+            "cleanup_started",
+            extra={
+                "fields": {
+                    "queue": self.cleaner.queue,
+                    "last_run": iso_ms(last) if last is not None else "never",
+                }
+            },
+        )
+        report = await self._leased_run(token, now_ms, scheduled=True)
+        self._wait_for_run(now_ms)
+        return report
+
+    def _wait_for_run(self, last_run_ms: int | None) -> None:
+        """Sleep until the next run is due; say when that is whenever it changes."""
+        due = next_due_ms(last_run_ms, self.interval_s)
+        self._next_check_ms = due
+        if due != self._announced_ms:
+            self._announced_ms = due
+            fields = {
+                "queue": self.cleaner.queue,
+                "last_run": iso_ms(last_run_ms) if last_run_ms is not None else "never",
+                "next_run": iso_ms(due),
+            }
+            log.info("cleanup_scheduled", extra={"fields": fields})
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set, sleeping until the next run is due (at most poll_s)."""
+        log.info(
+            "cleanup_scheduler_started",
+            extra={
+                "fields": {
+                    "queue": self.cleaner.queue,
+                    "interval_s": self.interval_s,
+                    "failed_retention_s": self.cleaner.policy.failed_s,
+                    "completed_retention_s": self.cleaner.policy.completed_s,
+                }
+            },
+        )
+        backoff = ERROR_BACKOFF_S
+        while not stop.is_set():
+            try:
+                await self.tick(self.clock())
+                delay = (self._next_check_ms - self.clock()) / 1000
+                backoff = ERROR_BACKOFF_S
+            except (RedisError, OSError, ConveyorError) as exc:
+                log.error("cleanup_error", extra={"fields": {"error": str(exc)}})
+                delay, backoff = backoff, min(backoff * 2, self.poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.01, min(delay, self.poll_s)))
+
+    # --- manual runs -----------------------------------------------------------------------------
+    async def run_now(self, now_ms: int, *, dry_run: bool = False) -> CleanupReport:
+        """A manual run (``conveyor cleanup --once``): recorded in the history but leaves the
+        schedule alone. A real run takes the lease (CleanupBusyError if a run is in
+        progress); a dry run only reads."""
+        if dry_run:
+            report = await self.cleaner.preview(now_ms)
+            await self._record(report, "", None)
+            return report
+        token = await self._acquire()
+        if token is None:
+            holder_ttl = await self.redis.pttl(self.keys.lease)
+            raise CleanupBusyError(
+                f"another cleanup run of queue {self.cleaner.queue!r} is in progress "
+                f"(its lease expires within {max(holder_ttl, 0) / 1000:.0f} s); try again later"
+            )
+        return await self._leased_run(token, now_ms, scheduled=False)
