@@ -210,7 +210,6 @@ class Settings(BaseSettings):
     def _split_api_lists(cls, value: object) -> object:
         return _split_csv(value)
 
-
     # --- Monitor service (conveyor monitor) -----------------------------------------------------
     monitor_host: str = Field(
         default="127.0.0.1",
@@ -277,7 +276,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"user {user!r} is listed twice")
             seen.add(user)
         return value
-
 
     # --- Cleanup service (conveyor cleanup) -----------------------------------------------------
     cleanup_interval_s: float = Field(

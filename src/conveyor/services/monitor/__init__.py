@@ -1,0 +1,81 @@
+"""``conveyor monitor``: the web dashboard, its API and /metrics; ``conveyor stats``: the same
+counts in a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+
+from conveyor.config import Settings
+from conveyor.errors import ConfigurationError
+from conveyor.services.monitor.app import create_app
+from conveyor.services.runtime import open_checked, redis_url
+
+__all__ = ["create_app", "run"]
+
+log = logging.getLogger("conveyor.monitor")
+
+#: Seconds open event streams get to close when the monitor stops.
+SHUTDOWN_GRACE_S = 2
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"the monitor cannot listen on {host}:{port}: {exc.strerror or exc} "
+                "(choose another with --port or CONVEYOR_MONITOR_PORT)"
+            ) from exc
+
+
+async def _check_redis(settings: Settings, url: str) -> None:
+    redis = await open_checked(settings, url)
+    await redis.aclose()
+
+
+def run(settings: Settings) -> None:
+    """Serve the monitor on ``settings.monitor_host:monitor_port`` until SIGINT or SIGTERM."""
+    import uvicorn  # only the monitor needs it
+
+    with redis_url(settings) as url:
+        _check_port(settings.monitor_host, settings.monitor_port)
+        asyncio.run(_check_redis(settings, url))  # a clear error now, not a failed start-up
+        if not settings.monitor_users and not _is_loopback(settings.monitor_host):
+            log.warning(
+                "monitor_open_access",
+                extra={
+                    "fields": {
+                        "host": settings.monitor_host,
+                        "hint": "set CONVEYOR_MONITOR_USERS=user:password:rw,...",
+                    }
+                },
+            )
+        config = uvicorn.Config(
+            create_app(settings, url),
+            host=settings.monitor_host,
+            port=settings.monitor_port,
+            log_config=None,
+            access_log=False,
+            ws="none",  # live updates are server-sent events
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
+        log.info(
+            "monitor_listening",
+            extra={"fields": {"url": f"http://{settings.monitor_host}:{settings.monitor_port}/"}},
+        )
+        uvicorn.Server(config).run()

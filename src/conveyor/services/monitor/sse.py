@@ -1,0 +1,92 @@
+"""Server-sent events: one poller for every open dashboard, pushing changes only.
+
+Whatever the number of browsers, Redis is read once per tick: a ``Broadcaster`` runs while at
+least one subscriber listens and hands each the newest snapshot (a slow browser skips to the
+newest, it never makes a backlog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger("conveyor.monitor")
+
+#: A comment line is sent when nothing changed for this long, so proxies keep the stream open.
+KEEPALIVE_S = 15.0
+#: What the browser waits before reconnecting after a drop (ms).
+RECONNECT_MS = 2000
+
+
+def sse_message(event: str, data: str) -> str:
+    """One event in the text/event-stream format (``data`` must be one line: JSON is)."""
+    return f"event: {event}\ndata: {data}\n\n"
+
+
+class Broadcaster:
+    """Polls ``source`` every ``interval_s`` while anyone listens; publishes when it changes."""
+
+    def __init__(self, source: Callable[[], Awaitable[dict[str, Any]]], interval_s: float) -> None:
+        self.source = source
+        self.interval_s = interval_s
+        self.latest: str | None = None
+        self._subscribers: set[asyncio.Queue[str]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[str]]:
+        """A queue receiving each new snapshot (as SSE text) while the context is open."""
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+        if self.latest is not None:
+            queue.put_nowait(self.latest)
+        self._subscribers.add(queue)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll(), name="conveyor-monitor-sse")
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    async def _poll(self) -> None:
+        while self._subscribers:
+            try:
+                message = sse_message("overview", json.dumps(await self.source()))
+            except (RedisError, OSError) as exc:
+                log.warning("monitor_poll_failed", extra={"fields": {"error": str(exc)}})
+                message = sse_message("trouble", json.dumps({"error": str(exc)}))
+            if message != self.latest:
+                self.latest = message
+                for queue in list(self._subscribers):
+                    if queue.full():
+                        queue.get_nowait()
+                    queue.put_nowait(message)
+            await asyncio.sleep(self.interval_s)
+        self.latest = None
+
+    async def close(self) -> None:
+        self._subscribers.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def event_stream(broadcaster: Broadcaster) -> AsyncIterator[str]:
+    """The body of ``GET /api/events``: snapshots as they change, keep-alives in between."""
+    async with broadcaster.subscribe() as queue:
+        yield f"retry: {RECONNECT_MS}\n\n"
+        while True:
+            try:
+                yield await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                yield ": keep-alive\n\n"

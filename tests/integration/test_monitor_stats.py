@@ -1,0 +1,151 @@
+"""``conveyor stats``: the counts table, once, as JSON, and refreshing with --watch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from conveyor.client import JobSpec, QueueClient
+from conveyor.config import Settings
+from conveyor.services.monitor import terminal
+from conveyor.testing import wait_for, wait_for_sync
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "CONVEYOR_REDIS_URL": settings.redis_url or "",
+            "CONVEYOR_QUEUE": settings.queue,
+            "CONVEYOR_PREFIX": settings.prefix,
+        }
+    )
+    return env
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in re.split("[│┃]", line)[1:-1]]
+
+
+def _row(text: str, queue: str) -> list[str]:
+    return _cells(next(line for line in text.splitlines() if f" {queue} " in line))
+
+
+async def test_table_shows_counts_per_queue_and_state(
+    make_client: Callable[..., QueueClient], settings: Settings
+) -> None:
+    await make_client().enqueue_many([JobSpec("a", {}) for _ in range(3)])
+    await make_client().enqueue("a", {}, {"delay": 60_000})
+    await make_client(queue="second").enqueue("b", {})
+    console = Console(record=True, width=200, file=io.StringIO())
+
+    await asyncio.to_thread(terminal.run, settings, console=console)
+
+    text = console.export_text()
+    header = _row(text, "waiting")
+    row = dict(zip(header, _row(text, settings.queue), strict=True))
+    assert (row["queue"], row["waiting"], row["delayed"], row["failed"]) == (
+        settings.queue,
+        "3",
+        "1",
+        "0",
+    )
+    assert "prioritized" not in header  # a state no queue has gets no column
+    assert dict(zip(header, _row(text, "second"), strict=True))["waiting"] == "1"
+    assert dict(zip(header, _row(text, "total"), strict=True))["waiting"] == "4"
+
+
+async def test_json_output_through_the_cli(
+    make_client: Callable[..., QueueClient], settings: Settings
+) -> None:
+    await make_client().enqueue_many([JobSpec("a", {}) for _ in range(2)])
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "conveyor.cli", "stats", "--json"],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    queues = {q["name"]: q for q in json.loads(done.stdout)["queues"]}
+    assert queues[settings.queue]["counts"]["waiting"] == 2
+    assert queues[settings.queue]["totals"] == {"completed": 0, "failed": 0, "retried": 0}
+
+
+async def test_watch_refreshes_as_counts_change(
+    make_client: Callable[..., QueueClient], settings: Settings
+) -> None:
+    client = make_client()
+    await client.enqueue("a", {})
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200, color_system=None)
+    task = asyncio.create_task(
+        terminal.show(
+            settings, settings.redis_url or "", watch=True, interval_s=0.1, console=console
+        )
+    )
+
+    def waiting_shown(n: int) -> bool:
+        text = out.getvalue()
+        return any(
+            settings.queue in line and _cells(line)[1] == str(n) for line in text.splitlines()
+        )
+
+    try:
+        await wait_for(lambda: waiting_shown(1), message="first table not drawn")
+        await client.enqueue_many([JobSpec("a", {}) for _ in range(4)])
+        await wait_for(lambda: waiting_shown(5), message="table not refreshed")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_watch_in_a_terminal_stops_cleanly_on_ctrl_c(settings: Settings) -> None:
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor.cli", "stats", "--watch", "--interval", "0.2"],
+        env={**_env(settings), "COLUMNS": "200", "LINES": "40", "TERM": "xterm"},
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+    )
+    os.close(follower)
+    os.set_blocking(leader, False)
+    seen = bytearray()
+
+    def drawn_twice() -> bool:
+        with contextlib.suppress(OSError):
+            seen.extend(os.read(leader, 65536))
+        return seen.count(b"conveyor stats") >= 2
+
+    try:
+        wait_for_sync(drawn_twice, timeout=30, message="no live table in the terminal")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert settings.queue.encode() in seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)
