@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -66,6 +67,25 @@ def ping(port: int, timeout_s: float = 0.5, password: str | None = None) -> bool
         return False
 
 
+def ping_tls(port: int, timeout_s: float = 0.5, password: str | None = None) -> bool:
+    """``ping`` over TLS (certificate not checked: this only asks whether it is up)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as raw,
+            context.wrap_socket(raw) as sock,
+        ):
+            if password:
+                sock.sendall(f"AUTH {password}\r\n".encode())
+                sock.recv(64)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 @dataclass
 class RedisServer:
     """A redis-server child process. ``start()`` it, read ``url``, ``stop()`` it."""
@@ -76,6 +96,8 @@ class RedisServer:
     password: str | None = None
     extra_args: list[str] = field(default_factory=list)
     binary: str | None = None
+    #: Serve TLS on this port (and give ``--port 0`` in extra_args for TLS only).
+    tls_port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -131,11 +153,16 @@ class RedisServer:
                     f"redis-server exited at start (code {self.process.returncode}): "
                     f"{(err or tail).strip()}"
                 )
-            if ping(self.port, password=self.password):
+            if self._answers():
                 return self
             time.sleep(0.02)
         self.stop()
         raise EmbeddedRedisError(f"redis-server did not answer on port {self.port} in time")
+
+    def _answers(self) -> bool:
+        if self.tls_port:
+            return ping_tls(self.tls_port, password=self.password)
+        return ping(self.port, password=self.password)
 
     def kill(self) -> None:
         """SIGKILL the server (for chaos tests): no shutdown, AOF as the OS left it."""

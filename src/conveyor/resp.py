@@ -34,6 +34,22 @@ def _reply_error(message: str) -> ResponseError:
     return ResponseError(message)
 
 
+def _ssl_context(kw: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS settings redis-py took from a rediss:// URL (ssl_ca_certs, ssl_certfile, ...)."""
+    context = ssl.create_default_context(
+        cafile=kw.get("ssl_ca_certs"), capath=kw.get("ssl_ca_path")
+    )
+    if kw.get("ssl_certfile"):
+        context.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"), kw.get("ssl_password"))
+    reqs = kw.get("ssl_cert_reqs", "required")
+    if reqs in (None, "none", ssl.CERT_NONE):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.check_hostname = bool(kw.get("ssl_check_hostname", False))
+    return context
+
+
 class RespConnection:
     """One connection to Redis at ``url`` that runs command batches in order."""
 
@@ -53,6 +69,7 @@ class RespConnection:
         self.password = unquote(parts.password) if parts.password else None
         db_part = parts.path.lstrip("/") if parts.scheme != "unix" else ""
         self.db = int(db_part) if db_part.isdigit() else 0
+        self.ssl_context: ssl.SSLContext | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._parser = hiredis.Reader(encoding="utf-8", replyError=_reply_error)
@@ -70,6 +87,8 @@ class RespConnection:
         conn.password = kw.get("password")
         connection_class = client.connection_pool.connection_class
         conn.tls = issubclass(connection_class, SSLConnection)
+        if conn.tls:
+            conn.ssl_context = _ssl_context(kw)
         if issubclass(connection_class, UnixDomainSocketConnection):
             conn.unix_path = kw.get("path")
         return conn
@@ -80,7 +99,9 @@ class RespConnection:
                 if self.unix_path:
                     reader, writer = await asyncio.open_unix_connection(self.unix_path)
                 else:
-                    context = ssl.create_default_context() if self.tls else None
+                    context = None
+                    if self.tls:
+                        context = self.ssl_context or ssl.create_default_context()
                     reader, writer = await asyncio.open_connection(
                         self.host, self.port, ssl=context
                     )

