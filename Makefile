@@ -7,7 +7,7 @@ RUN := $(UV) run --frozen
 
 setup: ## Install uv (if missing) and the locked dependencies into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --inexact
 
 up: setup ## Start the whole system on an embedded Redis, with demo jobs flowing
 	$(RUN) conveyor up --demo

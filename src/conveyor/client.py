@@ -250,8 +250,11 @@ class QueueClient:
         return await self.bull.get_logs(job_id)
 
     async def failure_record(self, job_id: str) -> dict[str, str] | None:
-        """The ``failedJobs:{jobId}`` record of a permanently failed job, if any."""
-        raw = await self.redis.hgetall(failure_record_key(self.failed_key_prefix, job_id))
+        """The record of a permanently failed job, if any: ``failedJobs:{jobId}``, or
+        ``failedJobs:{queue}:{jobId}`` for BullMQ counter ids (see ``failure_record_key``)."""
+        raw = await self.redis.hgetall(
+            failure_record_key(self.failed_key_prefix, job_id, queue=self.queue)
+        )
         return {str(k): str(v) for k, v in raw.items()} if raw else None
 
     # --- act ------------------------------------------------------------------------------------
@@ -267,7 +270,7 @@ class QueueClient:
         await self.bull.reprocess(
             job_id,
             state,
-            record_key=failure_record_key(self.failed_key_prefix, job_id),
+            record_key=failure_record_key(self.failed_key_prefix, job_id, queue=self.queue),
             index_key=failure_index_key(self.failed_key_prefix),
         )
 
@@ -291,7 +294,7 @@ class QueueClient:
             raise JobNotFoundError(job_id, self.queue)
         removed = await self.bull.remove(
             job_id,
-            record_key=failure_record_key(self.failed_key_prefix, job_id),
+            record_key=failure_record_key(self.failed_key_prefix, job_id, queue=self.queue),
             index_key=failure_index_key(self.failed_key_prefix),
         )
         if not removed:

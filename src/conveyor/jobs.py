@@ -127,8 +127,22 @@ def policy_from_job_options(opts: dict[str, Any], default: RetryPolicy) -> Retry
     return RetryPolicy(attempts=attempts, backoff_type=backoff_type, backoff_delay_ms=delay)
 
 
-def failure_record_key(failed_key_prefix: str, job_id: str) -> str:
-    """Where a permanently failed job's record lives: ``failedJobs:{jobId}`` by default."""
+def is_counter_id(job_id: str) -> bool:
+    """Whether ``job_id`` is a BullMQ counter id ("1", "2", ...), as BullMQ gives jobs added
+    without a custom id (Node.js producers). Conveyor never makes or accepts such ids."""
+    return job_id.isascii() and job_id.isdigit()
+
+
+def failure_record_key(failed_key_prefix: str, job_id: str, *, queue: str) -> str:
+    """Where a permanently failed job's record lives.
+
+    ``failedJobs:{jobId}`` (the seed's key) for ids that are unique by themselves: Conveyor's
+    UUIDs and custom ids. Counter ids ("1", "2", ... from Node.js producers) repeat in every
+    queue, so theirs is ``failedJobs:{queue}:{jobId}``: a failure in one queue can never
+    overwrite another queue's record.
+    """
+    if is_counter_id(job_id):
+        return f"{failed_key_prefix}:{queue}:{job_id}"
     return f"{failed_key_prefix}:{job_id}"
 
 

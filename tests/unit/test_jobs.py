@@ -91,5 +91,19 @@ def test_to_job_options_is_bullmq_shaped() -> None:
     }
 
 
-def test_failure_record_key_is_the_seed_key() -> None:
-    assert failure_record_key("failedJobs", "abc") == "failedJobs:abc"
+@pytest.mark.parametrize(
+    ("job_id", "key"),
+    [
+        ("3f2c9a4e-8d1b-4c55-9e0a-1b2c3d4e5f60", "failedJobs:3f2c9a4e-8d1b-4c55-9e0a-1b2c3d4e5f60"),
+        ("order-42", "failedJobs:order-42"),
+        ("1", "failedJobs:taskQueue:1"),  # BullMQ counter ids repeat across queues
+        ("12345", "failedJobs:taskQueue:12345"),
+        ("-1", "failedJobs:-1"),
+        ("\u0661", "failedJobs:\u0661"),  # an Arabic-Indic digit is not a counter id
+        ("repeat:abc:1700000000000", "failedJobs:repeat:abc:1700000000000"),
+    ],
+)
+def test_failure_record_key_is_the_seed_key_unless_the_id_is_a_counter(
+    job_id: str, key: str
+) -> None:
+    assert failure_record_key("failedJobs", job_id, queue="taskQueue") == key

@@ -329,8 +329,16 @@ class Worker:
             )
         try:
             return policy_from_job_options(job.options, base)
-        except ConveyorError:
-            return base
+        except ConveyorError as exc:
+            # E.g. a Node.js job with a custom backoff strategy: keep its attempts and use our
+            # backoff rather than dropping the whole of its policy.
+            log.warning(
+                "job_options_unsupported", extra={"fields": {"job_id": job.id, "error": str(exc)}}
+            )
+            try:
+                return policy_from_job_options({**job.options, "backoff": None}, base)
+            except ConveyorError:
+                return base
 
     def _max_attempts(self, task: Task | None, job: JobInfo) -> int:
         """Attempts for the log line, without building the whole policy."""

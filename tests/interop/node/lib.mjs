@@ -1,0 +1,61 @@
+// Shared by the interop scripts: where to connect, and how a job looks on stdout.
+// Everything comes from the environment the Python tests set: REDIS_URL, BULL_PREFIX, QUEUE
+// (the prefix and queue may be given per call instead).
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+
+const connections = [];
+
+export function target(given = {}) {
+  const url = process.env.REDIS_URL;
+  const prefix = given.prefix ?? process.env.BULL_PREFIX;
+  const queue = given.queue ?? process.env.QUEUE;
+  if (!url || !prefix || !queue) {
+    throw new Error('set REDIS_URL, BULL_PREFIX and QUEUE');
+  }
+  // npm's bullmq 6 no longer depends on ioredis: it is installed beside it (package.json).
+  // BullMQ duplicates this connection for its blocking commands.
+  const connection = new Redis(url, { maxRetriesPerRequest: null });
+  connections.push(connection);
+  return { connection, prefix, queue };
+}
+
+export function openQueue(given = {}) {
+  const { connection, prefix, queue } = target(given);
+  return new Queue(queue, { connection, prefix });
+}
+
+// BullMQ leaves connections it was given open: close them once its objects are closed.
+export async function disconnect() {
+  await Promise.all(connections.map((connection) => connection.quit()));
+}
+
+// One JSON document per line on stdout: the Python side reads them.
+export function emit(value) {
+  process.stdout.write(JSON.stringify(value) + '\n');
+}
+
+export async function view(job) {
+  if (!job) {
+    return null;
+  }
+  return {
+    id: job.id,
+    name: job.name,
+    data: job.data,
+    opts: job.opts,
+    state: await job.getState(),
+    attemptsMade: job.attemptsMade,
+    attemptsStarted: job.attemptsStarted,
+    returnvalue: job.returnvalue ?? null,
+    failedReason: job.failedReason ?? null,
+    stacktrace: job.stacktrace ?? [],
+    delay: job.delay,
+    priority: job.priority,
+    progress: job.progress,
+    timestamp: job.timestamp,
+    processedOn: job.processedOn ?? null,
+    finishedOn: job.finishedOn ?? null,
+    processedBy: job.processedBy ?? null,
+  };
+}

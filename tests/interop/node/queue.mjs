@@ -1,0 +1,94 @@
+// Node.js BullMQ producer and inspector.
+//
+//   node queue.mjs <command> [json]   run one command on $QUEUE, print one JSON result
+//   node queue.mjs serve              answer JSON lines on stdin, one JSON line each on stdout:
+//                                     {command, arg, queue, prefix} -> {ok: result} | {error}
+//                                     (the tests keep one of these per session: importing
+//                                     bullmq once is much cheaper than once per call)
+// Commands:
+//   add      [{name, data, opts}, ...]  Queue.add, one by one      -> {ids}
+//   addBulk  [{name, data, opts}, ...]  Queue.addBulk              -> {ids}
+//   jobs     [id, ...]                  Queue.getJob + getState    -> {jobs: {id: job|null}}
+//   getters  (none)                     the Queue getters a dashboard uses
+import { createInterface } from 'node:readline';
+import { disconnect, emit, openQueue, view } from './lib.mjs';
+
+const STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'paused'];
+
+async function run(queue, command, arg) {
+  switch (command) {
+    case 'add': {
+      const ids = [];
+      for (const spec of arg) {
+        const job = await queue.add(spec.name, spec.data, spec.opts ?? {});
+        ids.push(job.id);
+      }
+      return { ids };
+    }
+    case 'addBulk': {
+      const jobs = await queue.addBulk(arg);
+      return { ids: jobs.map((job) => job.id) };
+    }
+    case 'jobs': {
+      const jobs = {};
+      for (const id of arg) {
+        jobs[id] = await view(await queue.getJob(id));
+      }
+      return { jobs };
+    }
+    case 'getters': {
+      const ids = {};
+      for (const state of STATES) {
+        ids[state] = (await queue.getJobs([state], 0, -1, true)).map((job) => job.id);
+      }
+      const workers = await queue.getWorkers();
+      return {
+        counts: await queue.getJobCounts(...STATES),
+        ids,
+        waitingCount: await queue.getWaitingCount(),
+        failedCount: await queue.getFailedCount(),
+        completed: await Promise.all((await queue.getCompleted()).map(view)),
+        failed: await Promise.all((await queue.getFailed()).map(view)),
+        isPaused: await queue.isPaused(),
+        workers: workers.map((w) => w.rawname),
+      };
+    }
+    default:
+      throw new Error(`unknown command ${command}`);
+  }
+}
+
+async function serve() {
+  const queues = new Map();
+  const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+  for await (const line of lines) {
+    if (!line.trim()) {
+      continue;
+    }
+    try {
+      const request = JSON.parse(line);
+      const key = `${request.prefix}\u0000${request.queue}`;
+      if (!queues.has(key)) {
+        queues.set(key, openQueue({ prefix: request.prefix, queue: request.queue }));
+      }
+      emit({ ok: await run(queues.get(key), request.command, request.arg) });
+    } catch (error) {
+      emit({ error: String(error?.stack ?? error) });
+    }
+  }
+  await Promise.all([...queues.values()].map((queue) => queue.close()));
+  await disconnect();
+}
+
+if (process.argv[2] === 'serve') {
+  await serve();
+} else {
+  const queue = openQueue();
+  try {
+    const arg = process.argv[3] ? JSON.parse(process.argv[3]) : null;
+    emit(await run(queue, process.argv[2], arg));
+  } finally {
+    await queue.close();
+    await disconnect();
+  }
+}
