@@ -37,6 +37,8 @@ ALLOWED_OPTIONS = frozenset(
     }
 )
 MAX_PRIORITY = 2_097_152  # BullMQ's limit (2^21)
+MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000  # ten years: later is a mistake, not a schedule
+MAX_KEEP = 2**31 - 1  # counts (jobs) and ages (seconds) in removeOnComplete/removeOnFail
 MAX_JOB_ID_LENGTH = 256
 
 
@@ -72,15 +74,25 @@ def _check_int(options: dict[str, Any], key: str, low: int, high: int | None = N
         raise JobOptionsError(f"options.{key} must be {bound}")
 
 
+def _whole(value: object, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
+
+
 def _check_keep(options: dict[str, Any], key: str) -> None:
     value = options.get(key)
-    if value is None or isinstance(value, bool):
+    if value is None or isinstance(value, bool) or _whole(value, MAX_KEEP):
         return
-    if isinstance(value, int) and value >= 0:
+    if (
+        isinstance(value, dict)
+        and value
+        and set(value) <= {"age", "count"}
+        and all(_whole(v, MAX_KEEP) for v in value.values())
+    ):
         return
-    if isinstance(value, dict) and set(value) <= {"age", "count"}:
-        return
-    raise JobOptionsError(f"options.{key} must be true, false, a count or {{age, count}}")
+    raise JobOptionsError(
+        f"options.{key} must be true, false, a count or {{age, count}} "
+        f"(whole numbers up to {MAX_KEEP})"
+    )
 
 
 def build_options(
@@ -98,7 +110,7 @@ def build_options(
             f"unknown job options: {', '.join(sorted(unknown))} "
             f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})"
         )
-    _check_int(opts, "delay", 0)
+    _check_int(opts, "delay", 0, MAX_DELAY_MS)
     _check_int(opts, "priority", 0, MAX_PRIORITY)
     _check_int(opts, "attempts", 1, 1000)
     for key in ("removeOnComplete", "removeOnFail"):

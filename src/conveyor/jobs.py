@@ -6,6 +6,7 @@ with tables.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -48,6 +49,10 @@ COUNTED_STATES: tuple[JobState, ...] = (
 )
 
 
+#: No wait between attempts is longer than this (30 days), however far the doubling goes.
+MAX_BACKOFF_MS = 30 * 24 * 3600 * 1000
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How many attempts a job gets and how long to wait between them."""
@@ -59,8 +64,8 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise JobOptionsError("attempts must be at least 1")
-        if self.backoff_delay_ms < 0:
-            raise JobOptionsError("backoff delay must not be negative")
+        if not 0 <= self.backoff_delay_ms <= MAX_BACKOFF_MS:
+            raise JobOptionsError(f"backoff delay must be between 0 and {MAX_BACKOFF_MS} ms")
 
     @classmethod
     def from_retries(
@@ -87,7 +92,7 @@ def backoff_delay_ms(attempts_made: int, policy: RetryPolicy) -> int:
         raise ValueError("attempts_made starts at 1")
     if policy.backoff_type == "fixed":
         return policy.backoff_delay_ms
-    return (1 << (attempts_made - 1)) * policy.backoff_delay_ms
+    return min((1 << min(attempts_made - 1, 62)) * policy.backoff_delay_ms, MAX_BACKOFF_MS)
 
 
 def should_retry(attempts_made: int, policy: RetryPolicy, *, unrecoverable: bool = False) -> bool:
@@ -108,6 +113,8 @@ def policy_from_job_options(opts: dict[str, Any], default: RetryPolicy) -> Retry
     if isinstance(backoff, bool):
         raise JobOptionsError("backoff must be a number of ms or {type, delay}")
     if isinstance(backoff, int | float):
+        if not math.isfinite(backoff):
+            raise JobOptionsError("backoff must be a finite number of ms")
         backoff_type, delay = "fixed", int(backoff)
     elif isinstance(backoff, dict):
         kind = backoff.get("type", default.backoff_type)
@@ -115,7 +122,11 @@ def policy_from_job_options(opts: dict[str, Any], default: RetryPolicy) -> Retry
             raise JobOptionsError(f"unsupported backoff type {kind!r} (exponential or fixed)")
         backoff_type = kind
         raw_delay = backoff.get("delay", delay)
-        if not isinstance(raw_delay, int | float) or isinstance(raw_delay, bool):
+        if (
+            not isinstance(raw_delay, int | float)
+            or isinstance(raw_delay, bool)
+            or not math.isfinite(raw_delay)
+        ):
             raise JobOptionsError("backoff.delay must be a number of milliseconds")
         delay = int(raw_delay)
     elif backoff is not None:

