@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     failed_key_prefix: str = Field(
         default="failedJobs",
         min_length=1,
-        description="Permanent failure records live at <failed_key_prefix>:<jobId>.",
+        description="Permanent failure records live at <failed_key_prefix>:<jobId> "
+        "(<failed_key_prefix>:<queue>:<jobId> for BullMQ counter ids such as Node's).",
     )
     tasks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [DEFAULT_TASKS],

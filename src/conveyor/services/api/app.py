@@ -1,0 +1,170 @@
+"""``create_app(settings, redis_url)``: the FastAPI app, with nothing global.
+
+The lifespan loads the task catalogue, opens a checked Redis client and builds the enqueuer;
+shutting down lets the pipelines on the wire finish and closes the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from conveyor import __version__
+from conveyor.client import QueueClient
+from conveyor.config import Settings
+from conveyor.errors import ConveyorError
+from conveyor.redis import redact_url
+from conveyor.registry import TaskRegistry, load_registry
+from conveyor.services.api.auth import ApiKeyMiddleware, ApiKeys
+from conveyor.services.api.batcher import PipelineBatcher
+from conveyor.services.api.enqueue import Enqueuer
+from conveyor.services.api.fastpath import EnqueueFastPath
+from conveyor.services.api.gate import RedisGate
+from conveyor.services.api.openapi import build_openapi
+from conveyor.services.api.problems import ProblemError, make_handler
+from conveyor.services.api.routes import router
+from conveyor.services.api.state import ApiState
+from conveyor.services.runtime import default_policy, open_checked
+
+log = logging.getLogger("conveyor.api")
+
+DESCRIPTION = """\
+Conveyor's HTTP API: add jobs to the queue, follow them, retry or cancel them.
+
+Jobs are stored in the BullMQ format; job options use BullMQ's own names. Every error is an
+RFC 9457 problem (`application/problem+json`) with a `type` URN listed under
+`x-problem-types`. A 503 carries `Retry-After`.
+"""
+
+#: Errors the one problem handler answers (anything else is a 500, logged with its stack).
+HANDLED = (
+    ProblemError,
+    ConveyorError,
+    RequestValidationError,
+    ValidationError,
+    RedisError,
+    TimeoutError,
+    OSError,
+    StarletteHTTPException,
+    Exception,
+)
+
+
+def create_app(
+    settings: Settings, redis_url: str, *, registry: TaskRegistry | None = None
+) -> FastAPI:
+    """The API for ``settings.queue`` on the Redis at ``redis_url``.
+
+    ``registry`` defaults to the catalogue named by ``settings.tasks``, loaded at start-up.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = registry if registry is not None else load_registry(settings.tasks)
+        gate = RedisGate(settings.api_redis_connections, settings.api_redis_timeout_s)
+        pool_size = settings.api_redis_connections + settings.api_redis_pipelines + 2
+        redis = await open_checked(settings, redis_url, max_connections=pool_size)
+        client = QueueClient(
+            redis,
+            queue=settings.queue,
+            prefix=settings.prefix,
+            registry=tasks,
+            default_policy=default_policy(settings),
+            failed_key_prefix=settings.failed_key_prefix,
+        )
+        batcher = None
+        if settings.api_batch_enqueue:
+            batcher = PipelineBatcher(
+                redis,
+                max_inflight=settings.api_redis_pipelines,
+                max_pending=settings.api_max_pending,
+                timeout_s=settings.api_redis_timeout_s,
+            )
+        app.state.api = ApiState(
+            settings=settings,
+            registry=tasks,
+            client=client,
+            enqueuer=Enqueuer(client, batcher, gate),
+            batcher=batcher,
+            gate=gate,
+        )
+        log.info(
+            "api_ready",
+            extra={
+                "fields": {
+                    "queue": settings.queue,
+                    "redis": redact_url(redis_url),
+                    "tasks": ",".join(tasks.names()),
+                    "auth": bool(settings.api_keys),
+                    "batching": settings.api_batch_enqueue,
+                }
+            },
+        )
+        try:
+            yield
+        finally:
+            if batcher is not None:
+                await batcher.close()
+            await redis.aclose()
+            log.info(
+                "api_stopped",
+                extra={
+                    "fields": {
+                        "pipelines": batcher.batches if batcher else 0,
+                        "batched_enqueues": batcher.operations if batcher else 0,
+                    }
+                },
+            )
+
+    app = FastAPI(
+        title="Conveyor API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redoc_url=None,
+        telemetry={
+            "tracing": settings.api_telemetry,
+            "metrics": settings.api_telemetry,
+            "logs": settings.api_telemetry,
+        },
+    )
+    app.include_router(router)
+    handler = make_handler(settings.api_retry_after_s)
+    for exc_class in HANDLED:
+        app.add_exception_handler(exc_class, handler)
+    if settings.api_fast_path:
+        app.add_middleware(EnqueueFastPath, api=app)
+    if settings.api_keys:
+        keys = ApiKeys([k.get_secret_value() for k in settings.api_keys])
+        app.add_middleware(ApiKeyMiddleware, keys=keys, retry_after_s=settings.api_retry_after_s)
+    if settings.api_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api_cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After"],
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            state = getattr(app.state, "api", None)
+            tasks = state.registry if isinstance(state, ApiState) else None
+            if tasks is None:
+                tasks = registry if registry is not None else load_registry(settings.tasks)
+            app.openapi_schema = build_openapi(
+                app, tasks, bulk_max=settings.api_bulk_max_jobs, auth=bool(settings.api_keys)
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,136 @@
+"""Send the Redis commands of requests that arrive together in one pipeline.
+
+Under load many enqueue requests are ready in the same event-loop tick. Instead of one
+round trip each, the batcher gathers every operation submitted during a tick and sends them
+as one non-transactional pipeline; each request then gets its own commands' results. A bad
+job cannot fail its neighbours: validation happened before, and Redis answers each command
+on its own (``raise_on_error=False``). At most ``max_inflight`` pipelines are on the wire at
+once (one connection each); what arrives meanwhile waits for the next one, so batches grow
+with the load.
+
+Every operation is answered within ``timeout_s`` of its submission without a timer of its own:
+it carries a deadline; one that expires before it is sent fails (TimeoutError) and is never
+sent, and a pipeline may take only until the earliest deadline among its operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from conveyor.services.api.problems import OverloadedError
+
+log = logging.getLogger("conveyor.api")
+
+#: Queues an operation's commands on a pipeline; answers how many it queued.
+Operation = Callable[[Pipeline], Awaitable[int]]
+
+_Entry = tuple[Operation, "asyncio.Future[list[Any]]", float]
+
+
+class PipelineBatcher:
+    """Gathers the operations of one event-loop tick into one Redis pipeline."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        max_inflight: int,
+        max_pending: int,
+        timeout_s: float,
+        max_batch: int = 1000,
+    ) -> None:
+        self.redis = redis
+        self.max_inflight = max_inflight
+        self.max_pending = max_pending
+        self.max_batch = max_batch
+        self.timeout_s = timeout_s
+        self._pending: list[_Entry] = []
+        self._scheduled = False
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Pipelines sent and operations carried, for the logs and the benchmark.
+        self.batches = 0
+        self.operations = 0
+
+    async def run(self, operation: Operation) -> list[Any]:
+        """Send ``operation`` with the others of this tick; answers its commands' results
+        (a failed command's result is its exception)."""
+        if len(self._pending) >= self.max_pending:
+            raise OverloadedError(
+                f"{len(self._pending)} enqueues are already waiting for Redis; try again later"
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append((operation, future, loop.time() + self.timeout_s))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        now = asyncio.get_running_loop().time()
+        while self._pending and self._inflight < self.max_inflight:
+            batch = []
+            for entry in self._pending[: self.max_batch]:
+                future, deadline = entry[1], entry[2]
+                if future.done():
+                    continue
+                if deadline <= now:
+                    future.set_exception(TimeoutError("Redis did not take the job in time"))
+                    continue
+                batch.append(entry)
+            del self._pending[: self.max_batch]
+            if not batch:
+                continue
+            self._inflight += 1
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[_Entry]) -> None:
+        try:
+            async with asyncio.timeout_at(min(entry[2] for entry in batch)):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    counts = [await operation(pipe) for operation, _, _ in batch]
+                    results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else TimeoutError())
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self.batches += 1
+            self.operations += len(batch)
+            start = 0
+            for (_, future, _), count in zip(batch, counts, strict=True):
+                if not future.done():
+                    future.set_result(results[start : start + count])
+                start += count
+        finally:
+            self._inflight -= 1
+            if self._pending and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    async def close(self) -> None:
+        """Wait for the pipelines on the wire (at most the timeout); refuse nothing queued."""
+        while self._pending or self._tasks:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=self.timeout_s)
+            else:
+                self._flush()
+                await asyncio.sleep(0)
+        with contextlib.suppress(Exception):
+            log.debug(
+                "api_batcher_closed",
+                extra={"fields": {"batches": self.batches, "operations": self.operations}},
+            )

@@ -1,0 +1,89 @@
+"""Reading a JSON request body: media type, size limit, then one parse-and-validate pass.
+
+The body is parsed and checked against its model by pydantic-core in one step
+(``model_validate_json``); anything wrong becomes a problem before the request touches Redis.
+The functions take plain values so the routes and the ASGI fast path share them.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.types import Receive
+
+from conveyor.services.api.problems import (
+    BODY_TOO_LARGE,
+    MALFORMED_JSON,
+    UNSUPPORTED_MEDIA_TYPE,
+    ProblemError,
+    from_validation_error,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def check_media_type(content_type: str | None) -> None:
+    """415 unless the body is declared as JSON (``application/json`` or ``*/*+json``)."""
+    if content_type:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media == "application/json" or (
+            media.startswith("application/") and media.endswith("+json")
+        ):
+            return
+    raise ProblemError(
+        UNSUPPORTED_MEDIA_TYPE,
+        "send the body as JSON with the header Content-Type: application/json",
+    )
+
+
+def too_large(limit: int) -> ProblemError:
+    return ProblemError(BODY_TOO_LARGE, f"the request body is larger than {limit} bytes")
+
+
+def check_declared_length(content_length: str | None, limit: int) -> None:
+    """413 at once when Content-Length announces more than ``limit`` bytes."""
+    if content_length is None:
+        return
+    try:
+        size = int(content_length)
+    except ValueError:
+        raise ProblemError(MALFORMED_JSON, "Content-Length is not a number") from None
+    if size > limit:
+        raise too_large(limit)
+
+
+async def receive_body(receive: Receive, limit: int) -> bytes:
+    """The body from ASGI messages, refusing (413) more than ``limit`` bytes as it comes."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ProblemError(MALFORMED_JSON, "the client went away before sending the body")
+        chunk = message.get("body", b"")
+        if chunk:
+            total += len(chunk)
+            if total > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse(model: type[M], raw: bytes) -> M:
+    """``raw`` as ``model``: 400 if it is not JSON, 422 with field paths if it does not fit."""
+    if not raw.strip():
+        raise ProblemError(MALFORMED_JSON, "the request body is empty; send a JSON object")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from exc
+
+
+async def read_json(request: Request, model: type[M], limit: int) -> M:
+    """A route's JSON body as ``model`` (415, 413, 400 or 422 when it is not right)."""
+    check_media_type(request.headers.get("content-type"))
+    check_declared_length(request.headers.get("content-length"), limit)
+    return parse(model, await receive_body(request.receive, limit))

@@ -1,0 +1,127 @@
+"""``POST /enqueue`` without the framework's per-request machinery.
+
+The seed's one hot endpoint is answered by this small ASGI layer in front of FastAPI: it reads
+the headers and body from the ASGI messages, runs exactly the same checks and enqueue code as
+the documented route (``enqueue_one``), and renders errors with the same problem function.
+Everything else, and every request when ``api_fast_path`` is off, goes to FastAPI. The
+benchmark in docs/benchmarks.md measures both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from conveyor.services.api.body import check_declared_length, check_media_type, parse, receive_body
+from conveyor.services.api.models import MAX_IDEMPOTENCY_KEY_LENGTH, EnqueueRequest
+from conveyor.services.api.problems import (
+    INVALID_REQUEST,
+    FieldProblem,
+    ProblemError,
+    problem_for,
+    render,
+    report,
+)
+from conveyor.services.api.state import ApiState
+
+ENQUEUE_PATH = "/enqueue"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def status_url(root_path: str, job_id: str) -> str:
+    return f"{root_path}/jobs/{quote(job_id, safe='')}"
+
+
+def check_idempotency_key(key: str | None) -> None:
+    """The header's bounds, reported as the documented parameter would be (422)."""
+    if key is None or 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        return
+    kind, message = (
+        ("string_too_short", "String should have at least 1 character")
+        if not key
+        else (
+            "string_too_long",
+            f"String should have at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+        )
+    )
+    problem = FieldProblem(path=f"header.{IDEMPOTENCY_HEADER}", message=message, type=kind)
+    raise ProblemError(INVALID_REQUEST, f"{problem.path}: {message}", [problem])
+
+
+async def enqueue_one(
+    state: ApiState, raw: bytes, idempotency_key: str | None, root_path: str
+) -> tuple[int, dict[str, Any]]:
+    """Validate and add the job in ``raw``: (201 or 200, the EnqueueResponse body)."""
+    request = parse(EnqueueRequest, raw)
+    job = state.enqueuer.prepare(request, idempotency_key)
+    accepted = await state.enqueuer.add(job)
+    content = {
+        "id": accepted.job_id,
+        "name": accepted.name,
+        "queue": state.settings.queue,
+        "created": accepted.created,
+        "status_url": status_url(root_path, accepted.job_id),
+    }
+    return (201 if accepted.created else 200), content
+
+
+class EnqueueFastPath:
+    """Answers ``POST /enqueue`` itself; passes every other request on."""
+
+    def __init__(self, app: ASGIApp, api: FastAPI) -> None:
+        self.app = app
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != ENQUEUE_PATH
+            or scope["method"] != "POST"
+            or scope.get("root_path")
+        ):
+            await self.app(scope, receive, send)
+            return
+        state: ApiState = self.api.state.api
+        try:
+            status, content = await self._handle(state, scope, receive)
+        except Exception as exc:
+            problem = problem_for(exc)
+            report(problem, exc, "POST", ENQUEUE_PATH)
+            response = render(problem, ENQUEUE_PATH, state.settings.api_retry_after_s)
+            await response(scope, receive, send)
+            return
+        body = orjson.dumps(content)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"location", content["status_url"].encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(
+        self, state: ApiState, scope: Scope, receive: Receive
+    ) -> tuple[int, dict[str, Any]]:
+        content_type = content_length = key = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                content_length = value.decode("latin-1")
+            elif name == b"idempotency-key":
+                key = value.decode("latin-1")
+        limit = state.settings.api_max_body_bytes
+        check_idempotency_key(key)
+        check_media_type(content_type)
+        check_declared_length(content_length, limit)
+        raw = await receive_body(receive, limit)
+        return await enqueue_one(state, raw, key, "")

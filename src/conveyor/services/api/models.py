@@ -1,0 +1,276 @@
+"""The API's wire shapes: what requests carry and what responses answer.
+
+Job options are in BullMQ's own words (camelCase), so a Node.js BullMQ user recognises them;
+everything Conveyor answers is snake_case.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Le
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+)
+
+from conveyor._bullmq import JobInfo
+from conveyor.client import MAX_JOB_ID_LENGTH, MAX_PRIORITY
+from conveyor.jobs import JobState
+
+#: Longest accepted task name and Idempotency-Key header.
+MAX_TASK_NAME_LENGTH = 256
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's integers include 2.0: accept a float with no fraction as an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: Whole numbers: a JSON integer, or a number with no fraction; never a string or a bool.
+NonNegative = Annotated[int, Ge(0), BeforeValidator(_whole)]
+Priority = Annotated[int, Ge(0), Le(MAX_PRIORITY), BeforeValidator(_whole)]
+Attempts = Annotated[int, Ge(1), Le(1000), BeforeValidator(_whole)]
+DelayMs = Annotated[int, Ge(0), Le(86_400_000), BeforeValidator(_whole)]
+
+#: Options that take one of several forms. Each form has a tag (picked by the value's JSON
+#: type) that pydantic puts in error locations after the option's name; problems drop it.
+UNION_OPTIONS = frozenset({"backoff", "removeOnComplete", "removeOnFail"})
+
+
+def _backoff_form(value: Any) -> str:
+    return "object" if isinstance(value, dict | BaseModel) else "ms"
+
+
+def _keep_form(value: Any) -> str:
+    if isinstance(value, bool):
+        return "flag"
+    return "object" if isinstance(value, dict | BaseModel) else "count"
+
+
+class _Strict(BaseModel):
+    """Request models: unknown fields and type coercions are errors, not guesses."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class BackoffOptions(_Strict):
+    """How long to wait between attempts: ``delay`` ms, doubled each time when exponential."""
+
+    type: Literal["exponential", "fixed"] = "exponential"
+    delay: DelayMs = Field(default=1000, description="Base delay (ms).")
+
+
+class KeepJobs(_Strict):
+    """Keep finished jobs up to an age (seconds) and/or a count (BullMQ's KeepJobs)."""
+
+    age: NonNegative | None = Field(default=None, description="Seconds to keep a finished job.")
+    count: NonNegative | None = Field(default=None, description="Finished jobs to keep at most.")
+
+
+Backoff = Annotated[
+    Annotated[NonNegative, Tag("ms")] | Annotated[BackoffOptions, Tag("object")],
+    Discriminator(_backoff_form),
+]
+Keep = Annotated[
+    Annotated[bool, Tag("flag")]
+    | Annotated[NonNegative, Tag("count")]
+    | Annotated[KeepJobs, Tag("object")],
+    Discriminator(_keep_form),
+]
+
+
+class JobOptions(_Strict):
+    """BullMQ job options. Omitted ones take the task's or the queue's defaults."""
+
+    delay: NonNegative | None = Field(
+        default=None, description="Milliseconds to wait before the job may run."
+    )
+    priority: Priority | None = Field(
+        default=None, description="0 (none, the default) or 1 (highest) to 2^21 (lowest)."
+    )
+    attempts: Attempts | None = Field(
+        default=None, description="Total attempts, the first one included."
+    )
+    backoff: Backoff | None = Field(
+        default=None,
+        description="A fixed delay in ms, or {type, delay}. Default: the task's or queue's.",
+    )
+    jobId: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_JOB_ID_LENGTH,
+        pattern=r"^[^:]+$",
+        json_schema_extra={"not": {"pattern": "^[0-9]+$"}},
+        description="Your own job id (no ':', not all digits). Adding an id that exists returns "
+        "the existing job (BullMQ's rule). Not with an Idempotency-Key header.",
+    )
+    lifo: bool | None = Field(default=None, description="Run before the jobs already waiting.")
+    removeOnComplete: Keep | None = Field(
+        default=None,
+        description="Remove the job when it completes: true, a count of jobs to keep, or "
+        "{age, count}.",
+    )
+    removeOnFail: Keep | None = Field(
+        default=None, description="Remove the job when it fails for good (same forms)."
+    )
+
+    def to_bullmq(self) -> dict[str, Any]:
+        """The options as BullMQ stores them (unset ones left out)."""
+        return self.model_dump(exclude_none=True)
+
+
+class EnqueueRequest(_Strict):
+    """One job to add: the task's name, its payload and BullMQ options."""
+
+    name: str = Field(min_length=1, max_length=MAX_TASK_NAME_LENGTH, description="The task to run.")
+    data: dict[str, Any] | None = Field(
+        default=None, description="The task's payload, checked against its model. Default {}."
+    )
+    options: JobOptions | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _finite(cls, data: dict[str, Any] | None) -> dict[str, Any] | None:
+        if data is not None and not _all_finite(data):
+            raise ValueError("NaN and Infinity are not JSON; send finite numbers")
+        return data
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_finite(v) for v in value)
+    return True
+
+
+class BulkEnqueueRequest(_Strict):
+    """Many jobs, added all together or not at all."""
+
+    jobs: list[EnqueueRequest] = Field(min_length=1)
+
+
+class EnqueueResponse(BaseModel):
+    """A job that Redis has accepted."""
+
+    id: str = Field(description="The job id (BullMQ's).")
+    name: str
+    queue: str
+    created: bool = Field(
+        description="False when the job already existed (same Idempotency-Key or jobId)."
+    )
+    status_url: str = Field(description="Where to follow the job: GET /jobs/{id}.")
+
+
+class BulkEnqueueResponse(BaseModel):
+    jobs: list[EnqueueResponse]
+
+
+def _moment(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+
+class JobStatus(BaseModel):
+    """A job's current state and history."""
+
+    id: str
+    name: str
+    queue: str
+    state: JobState
+    data: Any = Field(description="The payload as enqueued.")
+    options: dict[str, Any] = Field(description="The stored BullMQ options.")
+    attempts_made: int = Field(description="Attempts that have finished (failed or succeeded).")
+    max_attempts: int
+    progress: Any = Field(description="What the task last reported (a number or an object).")
+    result: Any = Field(default=None, description="The task's return value once completed.")
+    failed_reason: str | None = Field(default=None, description="The last attempt's error, if any.")
+    stacktrace: list[str] = Field(default_factory=list)
+    delay_ms: int = 0
+    priority: int = 0
+    created_at: datetime | None = None
+    started_at: datetime | None = Field(default=None, description="When the last attempt began.")
+    finished_at: datetime | None = None
+
+    @classmethod
+    def of(cls, info: JobInfo, state: JobState, queue: str) -> JobStatus:
+        attempts = info.options.get("attempts")
+        return cls(
+            id=info.id,
+            name=info.name,
+            queue=queue,
+            state=state,
+            data=info.data,
+            options=info.options,
+            attempts_made=info.attempts_made,
+            max_attempts=attempts if isinstance(attempts, int) and attempts > 0 else 1,
+            progress=info.progress,
+            result=info.return_value,
+            failed_reason=info.failed_reason,
+            stacktrace=info.stacktrace,
+            delay_ms=info.delay,
+            priority=info.priority,
+            created_at=_moment(info.timestamp),
+            started_at=_moment(info.processed_on),
+            finished_at=_moment(info.finished_on),
+        )
+
+
+class JobList(BaseModel):
+    state: JobState
+    offset: int
+    limit: int
+    jobs: list[JobStatus]
+
+
+class JobLogs(BaseModel):
+    id: str
+    logs: list[str]
+
+
+class QueueCounts(BaseModel):
+    """Jobs in each state."""
+
+    waiting: int = 0
+    prioritized: int = 0
+    delayed: int = 0
+    active: int = 0
+    paused: int = 0
+    completed: int = 0
+    failed: int = 0
+    waiting_children: int = 0
+
+
+class QueueStatus(BaseModel):
+    name: str
+    paused: bool
+    counts: QueueCounts
+    total: int
+
+
+class TaskInfo(BaseModel):
+    name: str
+    retries: int | None = Field(description="Retries after the first attempt; null: default.")
+    timeout_s: float | None = None
+    payload_schema: dict[str, Any] = Field(description="JSON Schema of the task's payload.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    redis: Literal["ok"] = "ok"

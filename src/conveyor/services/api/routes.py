@@ -1,0 +1,285 @@
+"""The endpoints. Each is thin: read and check input, call the client, shape the answer.
+
+Error responses are documented by status code here and given their problem+json schema by
+``openapi.py``; every one is produced by the app's single exception handler.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Header, Path, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conveyor.jobs import COUNTED_STATES, JobState
+from conveyor.services.api.body import (
+    check_declared_length,
+    check_media_type,
+    read_json,
+    receive_body,
+)
+from conveyor.services.api.enqueue import Accepted
+from conveyor.services.api.fastpath import enqueue_one, status_url
+from conveyor.services.api.models import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    BulkEnqueueRequest,
+    BulkEnqueueResponse,
+    EnqueueResponse,
+    Health,
+    JobList,
+    JobLogs,
+    JobStatus,
+    QueueCounts,
+    QueueStatus,
+    Readiness,
+    TaskInfo,
+)
+from conveyor.services.api.problems import (
+    INVALID_REQUEST,
+    QUEUE_NOT_FOUND,
+    FieldProblem,
+    ProblemError,
+)
+from conveyor.services.api.state import ApiState, state_of
+
+router = APIRouter()
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        description="Makes a retried request return the job the first one created "
+        "(200 instead of 201) instead of adding a second one.",
+    ),
+]
+JobId = Annotated[str, Path(description="The job id.", min_length=1, max_length=1024)]
+QueueName = Annotated[str, Path(description="The queue's name (the one this API serves).")]
+ListableState = Literal[
+    "waiting", "prioritized", "delayed", "active", "paused", "completed", "failed"
+]
+
+#: Documented error statuses, by what an operation does (schemas filled in by openapi.py).
+BODY_ERRORS = (400, 413, 415, 422)
+JOB_ERRORS = (404,)
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Malformed JSON",
+        404: "Not found",
+        409: "Not possible in the job's current state",
+        413: "Body over the size limit",
+        415: "Body is not JSON",
+        422: "Invalid request, unknown task, payload or options that fail validation",
+    }
+    return {code: {"description": descriptions[code]} for code in codes}
+
+
+def _accepted(request: Request, state: ApiState, job: Accepted) -> dict[str, Any]:
+    return {
+        "id": job.job_id,
+        "name": job.name,
+        "queue": state.settings.queue,
+        "created": job.created,
+        "status_url": status_url(request.scope.get("root_path", ""), job.job_id),
+    }
+
+
+@router.post(
+    "/enqueue",
+    status_code=201,
+    response_model=EnqueueResponse,
+    summary="Add a job to the queue",
+    responses={
+        200: {
+            "model": EnqueueResponse,
+            "description": "The job existed already (same "
+            "Idempotency-Key or jobId); nothing was added",
+        },
+        201: {
+            "description": "Added; Redis has the job",
+            "headers": {
+                "Location": {"description": "The job's status URL", "schema": {"type": "string"}}
+            },
+        },
+        **_errors(*BODY_ERRORS),
+    },
+    openapi_extra={"x-conveyor-body": "TaskJob"},
+)
+async def enqueue(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+    """Validate the job (task, payload, options) and add it; answers after Redis has it.
+
+    With ``api_fast_path`` on (the default) ``fastpath.py`` answers this path with the same
+    code, before FastAPI's routing; this route serves when it is off.
+    """
+    state = state_of(request)
+    limit = state.settings.api_max_body_bytes
+    check_media_type(request.headers.get("content-type"))
+    check_declared_length(request.headers.get("content-length"), limit)
+    raw = await receive_body(request.receive, limit)
+    status, content = await enqueue_one(
+        state, raw, idempotency_key, request.scope.get("root_path", "")
+    )
+    return Response(
+        orjson.dumps(content),
+        status_code=status,
+        media_type="application/json",
+        headers={"Location": content["status_url"]},
+    )
+
+
+@router.post(
+    "/enqueue/bulk",
+    status_code=201,
+    response_model=BulkEnqueueResponse,
+    summary="Add many jobs at once, all or nothing",
+    responses={**_errors(*BODY_ERRORS)},
+    openapi_extra={"x-conveyor-body": "BulkTaskJobs"},
+)
+async def enqueue_bulk(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+    """Validate every job first; then add all of them in one MULTI, or none."""
+    state = state_of(request)
+    body = await read_json(request, BulkEnqueueRequest, state.settings.api_max_body_bytes)
+    limit = state.settings.api_bulk_max_jobs
+    if len(body.jobs) > limit:
+        problem = FieldProblem(path="jobs", message=f"at most {limit} jobs", type="too_long")
+        raise ProblemError(INVALID_REQUEST, f"jobs: at most {limit} jobs per request", [problem])
+    prepared = [
+        state.enqueuer.prepare(job, idempotency_key, index) for index, job in enumerate(body.jobs)
+    ]
+    accepted = await state.enqueuer.add_bulk(prepared)
+    content = {"jobs": [_accepted(request, state, job) for job in accepted]}
+    return Response(orjson.dumps(content), status_code=201, media_type="application/json")
+
+
+@router.get("/jobs/{job_id}", summary="A job's state and history", responses=_errors(404))
+async def get_job(request: Request, job_id: JobId) -> JobStatus:
+    state = state_of(request)
+    view = await state.bounded(state.client.get_job(job_id))
+    return JobStatus.of(view.info, view.state, state.settings.queue)
+
+
+@router.get("/jobs/{job_id}/logs", summary="Lines the task logged", responses=_errors(404))
+async def get_job_logs(request: Request, job_id: JobId) -> JobLogs:
+    state = state_of(request)
+    view = await state.bounded(state.client.get_job(job_id))
+    return JobLogs(id=view.id, logs=await state.bounded(state.client.job_logs(job_id)))
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    summary="Run a failed or completed job again",
+    responses=_errors(404, 409),
+)
+async def retry_job(request: Request, job_id: JobId) -> JobStatus:
+    """The job goes back to waiting with its attempts reset (its failure record is dropped)."""
+    state = state_of(request)
+    await state.bounded(state.client.retry(job_id))
+    view = await state.bounded(state.client.get_job(job_id))
+    return JobStatus.of(view.info, view.state, state.settings.queue)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    summary="Remove a job, or cancel it before it runs",
+    responses=_errors(404, 409),
+)
+async def remove_job(request: Request, job_id: JobId) -> Response:
+    """Waiting and delayed jobs are cancelled, finished ones removed; 409 while one runs."""
+    state = state_of(request)
+    await state.bounded(state.client.remove(job_id))
+    return Response(status_code=204)
+
+
+def _served(state: ApiState, name: str) -> None:
+    if name != state.settings.queue:
+        raise ProblemError(
+            QUEUE_NOT_FOUND,
+            f"this API serves the queue {state.settings.queue!r}, not {name!r}",
+        )
+
+
+async def _queue_status(state: ApiState) -> QueueStatus:
+    async with state.gate.open():  # one connection: the two calls one after the other
+        counts = await state.client.counts()
+        paused = await state.client.is_paused()
+    by_name = {s.value.replace("-", "_"): counts.get(s, 0) for s in COUNTED_STATES}
+    return QueueStatus(
+        name=state.settings.queue,
+        paused=paused,
+        counts=QueueCounts(**by_name),
+        total=sum(by_name.values()),
+    )
+
+
+@router.get("/queues/{name}", summary="Jobs in each state", responses=_errors(404))
+async def get_queue(request: Request, name: QueueName) -> QueueStatus:
+    state = state_of(request)
+    _served(state, name)
+    return await _queue_status(state)
+
+
+@router.get(
+    "/queues/{name}/jobs", summary="Jobs in one state, newest first", responses=_errors(404)
+)
+async def list_jobs(
+    request: Request,
+    name: QueueName,
+    state_name: Annotated[ListableState, Query(alias="state")] = "failed",
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> JobList:
+    state = state_of(request)
+    _served(state, name)
+    job_state = JobState(state_name)
+    infos = await state.bounded(state.client.list_jobs(job_state, offset, offset + limit - 1))
+    jobs = [JobStatus.of(info, job_state, state.settings.queue) for info in infos]
+    return JobList(state=job_state, offset=offset, limit=limit, jobs=jobs)
+
+
+@router.post("/queues/{name}/pause", summary="Stop workers taking jobs", responses=_errors(404))
+async def pause_queue(request: Request, name: QueueName) -> QueueStatus:
+    """Workers finish what they hold and take nothing new; enqueueing still works."""
+    state = state_of(request)
+    _served(state, name)
+    await state.bounded(state.client.pause())
+    return await _queue_status(state)
+
+
+@router.post("/queues/{name}/resume", summary="Let workers take jobs again", responses=_errors(404))
+async def resume_queue(request: Request, name: QueueName) -> QueueStatus:
+    state = state_of(request)
+    _served(state, name)
+    await state.bounded(state.client.resume())
+    return await _queue_status(state)
+
+
+@router.get("/tasks", summary="The tasks this API accepts, with their payload schemas")
+async def list_tasks(request: Request) -> list[TaskInfo]:
+    registry = state_of(request).registry
+    return [
+        TaskInfo(
+            name=task.name,
+            retries=task.retries,
+            timeout_s=task.timeout_s,
+            payload_schema=task.payload_model.model_json_schema(),
+        )
+        for task in (registry.get(name) for name in registry.names())
+    ]
+
+
+@router.get("/healthz", summary="The process is alive", tags=["health"])
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get("/readyz", summary="Redis answers: ready to take jobs", tags=["health"])
+async def readyz(request: Request) -> Readiness:
+    state = state_of(request)
+    await state.bounded(state.client.redis.ping())
+    return Readiness()

@@ -1,0 +1,132 @@
+"""``conveyor api`` as a real process: uvicorn on a real port, real HTTP, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conveyor.config import Settings
+from conveyor.embedded import RedisServer, free_port
+from conveyor.testing import wait_for_sync
+
+pytestmark = pytest.mark.e2e
+
+CONVEYOR = str(Path(sys.executable).parent / "conveyor")
+REPO = Path(__file__).resolve().parents[2]
+Serve = Callable[..., tuple[str, "subprocess.Popen[bytes]"]]
+
+
+def _env(settings: Settings, redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CONVEYOR_REDIS_URL": redis_url,
+        "CONVEYOR_QUEUE": settings.queue,
+        "CONVEYOR_PREFIX": settings.prefix,
+        "CONVEYOR_TASKS": "tests.support.api",
+        "CONVEYOR_LOG_FORMAT": "json",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        **extra,
+    }
+
+
+def _ready(base: str, proc: subprocess.Popen[bytes]) -> bool:
+    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    try:
+        return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def serve(settings: Settings, redis_url: str) -> Iterator[Serve]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        proc = subprocess.Popen(
+            [CONVEYOR, "api", "--host", "127.0.0.1", "--port", str(port), *args],
+            env=_env(settings, redis_url, **env),
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        started.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        wait_for_sync(lambda: _ready(base, proc), timeout=30)
+        return base, proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_serves_enqueue_over_http_and_stops_cleanly_on_sigterm(serve: Serve) -> None:
+    base, proc = serve()
+    with httpx.Client(base_url=base, timeout=10) as http:
+        accepted = http.post("/enqueue", json={"name": "echo", "data": {"value": "hi"}})
+        assert accepted.status_code == 201
+        assert accepted.headers["location"] == f"/jobs/{accepted.json()['id']}"
+        status = http.get(accepted.headers["location"])
+        assert status.json()["state"] == "waiting"
+        assert status.json()["data"] == {"value": "hi"}
+        bad = http.post("/enqueue", json={"name": "send_email", "data": {}})
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/problem+json"
+        assert http.get("/openapi.json").json()["info"]["title"] == "Conveyor API"
+        assert "server" not in accepted.headers
+    proc.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
+    log = proc.stderr.read().decode() if proc.stderr else ""
+    assert '"event": "api_ready"' in log
+    assert '"event": "api_stopped"' in log
+
+
+def test_several_worker_processes_share_the_port_and_the_settings(
+    serve: Serve, settings: Settings
+) -> None:
+    base, proc = serve("--workers", "2", CONVEYOR_API_KEYS="k-1")
+    with httpx.Client(base_url=base, timeout=10) as http:
+        assert http.post("/enqueue", json={"name": "echo"}).status_code == 401
+        headers = {"Authorization": "Bearer k-1"}
+        ids = {
+            http.post("/enqueue", json={"name": "echo"}, headers=headers).json()["id"]
+            for _ in range(20)
+        }
+        assert len(ids) == 20
+        queue = http.get(f"/queues/{settings.queue}", headers=headers).json()
+        assert queue["counts"]["waiting"] == 20
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    log = proc.stderr.read().decode() if proc.stderr else ""
+    assert log.count('"event": "api_stopped"') == 2
+
+
+def test_unreachable_redis_ends_the_command_with_one_line(
+    tmp_path: Path, settings: Settings
+) -> None:
+    gone = RedisServer(tmp_path / "gone").start()
+    gone.stop()
+    result = subprocess.run(
+        [CONVEYOR, "api", "--port", str(free_port())],
+        env=_env(settings, gone.url, CONVEYOR_REDIS_WAIT_S="0.5"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("conveyor: error: Redis at redis://127.0.0.1:")
+    assert "Traceback" not in result.stderr

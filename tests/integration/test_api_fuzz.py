@@ -1,0 +1,120 @@
+"""Property-based fuzzing of the API from its own OpenAPI document (schemathesis).
+
+Over a thousand generated requests, valid and invalid, go through the real app against real
+Redis. No answer may be a 5xx; every answer must match the document (status, media type,
+schema, headers); and afterwards the queue holds exactly the jobs of the accepted requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.python.asgi import shutdown_lifespans
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from conveyor.client import QueueClient
+from conveyor.config import Settings
+from conveyor.jobs import COUNTED_STATES
+from conveyor.redis import connect
+from conveyor.services.api import create_app
+from tests.support.api import registry
+
+#: Generated requests in all (the issue asks for at least 1,000).
+EXAMPLES = 1100
+MIN_REQUESTS = 1000
+SEED_JOB = "seed-job"
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
+
+async def queued_ids(url: str, settings: Settings) -> set[str]:
+    redis = connect(url)
+    try:
+        queue = QueueClient(redis, queue=settings.queue, prefix=settings.prefix)
+        return set(await queue.bull.get_range(list(COUNTED_STATES), 0, -1))
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.timeout(600)
+def test_fuzzing_from_the_openapi_document(settings: Settings, redis_url: str) -> None:
+    app = create_app(
+        settings.model_copy(update={"api_bulk_max_jobs": 50}), redis_url, registry=registry
+    )
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    accepted: set[str] = set()
+    removed: set[str] = set()
+    statuses: Counter[tuple[str, int]] = Counter()
+    try:
+        seed = schema["/enqueue"]["POST"].Case(
+            body={"name": "echo", "data": {"value": 1}, "options": {"jobId": SEED_JOB}},
+            media_type="application/json",
+        )
+        assert seed.call().status_code == 201
+        accepted.add(SEED_JOB)
+
+        everything = schema.as_strategy(GenerationMode.POSITIVE)
+        invalid = schema.as_strategy(GenerationMode.NEGATIVE)
+        enqueues = schema.include(path_regex=r"^/enqueue").as_strategy(GenerationMode.POSITIVE)
+        on_queue = schema.include(path_regex=r"^/queues/").as_strategy(
+            path_parameters={"name": settings.queue}
+        )
+        on_seed = schema.include(path_regex=r"^/jobs/", method=["GET", "POST"]).as_strategy(
+            path_parameters={"job_id": SEED_JOB}
+        )
+        strategy = st.one_of(everything, invalid, enqueues, on_queue, on_seed)
+
+        @hypothesis_settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=strategy)
+        def fuzz(case: Any) -> None:
+            response = case.call()
+            statuses[(case.operation.label, response.status_code)] += 1
+            assert response.status_code < 500, (case.operation.label, response.text)
+            case.validate_response(response, checks=CHECKS)
+            label = case.operation.label
+            if label == "POST /enqueue" and response.status_code in (200, 201):
+                accepted.add(response.json()["id"])
+            elif label == "POST /enqueue/bulk" and response.status_code == 201:
+                accepted.update(job["id"] for job in response.json()["jobs"])
+            elif label == "DELETE /jobs/{job_id}" and response.status_code == 204:
+                removed.add(case.path_parameters["job_id"])
+
+        fuzz()
+    finally:
+        shutdown_lifespans()
+
+    calls = sum(statuses.values())
+    assert calls >= MIN_REQUESTS, statuses
+    enqueued = sum(
+        n
+        for (label, status), n in statuses.items()
+        if label.startswith("POST /enqueue") and status in (200, 201)
+    )
+    assert enqueued > 50, statuses  # the fuzzer did get jobs through, not only rejections
+    assert asyncio.run(queued_ids(redis_url, settings)) == accepted - removed
