@@ -18,6 +18,7 @@ PASSWORD = "pw-Zk93-never-logged"
 API_KEY = "key-Qx71-never-logged"
 #: Debian's redis-server, built with TLS (.ci/run installs it when missing).
 TLS_REDIS = "/usr/bin/redis-server"
+TLS_REDIS_PRESENT = Path(TLS_REDIS).exists()
 
 
 async def _round_trip(chaos: Chaos, url: str) -> tuple[str, list[str]]:
@@ -122,7 +123,7 @@ def _certificates(folder: Path) -> dict[str, Path]:
 
 
 async def test_tls_redis(chaos: Chaos, report: Callable[..., None]) -> None:
-    assert Path(TLS_REDIS).exists(), f"{TLS_REDIS} is needed (apt-get install redis-server)"
+    assert TLS_REDIS_PRESENT, f"{TLS_REDIS} is needed (apt-get install redis-server)"
     certs = _certificates(chaos.tmp / "tls")
     port = free_port()
     redis = chaos.start_redis(
