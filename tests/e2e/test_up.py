@@ -20,7 +20,7 @@ import pytest
 
 from conveyor.embedded import free_port, ping
 from conveyor.redis import connect
-from conveyor.services.up import ChildSpec, Stage, Supervisor
+from conveyor.services.up import SIGNAL_ECHO_S, ChildSpec, Stage, Supervisor
 from conveyor.testing import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -112,9 +112,12 @@ async def test_a_second_stop_request_kills_at_once() -> None:
     await wait_for(lambda: _ready(sup), timeout=30)
     sup.request_stop()
     await wait_for(lambda: sup.stopping is Stage.WORKERS)  # SIGTERM sent, and ignored
+    sup.request_stop()  # the same Ctrl-C, echoed by `uv run`/`make`: not a second one
+    await asyncio.sleep(SIGNAL_ECHO_S)  # a negative needs a window: nothing is killed yet
+    assert sup.children[0].process is not None
+    assert sup.children[0].process.returncode is None
     sup.request_stop()  # the impatient second Ctrl-C
     await asyncio.wait_for(running, 30)
-    assert sup.children[0].process is not None
     assert sup.children[0].process.returncode == -signal.SIGKILL
 
 

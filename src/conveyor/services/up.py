@@ -31,6 +31,9 @@ from conveyor.services.runtime import redis_url
 
 log = logging.getLogger("conveyor.up")
 
+#: A signal this soon after the first is the same Ctrl-C, echoed by a launcher.
+SIGNAL_ECHO_S = 1.5
+
 #: How a child is started: ``python -m conveyor.cli <command...>`` with this interpreter.
 CLI = (sys.executable, "-m", "conveyor.cli")
 #: Restart backoff: BASE * 2^(crashes in a row - 1), capped.
@@ -215,6 +218,7 @@ class Supervisor:
         self.out = out or sys.stdout
         self.cli = tuple(cli)
         self.stop_requested = asyncio.Event()
+        self._first_signal_at = 0.0
         #: The stage being stopped during shutdown (None before it begins).
         self.stopping: Stage | None = None
         self._width = max([len(s.name) for s in specs] + [7])
@@ -304,12 +308,20 @@ class Supervisor:
 
     # --- the whole -------------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """First call: stop in order. Second call: kill everything now."""
+        """First call: stop in order. A second call (a second Ctrl-C): kill everything now.
+
+        One Ctrl-C can arrive twice: the terminal signals the whole process group, and a
+        launcher such as ``uv run`` or ``make`` forwards it again. Signals within
+        ``SIGNAL_ECHO_S`` of the first count as that one."""
+        now = time.monotonic()
         if self.stop_requested.is_set():
+            if now - self._first_signal_at < SIGNAL_ECHO_S:
+                return
             log.warning("up_killing", extra={"fields": {"reason": "second signal"}})
             self._signal_all(signal.SIGKILL)
             return
         log.info("up_stopping", extra={"fields": {"next": "a second signal kills at once"}})
+        self._first_signal_at = now
         self.stop_requested.set()
 
     def _signal_all(self, sig: signal.Signals) -> None:
