@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: setup up test check lint fmt typecheck layers pytest bench docs clean
+.PHONY: setup up test check lint fmt typecheck layers pytest bench docs reliability clean
 
 setup: ## Install uv (if missing) and the locked dependencies into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -35,6 +35,10 @@ pytest:
 
 docs: ## Regenerate docs/configuration.md from the settings model
 	$(RUN) python scripts/gen_config_docs.py
+
+reliability: setup ## Run the chaos suite and write its figures to docs/reliability.md
+	$(RUN) pytest tests/chaos -q -p no:cacheprovider
+	$(RUN) python scripts/reliability_report.py
 
 clean:
 	rm -rf .venv .conveyor .pytest_cache .mypy_cache .ruff_cache
