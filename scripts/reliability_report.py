@@ -1,7 +1,7 @@
 """Write docs/reliability.md from the figures the chaos suite records.
 
-    uv run pytest tests/chaos -p no:cacheprovider      # appends to tests/artifacts/reliability.jsonl
-    uv run python scripts/reliability_report.py        # the newest row of each scenario
+    uv run pytest tests/chaos -p no:cacheprovider  # appends to tests/artifacts/reliability.jsonl
+    uv run python scripts/reliability_report.py    # the newest row of each scenario
 """
 
 from __future__ import annotations
