@@ -434,17 +434,7 @@ class Worker:
             self._lock_lost(job, exc)
             return None
         self._jobs_done += 1
-        self.hooks.job_completed(
-            JobEvent(
-                job.id,
-                job.name,
-                event.queue,
-                event.attempt,
-                event.max_attempts,
-                wait_ms=event.wait_ms,
-                duration_ms=duration_ms,
-            )
-        )
+        self.hooks.job_completed(replace(event, duration_ms=duration_ms))
         if fetched is None or fetched.job is None:
             return None
         return fetched.job
@@ -462,16 +452,7 @@ class Worker:
         error = _describe(exc)
         stack = [*job.stacktrace, "".join(traceback.format_exception(exc))][-STACKTRACE_LIMIT:]
         attempt = job.attempts_made + 1
-        done = JobEvent(
-            job.id,
-            job.name,
-            event.queue,
-            attempt,
-            policy.attempts,
-            wait_ms=event.wait_ms,
-            duration_ms=duration_ms,
-            error=error,
-        )
+        done = replace(event, max_attempts=policy.attempts, duration_ms=duration_ms, error=error)
         try:
             if should_retry(attempt, policy, unrecoverable=unrecoverable):
                 delay = backoff_delay_ms(attempt, policy)
@@ -486,19 +467,7 @@ class Worker:
                         lifo=bool(job.options.get("lifo")),
                     ),
                 )
-                self.hooks.job_retrying(
-                    JobEvent(
-                        job.id,
-                        job.name,
-                        event.queue,
-                        attempt,
-                        policy.attempts,
-                        wait_ms=event.wait_ms,
-                        duration_ms=duration_ms,
-                        error=error,
-                        retry_delay_ms=delay,
-                    )
-                )
+                self.hooks.job_retrying(replace(done, retry_delay_ms=delay))
                 return
             failed_at = datetime.now(UTC)
             await self._persist(
