@@ -9,35 +9,65 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
-from datetime import UTC, datetime
+import time
 from typing import Any
+
+import orjson
 
 from conveyor.hooks import JobEvent
 
-_SECRET_KEYS = ("password", "secret", "token", "authorization", "api_key")
+#: Field names whose values never reach a log line.
+_SECRET_KEYS = frozenset({"password", "secret", "token", "authorization", "api_key", "api_keys"})
+_NEEDS_QUOTES = re.compile(r'[\s="]')
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     fields = getattr(record, "fields", None)
-    return dict(fields) if isinstance(fields, dict) else {}
+    if not isinstance(fields, dict):
+        return {}
+    if _SECRET_KEYS.isdisjoint(fields):
+        return fields
+    return {k: "***" if k in _SECRET_KEYS else v for k, v in fields.items()}
 
 
 def _quote(value: Any) -> str:
-    text = str(value)
-    if text == "" or any(c in text for c in ' ="\n'):
+    text = value if isinstance(value, str) else str(value)
+    if text == "" or _NEEDS_QUOTES.search(text):
         return json.dumps(text, ensure_ascii=False)
     return text
 
 
+class _Clock:
+    """UTC timestamps for log lines, the expensive part computed once per second."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self._second = -1
+        self._prefix = ""
+
+    def stamp(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime(self.fmt, time.gmtime(second))
+        return f"{self._prefix}.{int((created - second) * 1000):03d}"
+
+
 class ConsoleFormatter(logging.Formatter):
-    """``2026-11-27 10:00:00.123 INFO  job_completed job_id=... duration_ms=12.3``"""
+    """``10:00:00.123 INFO    job_completed job_id=... duration_ms=12.3`` (UTC)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock("%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
-        parts = [f"{stamp} {record.levelname:<7} {record.getMessage()}"]
-        parts += [f"{k}={_quote(v)}" for k, v in _fields(record).items()]
-        line = " ".join(parts)
+        head = f"{self._clock.stamp(record.created)} {record.levelname:<7} {record.getMessage()}"
+        fields = _fields(record)
+        line = (
+            " ".join([head, *[f"{k}={_quote(v)}" for k, v in fields.items()]]) if fields else head
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -46,9 +76,13 @@ class ConsoleFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ts, level, logger, event and the fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock("%Y-%m-%dT%H:%M:%S")
+
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._clock.stamp(record.created) + "Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -56,7 +90,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str, ensure_ascii=False)
+        return orjson.dumps(doc, default=str).decode()
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:

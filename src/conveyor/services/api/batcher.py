@@ -8,6 +8,10 @@ on its own (``raise_on_error=False``). At most ``max_inflight`` pipelines are on
 once (one connection each); what arrives meanwhile waits for the next one, so batches grow
 with the load.
 
+The first pipeline checks that Redis holds the Lua scripts (redis-py's SCRIPT EXISTS round
+trip); later ones skip that check, and commands that meet NOSCRIPT (Redis restarted or
+flushed its scripts) are sent again with the check.
+
 Every operation is answered within ``timeout_s`` of its submission without a timer of its own:
 it carries a deadline; one that expires before it is sent fails (TimeoutError) and is never
 sent, and a pipeline may take only until the earliest deadline among its operations.
@@ -23,6 +27,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from conveyor.services.api.problems import OverloadedError
 
@@ -55,6 +60,8 @@ class PipelineBatcher:
         self._scheduled = False
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Whether Redis is known to hold the pipelines' scripts (checked by the first one).
+        self._scripts_loaded = False
         #: Pipelines sent and operations carried, for the logs and the benchmark.
         self.batches = 0
         self.operations = 0
@@ -95,12 +102,38 @@ class PipelineBatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def _pipeline(self, batch: list[_Entry], *, check_scripts: bool) -> list[list[Any]]:
+        """Send the batch as one pipeline; answers each operation's results."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            counts = [await operation(pipe) for operation, _, _ in batch]
+            if not check_scripts:
+                pipe.scripts.clear()  # known to be loaded: skip the SCRIPT EXISTS round trip
+            results = await pipe.execute(raise_on_error=False)
+        spans, start = [], 0
+        for count in counts:
+            spans.append(results[start : start + count])
+            start += count
+        return spans
+
+    async def _results(self, batch: list[_Entry]) -> list[list[Any]]:
+        spans = await self._pipeline(batch, check_scripts=not self._scripts_loaded)
+        lost = [
+            i for i, span in enumerate(spans) if any(isinstance(r, NoScriptError) for r in span)
+        ]
+        if lost:
+            # Redis lost its scripts (a restart, SCRIPT FLUSH): those commands did not run.
+            # Send the operations they belong to again, loading the scripts first.
+            self._scripts_loaded = False
+            again = await self._pipeline([batch[i] for i in lost], check_scripts=True)
+            for i, span in zip(lost, again, strict=True):
+                spans[i] = span
+        self._scripts_loaded = True
+        return spans
+
     async def _send(self, batch: list[_Entry]) -> None:
         try:
             async with asyncio.timeout_at(min(entry[2] for entry in batch)):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    counts = [await operation(pipe) for operation, _, _ in batch]
-                    results = await pipe.execute(raise_on_error=False)
+                spans = await self._results(batch)
         except BaseException as exc:
             for _, future, _ in batch:
                 if not future.done():
@@ -110,11 +143,9 @@ class PipelineBatcher:
         else:
             self.batches += 1
             self.operations += len(batch)
-            start = 0
-            for (_, future, _), count in zip(batch, counts, strict=True):
+            for (_, future, _), span in zip(batch, spans, strict=True):
                 if not future.done():
-                    future.set_result(results[start : start + count])
-                start += count
+                    future.set_result(span)
         finally:
             self._inflight -= 1
             if self._pending and not self._scheduled:

@@ -28,8 +28,11 @@ COMMON_ERRORS = {
 AUTH_ERROR = {401: "Missing or invalid API key"}
 
 
-def _task_envelope(task: str, payload: type[BaseModel]) -> type[BaseModel]:
+def _task_envelope(task: str, payload: type[BaseModel], taken: set[str]) -> type[BaseModel]:
     slug = re.sub(r"[^A-Za-z0-9]+", "_", task).strip("_") or "task"
+    while slug in taken:  # "a-b" and "a_b" must not share a schema name
+        slug += "_"
+    taken.add(slug)
     try:
         payload.model_validate({})
         data: Any = (payload | None, Field(default=None, description="The payload (default {})."))
@@ -50,8 +53,10 @@ def _task_envelope(task: str, payload: type[BaseModel]) -> type[BaseModel]:
 
 
 def _body_schemas(registry: TaskRegistry, bulk_max: int) -> dict[str, Any]:
+    taken: set[str] = set()
     envelopes = {
-        name: _task_envelope(name, registry.get(name).payload_model) for name in registry.names()
+        name: _task_envelope(name, registry.get(name).payload_model, taken)
+        for name in registry.names()
     }
     models: list[type[BaseModel]] = [*envelopes.values(), EnqueueRequest, Problem]
     refs, top = models_json_schema([(m, "validation") for m in models], ref_template=REF)

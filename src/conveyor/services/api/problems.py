@@ -119,7 +119,7 @@ class Problem(BaseModel):
     job_id: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class ProblemError(Exception):
     """Raised inside the API to answer a problem directly."""
 

@@ -62,9 +62,9 @@ ListableState = Literal[
     "waiting", "prioritized", "delayed", "active", "paused", "completed", "failed"
 ]
 
-#: Documented error statuses, by what an operation does (schemas filled in by openapi.py).
+#: Error statuses of the operations that read a body (schemas filled in by openapi.py).
 BODY_ERRORS = (400, 413, 415, 422)
-JOB_ERRORS = (404,)
+LOCATION = {"Location": {"description": "The job's status URL", "schema": {"type": "string"}}}
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -97,15 +97,11 @@ def _accepted(request: Request, state: ApiState, job: Accepted) -> dict[str, Any
     responses={
         200: {
             "model": EnqueueResponse,
-            "description": "The job existed already (same "
-            "Idempotency-Key or jobId); nothing was added",
+            "description": "The job existed already (same Idempotency-Key or jobId); "
+            "nothing was added",
+            "headers": LOCATION,
         },
-        201: {
-            "description": "Added; Redis has the job",
-            "headers": {
-                "Location": {"description": "The job's status URL", "schema": {"type": "string"}}
-            },
-        },
+        201: {"description": "Added; Redis has the job", "headers": LOCATION},
         **_errors(*BODY_ERRORS),
     },
     openapi_extra={"x-conveyor-body": "TaskJob"},
