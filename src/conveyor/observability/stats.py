@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import time
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -72,12 +73,12 @@ def bucket_label(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
+_BUCKET_LABELS = (*(bucket_label(bound) for bound in DURATION_BUCKETS_S), "+Inf")
+
+
 def bucket_for(seconds: float) -> str:
     """The label of the smallest bucket holding ``seconds``."""
-    for bound in DURATION_BUCKETS_S:
-        if seconds <= bound:
-            return bucket_label(bound)
-    return "+Inf"
+    return _BUCKET_LABELS[bisect_left(DURATION_BUCKETS_S, seconds)]
 
 
 @dataclass
@@ -129,6 +130,7 @@ class StatsHooks:
         self.task_names = frozenset(task_names) if task_names is not None else None
         self.clock = clock
         self._pending = _Pending()
+        self._names: dict[tuple[str, str], tuple[str, str, str, str]] = {}
         self._task: asyncio.Task[None] | None = None
 
     # --- WorkerHooks -------------------------------------------------------------------------
@@ -157,11 +159,17 @@ class StatsHooks:
         if self.task_names is not None and task not in self.task_names:
             task = UNKNOWN_TASK
         totals = self._pending.totals[event.queue]
-        totals[f"{counter}:{task}"] += 1
-        totals[f"run_sum_ms:{task}"] += run_ms
-        totals[f"wait_sum_ms:{task}"] += wait_ms
-        totals[f"run_le_{bucket_for(run_ms / 1000)}:{task}"] += 1
-        totals[f"wait_le_{bucket_for(wait_ms / 1000)}:{task}"] += 1
+        names = self._names.get((counter, task))
+        if names is None:  # the field names of one (counter, task), built once
+            names = self._names[(counter, task)] = (
+                f"{counter}:{task}", f"run_sum_ms:{task}", f"wait_sum_ms:{task}", f":{task}",
+            )  # fmt: skip
+        count_name, run_sum, wait_sum, suffix = names
+        totals[count_name] += 1
+        totals[run_sum] += run_ms
+        totals[wait_sum] += wait_ms
+        totals["run_le_" + bucket_for(run_ms / 1000) + suffix] += 1
+        totals["wait_le_" + bucket_for(wait_ms / 1000) + suffix] += 1
 
     # --- flushing ------------------------------------------------------------------------------
     async def flush(self) -> bool:
