@@ -40,5 +40,8 @@ reliability: setup ## Run the chaos suite and write its figures to docs/reliabil
 	$(RUN) pytest tests/chaos -q -p no:cacheprovider
 	$(RUN) python scripts/reliability_report.py
 
+bench: ## Benchmarks against peers (not part of `make test`; needs node/npm and wrk)
+	$(UV) run --frozen --group bench python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf .venv .conveyor .pytest_cache .mypy_cache .ruff_cache
