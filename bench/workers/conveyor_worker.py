@@ -17,7 +17,7 @@ from bench.tasks import make_registry
 from bench.workers.protocol import Recorder, common_arguments, run_main
 from conveyor import JobEvent, Worker, WorkerHooks, WorkerOptions
 from conveyor.hooks import HookChain, NoHooks
-from conveyor.observability.logging import ConsoleFormatter, LoggingHooks
+from conveyor.observability.logging import LoggingHooks, configure_logging
 from conveyor.observability.stats import StatsHooks
 from conveyor.redis import connect
 
@@ -41,12 +41,12 @@ class Counting(NoHooks):
 
 
 def log_to_devnull() -> None:
-    """Production logging (INFO, console format) with the lines going nowhere."""
-    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
-    handler.setFormatter(ConsoleFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    """Production logging (the entrypoints' configure_logging: INFO, console format) with
+    the lines going nowhere instead of stderr."""
+    configure_logging("INFO", "console")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
 
 
 async def main(args: argparse.Namespace) -> None:
