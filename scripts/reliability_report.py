@@ -39,7 +39,8 @@ good: it must be 0, and the tests fail otherwise.
 What each scenario does:
 
 1. **Worker crash storm**: 2,000 jobs of 10-500 ms across 3 worker processes (concurrency 25);
-   every 2 s one worker gets SIGKILL and is restarted. Locks of 1 s, stalled check every 1 s.
+   every 2 s one worker gets SIGKILL and is restarted. Locks of 1 s, stalled check every 1 s,
+   `CONVEYOR_MAX_STALLED_COUNT=50` (see below).
 2. **Redis crash**: 8 HTTP clients enqueue through `conveyor api` while 2 workers process; Redis
    (AOF, `appendfsync always`) is SIGKILLed, and restarted 3 s later on the same port and data.
 3. **Redis unreachable**: the same load with 300 ms jobs; Redis is SIGSTOPped for 10 s (longer
@@ -67,6 +68,10 @@ NOTES = """
   it fails for good with a `failedJobs` record. Jobs that shared the blocked process are
   recovered too, and would also fail for good if stalled twice: keep blocking code in sync
   handlers (they run in threads).
+- **Crash storms and `CONVEYOR_MAX_STALLED_COUNT`**: BullMQ fails a job for good once it has
+  stalled more than this many times (default 1, as BullMQ). In a storm of worker crashes an
+  innocent job can be caught twice; the storm scenario runs with 50. Raise it where workers
+  die often (spot instances, OOM kills); keep it low where a job itself kills its worker.
 - **A hung async handler** is cancelled by its task's `timeout_s` (or `CONVEYOR_JOB_TIMEOUT_S`)
   and retried; a hung *sync* handler's thread cannot be killed, only abandoned.
 - **Memory**: without `CONVEYOR_MAX_MEMORY_MB` a runaway handler meets the kernel's OOM killer

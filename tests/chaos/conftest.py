@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from conveyor.embedded import RedisServer, free_port
 
@@ -106,6 +107,15 @@ def chaos(tmp_path: Path) -> Iterator[Chaos]:
         yield world
     finally:
         world.cleanup()
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[list[Redis]]:
+    """Redis clients a test opened, closed even when the test fails."""
+    clients: list[Redis] = []
+    yield clients
+    for client in clients:
+        await client.aclose()
 
 
 @pytest.fixture

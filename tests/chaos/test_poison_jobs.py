@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from redis.asyncio import Redis
+
 from conveyor.client import JobSpec, QueueClient
 from conveyor.jobs import JobState
 from conveyor.redis import connect
@@ -13,9 +15,12 @@ from conveyor.testing import wait_for
 from tests.chaos.conftest import Chaos
 
 
-async def test_poison_jobs_are_contained(chaos: Chaos, report: Callable[..., None]) -> None:
+async def test_poison_jobs_are_contained(
+    chaos: Chaos, report: Callable[..., None], closing: list[Redis]
+) -> None:
     chaos.start_redis()
     redis = connect(chaos.url)
+    closing.append(redis)
     client = QueueClient(
         redis,
         queue=chaos.queue,
@@ -90,4 +95,3 @@ async def test_poison_jobs_are_contained(chaos: Chaos, report: Callable[..., Non
         worker_restarts=log.count("worker_process_exited"),
         long_job_runs=int(await redis.hget("chaos:long", long_job) or 0),
     )
-    await redis.aclose()
