@@ -48,7 +48,8 @@ async def test_conveyor_job_runs_on_node_and_conveyor_reads_the_result(
     assert view.info.attempts_made == 1
     assert view.info.processed_by == worker.name
     assert view.info.timestamp <= (view.info.processed_on or 0) <= (view.info.finished_on or 0)
-    [completed] = worker.of("completed", job_id)
+    # The job is completed in Redis a moment before the Node process's event line is read.
+    [completed] = await worker.wait("completed", job_id)
     assert completed["returnvalue"] == view.info.return_value
 
 
@@ -72,6 +73,7 @@ async def test_node_honours_conveyors_retry_policy(
     view = await settled(client, flaky, JobState.COMPLETED)
     assert view.info.attempts_made == 3
     assert view.info.return_value == {"attempt": 3, "by": "node"}
+    await worker.wait("completed", flaky)  # every event line of the job has been read
     starts = [e["at"] for e in worker.of("started", flaky)]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) == 2
@@ -79,7 +81,8 @@ async def test_node_honours_conveyors_retry_policy(
     assert gaps[1] >= 190, gaps
 
     failed = await settled(client, doomed, JobState.FAILED)
-    assert len(worker.of("started", doomed)) == 6
+    await worker.wait("failed", doomed)
+    await wait_for(lambda: len(worker.of("started", doomed)) == 6, timeout=15)
     assert failed.info.attempts_made == 6
     assert failed.info.failed_reason == "node failure on attempt 6"
     assert failed.info.stacktrace  # Node's stack traces, readable from Python

@@ -292,4 +292,4 @@ async def test_the_monitor_shows_node_jobs_node_workers_and_counter_id_failures(
     listed = (await http.get(f"{monitor}/api/workers", params={"queue": queue})).json()
     assert "node-dashboard-check" in [w["name"] for w in listed["workers"]]
     await settled(client, waiting_ids[1], JobState.COMPLETED)
-    assert worker.of("completed", waiting_ids[0])
+    assert await worker.wait("completed", waiting_ids[0])
