@@ -59,8 +59,9 @@ NOTES = """
 ## What the figures show, and what to know
 
 - **Nothing was lost** in any scenario. Jobs that ran twice were all running when their worker
-  was killed (scenario 1), when Redis froze past their lock (3), or when a short grace cut them
-  off (4): at-least-once delivery, as documented. Handlers must be idempotent.
+  was killed (scenario 1), when Redis crashed or froze with their finish in flight or past
+  their lock (2, 3), or when a short grace cut them off (4): at-least-once delivery, as
+  documented. Handlers must be idempotent.
 - **A handler that blocks the event loop cannot be saved in-process**: lock renewal stops with
   it. The watchdog (`CONVEYOR_WATCHDOG_S`, default the lock duration) ends the process; the
   supervisor (`--processes N`, `conveyor up`, or your orchestrator) starts a new one, and the
