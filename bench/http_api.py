@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.api.run import parse_wrk
 from bench.harness import REPO
 from conveyor.embedded import free_port
 
@@ -95,23 +95,6 @@ def api_server(redis_url: str, queue: str) -> Iterator[int]:
             proc.wait()
 
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    found = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
-    if found is None:
-        raise ValueError(f"not a wrk duration: {text!r}")
-    return float(found.group(1)) * _UNITS[found.group(2)]
-
-
-def _find(pattern: str, text: str) -> str:
-    found = re.search(pattern, text)
-    if found is None:
-        raise RuntimeError(f"wrk output without {pattern!r}:\n{text}")
-    return found.group(1)
-
-
 def wrk(scenario: HttpScenario, port: int, duration_s: float) -> dict[str, float]:
     command = [
         "wrk", f"-t{scenario.threads}", f"-c{scenario.connections}", f"-d{duration_s:g}s",
@@ -119,12 +102,11 @@ def wrk(scenario: HttpScenario, port: int, duration_s: float) -> dict[str, float
         f"http://127.0.0.1:{port}{scenario.path}",
     ]  # fmt: skip
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if bad:
-        raise RuntimeError(f"{scenario.key}: {bad.group(1)} requests were refused")
-    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
+    parsed = parse_wrk(out)
+    if parsed["non_2xx"]:
+        raise RuntimeError(f"{scenario.key}: {parsed['non_2xx']:g} requests were refused")
     return {
-        "jobs_per_s": rps * scenario.jobs_per_request,
-        "p50_ms": _ms(_find(r"(?m)^\s+50%\s+(\S+)", out)),
-        "p99_ms": _ms(_find(r"(?m)^\s+99%\s+(\S+)", out)),
+        "jobs_per_s": parsed["rps"] * scenario.jobs_per_request,
+        "p50_ms": parsed["p50_ms"],
+        "p99_ms": parsed["p99_ms"],
     }
