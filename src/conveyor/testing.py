@@ -6,7 +6,11 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from conveyor.client import JobView, QueueClient
+    from conveyor.jobs import JobState
 
 T = TypeVar("T")
 
@@ -46,3 +50,19 @@ def wait_for_sync(predicate: Callable[[], T], timeout: float = 10.0, *, message:
                 message or f"condition not met within {timeout:g} s (last: {last!r})"
             )
         time.sleep(POLL_INTERVAL_S)
+
+
+async def wait_for_state(
+    client: QueueClient, job_id: str, state: JobState, timeout: float = 10.0
+) -> JobView:
+    """Wait until the job is in ``state``; answer its view (the job's snapshot then)."""
+
+    async def reached() -> JobView | None:
+        view = await client.get_job(job_id)
+        return view if view.state is state else None
+
+    view: JobView | None = await wait_for(
+        reached, timeout, message=f"job {job_id} never became {state.value}"
+    )
+    assert view is not None  # wait_for answers only a truthy result
+    return view

@@ -20,7 +20,7 @@ from conveyor.errors import (
 )
 from conveyor.jobs import JobState
 from conveyor.registry import JobContext, TaskRegistry
-from conveyor.testing import wait_for
+from conveyor.testing import wait_for, wait_for_state
 from conveyor.worker import Worker
 
 
@@ -147,7 +147,7 @@ async def test_retry_remove_and_the_failure_record(
     with pytest.raises(JobStateError):
         await client.retry(job_id)  # still waiting
     worker = make_worker(registry)
-    await wait_for(lambda: _failed(client, job_id))
+    await wait_for_state(client, job_id, JobState.FAILED)
     assert await client.failure_record(job_id) is not None
 
     worker.stop()
@@ -172,7 +172,7 @@ async def test_removing_a_failed_job_removes_its_record(
     client = make_client(registry)
     job_id = await client.enqueue("explode", {"to": "x"}, {"attempts": 1})
     make_worker(registry)
-    await wait_for(lambda: _failed(client, job_id))
+    await wait_for_state(client, job_id, JobState.FAILED)
     await client.remove(job_id)
     assert await client.failure_record(job_id) is None
 
@@ -192,7 +192,7 @@ async def test_pause_and_resume(
     assert (await client.get_job(job_id)).state is JobState.WAITING
     await client.resume()
     assert not await client.is_paused()
-    await wait_for(lambda: _completed(client, job_id))
+    await wait_for_state(client, job_id, JobState.COMPLETED)
 
 
 async def test_list_jobs_and_retry_all_failed(
@@ -210,14 +210,6 @@ async def test_list_jobs_and_retry_all_failed(
     await wait_for(lambda: not worker.running)
     assert await client.retry_all_failed() == 3
     assert (await client.counts())[JobState.WAITING] == 3
-
-
-async def _failed(client: QueueClient, job_id: str) -> bool:
-    return (await client.get_state(job_id)) is JobState.FAILED
-
-
-async def _completed(client: QueueClient, job_id: str) -> bool:
-    return (await client.get_state(job_id)) is JobState.COMPLETED
 
 
 async def _count(client: QueueClient, state: JobState, n: int) -> bool:

@@ -20,7 +20,7 @@ from conveyor.client import QueueClient
 from conveyor.jobs import JobState
 from conveyor.observability.logging import LoggingHooks
 from conveyor.registry import JobContext, TaskRegistry
-from conveyor.testing import wait_for
+from conveyor.testing import wait_for, wait_for_state
 from conveyor.worker import Worker
 
 
@@ -80,9 +80,7 @@ async def test_job_is_processed_once_and_logged(
     make_worker(registry, hooks=LoggingHooks())
     job_id = await client.enqueue("ok", {"n": 21})
 
-    view = await wait_for(
-        lambda: _state_is(client, job_id, JobState.COMPLETED), message="job never completed"
-    )
+    view = await wait_for_state(client, job_id, JobState.COMPLETED)
     assert view.info.return_value == {"double": 42}
     assert view.info.attempts_made == 1
     assert len(runs[job_id]) == 1
@@ -104,9 +102,7 @@ async def test_always_failing_job_gets_six_attempts_with_growing_delays_then_fai
     make_worker(registry)
     job_id = await client.enqueue("always_fail", {"n": 1})
 
-    view = await wait_for(
-        lambda: _state_is(client, job_id, JobState.FAILED), timeout=20, message="never failed"
-    )
+    view = await wait_for_state(client, job_id, JobState.FAILED, timeout=20)
     starts = runs[job_id]
     assert len(starts) == 6
     gaps_ms = [(b - a) * 1000 for a, b in itertools.pairwise(starts)]
@@ -144,7 +140,7 @@ async def test_job_failing_twice_then_succeeding_completes_on_the_third_attempt(
     client = make_client(registry)
     make_worker(registry)
     job_id = await client.enqueue("fail_twice")
-    view = await wait_for(lambda: _state_is(client, job_id, JobState.COMPLETED))
+    view = await wait_for_state(client, job_id, JobState.COMPLETED)
     assert view.info.attempts_made == 3
     assert view.info.return_value == "third time lucky"
     assert len(runs[job_id]) == 3
@@ -161,7 +157,7 @@ async def test_job_options_override_the_default_retries(
     client = make_client(registry)
     make_worker(registry)
     job_id = await client.enqueue("always_fail", options={"attempts": 2, "backoff": 1})
-    view = await wait_for(lambda: _state_is(client, job_id, JobState.FAILED))
+    view = await wait_for_state(client, job_id, JobState.FAILED)
     assert len(runs[job_id]) == 2
     record = await client.failure_record(job_id)
     assert record is not None
@@ -183,7 +179,7 @@ async def test_task_level_retry_override(
     client = make_client(registry)
     make_worker(registry)
     job_id = await client.enqueue("fragile")
-    await wait_for(lambda: _state_is(client, job_id, JobState.FAILED))
+    await wait_for_state(client, job_id, JobState.FAILED)
     assert calls[job_id] == 2
 
 
@@ -196,7 +192,7 @@ async def test_sync_handlers_run_in_threads(
     make_worker(registry, concurrency=5)
     ids = [await client.enqueue("sync_ok", {"n": n}) for n in range(10)]
     for n, job_id in enumerate(ids):
-        view = await wait_for(lambda j=job_id: _state_is(client, j, JobState.COMPLETED))
+        view = await wait_for_state(client, job_id, JobState.COMPLETED)
         assert view.info.return_value == n + 1
 
 
@@ -217,7 +213,7 @@ async def test_job_longer_than_its_lock_keeps_it_and_runs_once(
     for _ in range(2):
         make_worker(registry, lock_duration_ms=300, stalled_interval_ms=300)
     job_id = await client.enqueue("long")
-    await wait_for(lambda: _state_is(client, job_id, JobState.COMPLETED))
+    await wait_for_state(client, job_id, JobState.COMPLETED)
     assert calls[job_id] == 1
 
 
@@ -238,7 +234,7 @@ async def test_timeout_ends_the_attempt_and_follows_the_retry_policy(
     make_worker(registry)
     hung = await client.enqueue("hang", options={"attempts": 2, "backoff": 1})
     fine = await client.enqueue("ok")
-    view = await wait_for(lambda: _state_is(client, hung, JobState.FAILED))
+    view = await wait_for_state(client, hung, JobState.FAILED)
     assert view.info.attempts_made == 2
     assert view.info.failed_reason == "TimeoutError: attempt timed out after 0.1 s"
     assert (await client.get_job(fine)).state is JobState.COMPLETED
@@ -255,7 +251,7 @@ async def test_unknown_task_and_bad_payload_in_the_queue_fail_for_good(
     bad = await raw.enqueue("ok", {"n": "not a number"})
     make_worker(registry)
     for job_id, fragment in ((unknown, "unknown task"), (bad, "invalid payload")):
-        view = await wait_for(lambda j=job_id: _state_is(raw, j, JobState.FAILED))
+        view = await wait_for_state(raw, job_id, JobState.FAILED)
         assert view.info.attempts_made == 1
         assert fragment in (view.info.failed_reason or "")
         record = await raw.failure_record(job_id)
@@ -307,8 +303,3 @@ async def test_jobs_still_running_after_the_grace_go_back_to_the_queue(
     assert view.state is JobState.WAITING
     assert view.info.failed_reason is None
     assert await client.failure_record(job_id) is None
-
-
-async def _state_is(client: QueueClient, job_id: str, state: JobState) -> Any:
-    view = await client.get_job(job_id)
-    return view if view.state is state else None

@@ -29,7 +29,9 @@ from typing import IO, Any
 import pytest
 
 from conveyor.config import Settings
+from conveyor.registry import TaskRegistry
 from conveyor.testing import wait_for
+from tests.interop.tasks import Runs, build_registry
 
 #: The Node side: package.json + package-lock.json + the scripts. Point
 #: CONVEYOR_INTEROP_NODE_DIR at a copy with other pins to try other BullMQ versions.
@@ -277,3 +279,13 @@ async def node_worker(
     for worker in started:
         errors = worker.of("error")
         assert not errors, f"the node worker reported errors: {errors}"
+
+
+@pytest.fixture
+def runs() -> Runs:
+    return Runs()
+
+
+@pytest.fixture
+def registry(runs: Runs) -> TaskRegistry:
+    return build_registry(runs)

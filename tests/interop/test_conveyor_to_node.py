@@ -17,20 +17,10 @@ from conveyor.registry import TaskRegistry
 from conveyor.testing import wait_for
 from conveyor.worker import Worker
 from tests.interop.conftest import NodeCall, NodeWorker
-from tests.interop.tasks import Runs, build_registry
-from tests.interop.test_node_to_conveyor import UNICODE, node_jobs, settled
+from tests.interop.helpers import UNICODE, node_jobs, settled
+from tests.interop.tasks import Runs
 
 StartNodeWorker = Callable[..., Awaitable[NodeWorker]]
-
-
-@pytest.fixture
-def runs() -> Runs:
-    return Runs()
-
-
-@pytest.fixture
-def registry(runs: Runs) -> TaskRegistry:
-    return build_registry(runs)
 
 
 async def test_conveyor_job_runs_on_node_and_conveyor_reads_the_result(

@@ -19,36 +19,8 @@ from conveyor.registry import TaskRegistry
 from conveyor.testing import wait_for
 from conveyor.worker import Worker
 from tests.interop.conftest import NodeCall
-from tests.interop.tasks import Runs, build_registry
-
-UNICODE = {
-    "text": "héllo wörld ✓ 日本語 🚀",
-    "n": 7,
-    "pi": 3.25,
-    "nested": {"list": [1, 2.5, None, True, "ß"], "empty": {}},
-}
-
-
-@pytest.fixture
-def runs() -> Runs:
-    return Runs()
-
-
-@pytest.fixture
-def registry(runs: Runs) -> TaskRegistry:
-    return build_registry(runs)
-
-
-async def settled(client: QueueClient, job_id: str, state: JobState, timeout: float = 15) -> Any:
-    async def check() -> Any:
-        view = await client.get_job(job_id)
-        return view if view.state is state else None
-
-    return await wait_for(check, timeout=timeout, message=f"job {job_id} never became {state}")
-
-
-async def node_jobs(node: NodeCall, *ids: str, queue: str | None = None) -> dict[str, Any]:
-    return dict((await node("jobs", list(ids), queue=queue))["jobs"])
+from tests.interop.helpers import UNICODE, node_jobs, settled
+from tests.interop.tasks import Runs
 
 
 async def test_node_job_runs_on_conveyor_and_node_reads_the_result(

@@ -26,8 +26,7 @@ from conveyor.registry import TaskRegistry
 from conveyor.testing import wait_for, wait_for_sync
 from conveyor.worker import Worker
 from tests.interop.conftest import NodeCall, NodeWorker
-from tests.interop.tasks import Runs, build_registry
-from tests.interop.test_node_to_conveyor import UNICODE, node_jobs, settled
+from tests.interop.helpers import UNICODE, node_jobs, settled
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 45  # importing FastAPI and uvicorn on a busy 2-core machine takes a while
@@ -115,16 +114,6 @@ def _ready(proc: subprocess.Popen[bytes], url: str, log: IO[str]) -> bool:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-@pytest.fixture
-def runs() -> Runs:
-    return Runs()
-
-
-@pytest.fixture
-def registry(runs: Runs) -> TaskRegistry:
-    return build_registry(runs)
 
 
 @pytest.fixture
