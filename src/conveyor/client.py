@@ -204,14 +204,7 @@ class QueueClient:
         if self.registry is not None:
             task = self.registry.get(spec.name)
             task.validate(spec.data)
-            if task.retries is not None or task.backoff_delay_ms is not None:
-                policy = RetryPolicy.from_retries(
-                    task.retries if task.retries is not None else policy.attempts - 1,
-                    task.backoff_type or policy.backoff_type,
-                    task.backoff_delay_ms
-                    if task.backoff_delay_ms is not None
-                    else policy.backoff_delay_ms,
-                )
+            policy = task.retry_policy(policy)
         elif not isinstance(spec.name, str) or not spec.name:
             raise JobOptionsError("a job needs a name")
         job_id, opts = build_options(spec.options, policy)

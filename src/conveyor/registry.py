@@ -17,7 +17,7 @@ from conveyor.errors import (
     TaskError,
     UnknownTaskError,
 )
-from conveyor.jobs import BackoffType
+from conveyor.jobs import BackoffType, RetryPolicy
 
 
 class JobContext(Protocol):
@@ -65,6 +65,18 @@ class Task:
     backoff_type: BackoffType | None = None
     backoff_delay_ms: int | None = None
     timeout_s: float | None = None
+
+    def retry_policy(self, default: RetryPolicy) -> RetryPolicy:
+        """The task's own retries and backoff, each falling back to ``default``."""
+        if self.retries is None and self.backoff_type is None and self.backoff_delay_ms is None:
+            return default
+        return RetryPolicy.from_retries(
+            self.retries if self.retries is not None else default.attempts - 1,
+            self.backoff_type or default.backoff_type,
+            self.backoff_delay_ms
+            if self.backoff_delay_ms is not None
+            else default.backoff_delay_ms,
+        )
 
     def validate(self, data: Any) -> BaseModel:
         """The payload as the task's model, or PayloadValidationError with field paths."""

@@ -80,3 +80,19 @@ def test_load_registry_builtin_catalogue() -> None:
 def test_bad_catalogue_is_one_clear_error(spec: str, fragment: str) -> None:
     with pytest.raises(TaskCatalogueError, match=fragment):
         load_registry([spec])
+
+
+def test_a_tasks_retry_policy_falls_back_field_by_field() -> None:
+    from conveyor.jobs import RetryPolicy
+
+    default = RetryPolicy.from_retries(5, "exponential", 1000)
+    registry = make_registry()
+    assert registry.get("resize").retry_policy(default) is default
+    assert registry.get("send_email").retry_policy(default) == RetryPolicy(3, "exponential", 1000)
+    fixed = TaskRegistry()
+
+    @fixed.task("poll", backoff_type="fixed")
+    async def poll(payload: Email, ctx: JobContext) -> None:
+        return None
+
+    assert fixed.get("poll").retry_policy(default) == RetryPolicy(6, "fixed", 1000)

@@ -329,14 +329,8 @@ class Worker:
     # --- running one job -----------------------------------------------------------------------
     def _policy(self, task: Task | None, job: JobInfo) -> RetryPolicy:
         base = self.options.default_policy
-        if task is not None and (task.retries is not None or task.backoff_delay_ms is not None):
-            base = RetryPolicy.from_retries(
-                task.retries if task.retries is not None else base.attempts - 1,
-                task.backoff_type or base.backoff_type,
-                task.backoff_delay_ms
-                if task.backoff_delay_ms is not None
-                else base.backoff_delay_ms,
-            )
+        if task is not None:
+            base = task.retry_policy(base)
         try:
             return policy_from_job_options(job.options, base)
         except ConveyorError as exc:
