@@ -54,10 +54,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def ping(port: int, timeout_s: float = 0.5, password: str | None = None) -> bool:
-    """Whether a Redis on 127.0.0.1:port answers PING (a tiny RESP exchange, no client)."""
+def ping(
+    port: int, timeout_s: float = 0.5, password: str | None = None, *, tls: bool = False
+) -> bool:
+    """Whether a Redis on 127.0.0.1:port answers PING (a tiny RESP exchange, no client).
+
+    With ``tls`` the exchange goes over TLS without checking the certificate: this only asks
+    whether the server is up."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        with contextlib.ExitStack() as stack:
+            raw = stack.enter_context(
+                socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+            )
+            sock = stack.enter_context(_insecure_tls().wrap_socket(raw)) if tls else raw
             if password:
                 sock.sendall(f"AUTH {password}\r\n".encode())
                 sock.recv(64)
@@ -67,23 +76,11 @@ def ping(port: int, timeout_s: float = 0.5, password: str | None = None) -> bool
         return False
 
 
-def ping_tls(port: int, timeout_s: float = 0.5, password: str | None = None) -> bool:
-    """``ping`` over TLS (certificate not checked: this only asks whether it is up)."""
+def _insecure_tls() -> ssl.SSLContext:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    try:
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as raw,
-            context.wrap_socket(raw) as sock,
-        ):
-            if password:
-                sock.sendall(f"AUTH {password}\r\n".encode())
-                sock.recv(64)
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
+    return context
 
 
 @dataclass
@@ -165,7 +162,7 @@ class RedisServer:
 
     def _answers(self) -> bool:
         if self.tls_port:
-            return ping_tls(self.tls_port, password=self.password)
+            return ping(self.tls_port, password=self.password, tls=True)
         return ping(self.port, password=self.password)
 
     def kill(self) -> None:
