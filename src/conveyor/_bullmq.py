@@ -119,6 +119,12 @@ for i = 6, #ARGV do consider(ARGV[i], true) end
 return {removed, kept, dangling, examined}
 """
 
+#: The first keys of moveToActive and moveToFinished, in BullMQ's order.
+_FETCH_KEY_TYPES = (
+    "wait", "active", "prioritized", "events", "stalled", "limiter", "delayed", "paused",
+    "meta", "pc",
+)  # fmt: skip
+
 # BullMQ error codes returned by its scripts.
 _CODE_MISSING_JOB = -1
 _CODE_MISSING_LOCK = -2
@@ -324,6 +330,8 @@ class BullQueue:
         self.worker_name: str | None = None
         self.base = f"{prefix}:{name}:"
         self.keys = {kind: f"{prefix}:{name}:{kind}" for kind in _KEY_TYPES}
+        #: The keys BullMQ's moveToActive and moveToFinished start with (hot path: built once).
+        self._fetch_keys = self._keys(*_FETCH_KEY_TYPES)
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script((_COMMANDS_DIR / file).read_text())
             for name, file in _SCRIPT_FILES.items()
@@ -385,19 +393,7 @@ class BullQueue:
 
     # --- the worker's cycle ------------------------------------------------------------------
     async def move_to_active(self, token: str, lock_duration_ms: int) -> Fetched:
-        keys = self._keys(
-            "wait",
-            "active",
-            "prioritized",
-            "events",
-            "stalled",
-            "limiter",
-            "delayed",
-            "paused",
-            "meta",
-            "pc",
-            "marker",
-        )
+        keys = [*self._fetch_keys, self.keys["marker"]]
         opts = _pack(
             {
                 "token": token,
@@ -426,20 +422,13 @@ class BullQueue:
         fetch_next: bool,
         fields: dict[str, Any] | None,
     ) -> tuple[list[str], list[Any]]:
-        keys = self._keys(
-            "wait",
-            "active",
-            "prioritized",
-            "events",
-            "stalled",
-            "limiter",
-            "delayed",
-            "paused",
-            "meta",
-            "pc",
-            target,
-        )
-        keys += [self.job_key(job_id), self.base + "metrics:" + target, self.keys["marker"]]
+        keys = [
+            *self._fetch_keys,
+            self.keys[target],
+            self.job_key(job_id),
+            self.base + "metrics:" + target,
+            self.keys["marker"],
+        ]
         opts = _pack(
             {
                 "token": token,
