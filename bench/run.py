@@ -94,6 +94,8 @@ class Runner:
         self.samples: dict[str, list[float]] = {}
 
     def measure(self, key: str, call: Callable[[], dict[str, float]]) -> None:
+        if self.args.match and not any(m in key for m in self.args.match):
+            return
         if self.failures.get(key, 0) >= 2:
             return  # failed twice already: do not spend the time again
         started = time.monotonic()
@@ -224,6 +226,12 @@ def main() -> None:
         default=",".join(SECTIONS),
         help=f"comma-separated parts to run (default all: {','.join(SECTIONS)})",
     )
+    parser.add_argument(
+        "--match",
+        default="",
+        help="comma-separated substrings: run only measurements whose key has one "
+        "(e.g. 'throughput/conveyor c10,node c100')",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the raw figures go")
     parser.add_argument("--no-report", action="store_true", help="do not touch docs/")
     parser.add_argument(
@@ -236,6 +244,7 @@ def main() -> None:
         return
     quick = args.quick
     args.only = args.only.split(",")
+    args.match = [m for m in args.match.split(",") if m]
     if not set(args.only) <= set(SECTIONS):
         parser.error(f"--only takes {', '.join(SECTIONS)}")
     args.repeats = args.repeats or (1 if quick else 3)

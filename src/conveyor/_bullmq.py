@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,8 @@ def _flat(pairs: dict[str, Any]) -> list[Any]:
 def _as_dict(raw: Any) -> dict[str, str]:
     if isinstance(raw, dict):
         return raw
-    return {raw[i]: raw[i + 1] for i in range(0, len(raw or ()), 2)}
+    pairs = iter(raw or ())
+    return dict(zip(pairs, pairs, strict=False))
 
 
 def _loads(raw: str | None, default: Any) -> Any:
@@ -192,64 +194,82 @@ def _loads(raw: str | None, default: Any) -> Any:
 
 
 def _int(raw: str | None) -> int:
+    if not raw:
+        return 0
     try:
-        return int(raw) if raw else 0
+        return int(raw)
     except ValueError:
         return 0
 
 
 @dataclass(frozen=True)
 class JobInfo:
-    """A snapshot of one BullMQ job hash, in Conveyor's words."""
+    """A snapshot of one BullMQ job hash, in Conveyor's words.
+
+    The JSON fields a worker rarely needs (data, progress, return value, stack traces) are
+    decoded on first use: a worker takes thousands of jobs a second and reads only some.
+    """
 
     id: str
     name: str
-    data: Any
     options: dict[str, Any]
     timestamp: int
     attempts_made: int
     attempts_started: int
     stalled_count: int
-    progress: Any
     delay: int
     priority: int
     processed_on: int | None
     finished_on: int | None
-    return_value: Any
     failed_reason: str | None
-    stacktrace: list[str]
     deferred_failure: str | None
     raw_data: str
     #: The name of the worker (Conveyor or Node) that took the job last.
     processed_by: str | None = None
+    #: The hash as read (decoded lazily by the properties below).
+    raw: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def data(self) -> Any:
+        return _loads(self.raw_data, {})
+
+    @cached_property
+    def progress(self) -> Any:
+        return _loads(self.raw.get("progress"), 0)
+
+    @cached_property
+    def return_value(self) -> Any:
+        return _loads(self.raw.get("returnvalue"), None)
+
+    @cached_property
+    def stacktrace(self) -> list[str]:
+        stack = _loads(self.raw.get("stacktrace"), [])
+        return [str(s) for s in stack] if isinstance(stack, list) else []
 
     @classmethod
     def from_hash(cls, job_id: str, raw: dict[str, str]) -> JobInfo:
         """Decode a job hash as BullMQ (Node or Python) wrote it."""
-        opts = _loads(raw.get("opts"), {})
+        get = raw.get
+        opts = _loads(get("opts"), {})
         if not isinstance(opts, dict):
             opts = {}
-        stack = _loads(raw.get("stacktrace"), [])
         return cls(
             id=job_id,
-            name=raw.get("name", ""),
-            data=_loads(raw.get("data"), {}),
+            name=get("name", ""),
             options=opts,
-            timestamp=_int(raw.get("timestamp")),
-            attempts_made=_int(raw.get("atm") or raw.get("attemptsMade")),
-            attempts_started=_int(raw.get("ats")),
-            stalled_count=_int(raw.get("stc")),
-            progress=_loads(raw.get("progress"), 0),
-            delay=_int(raw.get("delay")),
-            priority=_int(raw.get("priority")),
-            processed_on=_int(raw.get("processedOn")) or None,
-            finished_on=_int(raw.get("finishedOn")) or None,
-            return_value=_loads(raw.get("returnvalue"), None),
-            failed_reason=raw.get("failedReason") or None,
-            stacktrace=[str(s) for s in stack] if isinstance(stack, list) else [],
-            deferred_failure=raw.get("defa") or None,
-            raw_data=raw.get("data", "{}"),
-            processed_by=raw.get("pb") or None,
+            timestamp=_int(get("timestamp")),
+            attempts_made=_int(get("atm") or get("attemptsMade")),
+            attempts_started=_int(get("ats")),
+            stalled_count=_int(get("stc")),
+            delay=_int(get("delay")),
+            priority=_int(get("priority")),
+            processed_on=_int(get("processedOn")) or None,
+            finished_on=_int(get("finishedOn")) or None,
+            failed_reason=get("failedReason") or None,
+            deferred_failure=get("defa") or None,
+            raw_data=get("data", "{}"),
+            processed_by=get("pb") or None,
+            raw=raw,
         )
 
 

@@ -1,18 +1,23 @@
-"""A lean RESP2 connection for the worker's hot path: hiredis packs and parses in C.
+"""A lean, pipelined RESP2 connection for the worker's hot path: hiredis packs and parses in C.
 
 redis-py's asyncio client packs every argument in Python and wraps every call in several
 layers; for the one or two script calls a job costs, that was a quarter of the worker's CPU.
-This connection only sends batches of commands and reads their replies, one batch at a time,
-and reconnects after any failure. Errors come out as redis-py's exception classes, so callers
-handle them as for any other Redis call.
+This connection writes commands as soon as they are sent, without waiting for the replies of
+earlier ones (Redis answers in order), and hands each reply to its callback the moment it is
+parsed. So Redis runs one batch while the worker handles the replies of the previous one:
+with one batch in flight at a time the two took turns and neither was ever busy.
+
+Errors come out as redis-py's exception classes, so callers handle them as for any other Redis
+call. A lost connection fails every command in flight; the next send connects again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -24,8 +29,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import ConfigurationError
-
-READ_CHUNK = 65536
 
 
 def _reply_error(message: str) -> ResponseError:
@@ -50,8 +53,58 @@ def _ssl_context(kw: dict[str, Any]) -> ssl.SSLContext:
     return context
 
 
+#: Called with a command's reply: the value, a ResponseError instance for an error reply, or a
+#: ConnectionError/TimeoutError instance when the connection failed before the reply came.
+ReplyCallback = Callable[[Any], None]
+
+
+class _Protocol(asyncio.Protocol):
+    """Parses replies as bytes arrive and pairs them with the callbacks, in order."""
+
+    def __init__(self, owner: RespConnection) -> None:
+        self.owner = owner
+        self.parser = hiredis.Reader(encoding="utf-8", replyError=_reply_error)
+        self.waiting: deque[tuple[ReplyCallback, float]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.failure: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        parser.feed(data)
+        waiting = self.waiting
+        reply = parser.gets()
+        while reply is not False:
+            if not waiting:  # a reply nobody asked for: the stream is out of step
+                self.fail(RedisConnectionError("Redis sent a reply nobody was waiting for"))
+                return
+            callback, _ = waiting.popleft()
+            callback(reply)
+            reply = parser.gets()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self.failure or RedisConnectionError(
+            f"lost the connection to Redis: {exc}" if exc else "Redis closed the connection"
+        )
+        self.transport = None
+        self.owner._lost(self)
+        waiting, self.waiting = self.waiting, deque()
+        for callback, _ in waiting:
+            callback(reason)
+
+    def fail(self, reason: Exception) -> None:
+        """Drop the connection; every command in flight gets ``reason``."""
+        if self.failure is None:
+            self.failure = reason
+        if self.transport is not None:
+            self.transport.abort()
+
+
 class RespConnection:
-    """One connection to Redis at ``url`` that runs command batches in order."""
+    """One pipelined connection to Redis at ``url``."""
 
     def __init__(self, url: str, *, timeout_s: float = 5.0, connect_timeout_s: float = 2.0) -> None:
         parts = urlsplit(url)
@@ -70,10 +123,9 @@ class RespConnection:
         db_part = parts.path.lstrip("/") if parts.scheme != "unix" else ""
         self.db = int(db_part) if db_part.isdigit() else 0
         self.ssl_context: ssl.SSLContext | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._parser = hiredis.Reader(encoding="utf-8", replyError=_reply_error)
-        self._lock = asyncio.Lock()
+        self._protocol: _Protocol | None = None
+        self._connect_lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def like(cls, client: Redis) -> RespConnection:
@@ -93,17 +145,31 @@ class RespConnection:
             conn.unix_path = kw.get("path")
         return conn
 
-    async def _connect(self) -> None:
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None and self._protocol.transport is not None
+
+    async def connect(self) -> None:
+        """Connect (and authenticate) unless connected already."""
+        async with self._connect_lock:
+            if self.connected:
+                return
+            await self._open()
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 if self.unix_path:
-                    reader, writer = await asyncio.open_unix_connection(self.unix_path)
+                    _, protocol = await loop.create_unix_connection(
+                        lambda: _Protocol(self), self.unix_path
+                    )
                 else:
                     context = None
                     if self.tls:
                         context = self.ssl_context or ssl.create_default_context()
-                    reader, writer = await asyncio.open_connection(
-                        self.host, self.port, ssl=context
+                    _, protocol = await loop.create_connection(
+                        lambda: _Protocol(self), self.host, self.port, ssl=context
                     )
         except TimeoutError as exc:
             raise RedisTimeoutError(
@@ -111,8 +177,7 @@ class RespConnection:
             ) from exc
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
-        self._reader, self._writer = reader, writer
-        self._parser = hiredis.Reader(encoding="utf-8", replyError=_reply_error)
+        self._protocol = protocol
         hello: list[Sequence[Any]] = []
         if self.password:
             hello.append(
@@ -121,56 +186,76 @@ class RespConnection:
         if self.db:
             hello.append(("SELECT", self.db))
         if hello:
-            for reply in await self._roundtrip(hello):
+            for reply in await self._gather(hello):
                 if isinstance(reply, ResponseError):
                     await self.close()
                     raise AuthenticationError(str(reply))
+                if isinstance(reply, Exception):
+                    await self.close()
+                    raise reply
 
-    async def _roundtrip(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        assert self._writer is not None
-        assert self._reader is not None
-        self._writer.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
-        replies: list[Any] = []
-        async with asyncio.timeout(self.timeout_s):
-            await self._writer.drain()
-            while len(replies) < len(commands):
-                reply = self._parser.gets()
-                if reply is False:
-                    data = await self._reader.read(READ_CHUNK)
-                    if not data:
-                        raise RedisConnectionError("Redis closed the connection")
-                    self._parser.feed(data)
-                    continue
-                replies.append(reply)
-        return replies
+    def send(self, commands: Sequence[Sequence[Any]], callbacks: Sequence[ReplyCallback]) -> None:
+        """Write the commands now (one write) without waiting for earlier replies; each reply
+        goes to its callback, in order. Only while ``connected``."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            raise RedisConnectionError("not connected to Redis")
+        protocol.transport.write(b"".join([hiredis.pack_command(tuple(c)) for c in commands]))
+        sent = time.monotonic()
+        protocol.waiting.extend([(callback, sent) for callback in callbacks])
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_at(
+                asyncio.get_running_loop().time() + self.timeout_s, self._check_timeout
+            )
+
+    def _check_timeout(self) -> None:
+        """Give up on a connection whose oldest command has waited ``timeout_s`` for its reply."""
+        self._timer = None
+        protocol = self._protocol
+        if protocol is None or not protocol.waiting:
+            return
+        oldest = protocol.waiting[0][1]
+        waited = time.monotonic() - oldest
+        if waited >= self.timeout_s:
+            protocol.fail(RedisTimeoutError(f"Redis did not answer within {self.timeout_s:g} s"))
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + self.timeout_s - waited, self._check_timeout)
+
+    def _lost(self, protocol: _Protocol) -> None:
+        if self._protocol is protocol:
+            self._protocol = None
+
+    async def _gather(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        self.send(commands, [_resolver(f) for f in futures])
+        return list(await asyncio.gather(*futures))
 
     async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send the commands in one write and answer their replies in order; a reply that is an
-        error comes back as a ResponseError instance, not raised."""
-        async with self._lock:
-            try:
-                if self._writer is None:
-                    await self._connect()
-                return await self._roundtrip(commands)
-            except (TimeoutError, RedisTimeoutError) as exc:
-                await self.close()
-                raise RedisTimeoutError(
-                    f"Redis did not answer within {self.timeout_s:g} s"
-                ) from exc
-            except RedisConnectionError:
-                await self.close()
-                raise
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                await self.close()
-                raise RedisConnectionError(f"lost the connection to Redis: {exc}") from exc
-            except asyncio.CancelledError:
-                # A half-read batch leaves the stream out of step: start afresh next time.
-                await self.close()
-                raise
+        error comes back as a ResponseError instance, not raised. A failed connection raises."""
+        if not self.connected:
+            await self.connect()
+        replies = await self._gather(commands)
+        for reply in replies:
+            if isinstance(reply, RedisConnectionError | RedisTimeoutError):
+                raise reply
+        return replies
 
     async def close(self) -> None:
-        writer, self._writer, self._reader = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                await writer.wait_closed()
+        protocol, self._protocol = self._protocol, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if protocol is not None and protocol.transport is not None:
+            protocol.fail(RedisConnectionError("the connection was closed"))
+            await asyncio.sleep(0)  # connection_lost runs on the next loop iteration
+
+
+def _resolver(future: asyncio.Future[Any]) -> ReplyCallback:
+    def resolve(reply: Any) -> None:
+        if not future.done():
+            future.set_result(reply)
+
+    return resolve

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+
+import pytest
 
 from conveyor.hooks import JobEvent
 from conveyor.observability.logging import ConsoleFormatter, JsonFormatter, LoggingHooks
@@ -62,3 +66,90 @@ def test_hooks_log_each_outcome_with_its_event_name(caplog: object) -> None:
         "attempt": "2/6",
         "duration_ms": 12.3,
     }
+
+
+def _configured(fmt: str) -> tuple[logging.Handler, io.StringIO]:
+    from conveyor.observability.logging import configure_logging
+
+    configure_logging("INFO", fmt)
+    handler = logging.getLogger().handlers[0]
+    stream = io.StringIO()
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    return handler, stream
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_the_fast_completed_line_is_the_line_a_record_would_give(fmt: str) -> None:
+    handler, stream = _configured(fmt)
+    try:
+        event = JobEvent("j 1", "my task", "taskQueue", 2, 6, duration_ms=12.34)
+        LoggingHooks().job_completed(event)  # no LogRecord: straight to the handler
+        handler.flush()
+        fast = stream.getvalue().strip()
+        record = _record(
+            {"job_id": "j 1", "name": "my task", "queue": "taskQueue", "attempt": "2/6",
+             "duration_ms": 12.3}
+        )  # fmt: skip
+        record.msg = "job_completed"
+        formatter = handler.formatter
+        assert formatter is not None
+        slow = formatter.format(record)
+        if fmt == "json":
+            fast_doc, slow_doc = json.loads(fast), json.loads(slow)
+            assert fast_doc.pop("ts")
+            assert slow_doc.pop("ts")
+            assert fast_doc == slow_doc
+        else:
+            assert fast.split(" ", 1)[1] == slow.split(" ", 1)[1]  # all but the time
+            assert 'job_id="j 1" name="my task"' in fast
+    finally:
+        logging.getLogger().handlers.clear()
+
+
+async def test_routine_lines_wait_briefly_and_warnings_take_them_along() -> None:
+    from conveyor.observability.logging import FLUSH_DELAY_S
+
+    _, stream = _configured("console")
+    try:
+        log = logging.getLogger("conveyor.test")
+        log.info("first")
+        log.info("second")
+        assert stream.getvalue() == ""  # kept for one write
+        await asyncio.sleep(FLUSH_DELAY_S * 3)
+        assert [line.split()[-1] for line in stream.getvalue().splitlines()] == [
+            "first",
+            "second",
+        ]
+        log.info("third")
+        log.warning("fourth")  # goes at once, with what waited, in order
+        assert [line.split()[-1] for line in stream.getvalue().splitlines()] == [
+            "first",
+            "second",
+            "third",
+            "fourth",
+        ]
+    finally:
+        logging.getLogger().handlers.clear()
+
+
+def test_lines_logged_off_the_event_loop_are_written_at_once() -> None:
+    _, stream = _configured("console")
+    try:
+        logging.getLogger("conveyor.test").info("now")
+        assert stream.getvalue().split()[-1] == "now"
+    finally:
+        logging.getLogger().handlers.clear()
+
+
+def test_another_listener_gets_ordinary_records(caplog: pytest.LogCaptureFixture) -> None:
+    handler, stream = _configured("console")
+    try:
+        logging.getLogger().addHandler(caplog.handler)  # a second listener next to ours
+        caplog.set_level(logging.INFO, logger="conveyor.jobs")
+        LoggingHooks().job_completed(JobEvent("j1", "simulate", "q", 1, 6))
+        handler.flush()
+        assert [r.getMessage() for r in caplog.records] == ["job_completed"]
+        assert "job_completed job_id=j1" in stream.getvalue()  # and ours still gets the line
+    finally:
+        logging.getLogger().handlers.clear()

@@ -7,6 +7,7 @@ containers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -32,8 +33,25 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: "***" if k in _SECRET_KEYS else v for k, v in fields.items()}
 
 
+def _job_fields(event: JobEvent, **extra: Any) -> dict[str, Any]:
+    return {
+        "job_id": event.job_id,
+        "name": event.name,
+        "queue": event.queue,
+        "attempt": f"{event.attempt}/{event.max_attempts}",
+        **extra,
+    }
+
+
+def _completed_fields(event: JobEvent) -> dict[str, Any]:
+    return _job_fields(event, duration_ms=round(event.duration_ms, 1))
+
+
 def _quote(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
+    kind = type(value)
+    if kind is int or kind is float:
+        return str(value)
+    text = value if kind is str else str(value)
     if text == "" or _NEEDS_QUOTES.search(text):
         return json.dumps(text, ensure_ascii=False)
     return text
@@ -46,13 +64,20 @@ class _Clock:
         self.fmt = fmt
         self._second = -1
         self._prefix = ""
+        self._ms = -1
+        self._last = ""
 
     def stamp(self, created: float) -> str:
-        second = int(created)
+        ms = int(created * 1000)
+        if ms == self._ms:  # busy workers log many lines within one millisecond
+            return self._last
+        second = ms // 1000
         if second != self._second:
             self._second = second
             self._prefix = time.strftime(self.fmt, time.gmtime(second))
-        return f"{self._prefix}.{int((created - second) * 1000):03d}"
+        self._ms = ms
+        self._last = f"{self._prefix}.{ms - second * 1000:03d}"
+        return self._last
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -61,12 +86,34 @@ class ConsoleFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
         self._clock = _Clock("%H:%M:%S")
+        self._middles: dict[tuple[str, str], str] = {}
+
+    def line(
+        self, created: float, levelname: str, logger: str, event: str, fields: dict[str, Any]
+    ) -> str:
+        head = f"{self._clock.stamp(created)} {levelname:<7} {event}"
+        if not fields:
+            return head
+        return " ".join([head, *[f"{k}={_quote(v)}" for k, v in fields.items()]])
+
+    def completed_line(self, created: float, logger: str, event: JobEvent) -> str:
+        """``line()`` of a job_completed event (the one line every job writes), built with
+        its constant part cached per task name and queue."""
+        middle = self._middles.get((event.name, event.queue))
+        if middle is None:
+            if len(self._middles) > 1000:
+                self._middles.clear()
+            middle = f" name={_quote(event.name)} queue={_quote(event.queue)} attempt="
+            self._middles[(event.name, event.queue)] = middle
+        return (
+            f"{self._clock.stamp(created)} INFO    job_completed job_id={_quote(event.job_id)}"
+            f"{middle}{event.attempt}/{event.max_attempts}"
+            f" duration_ms={round(event.duration_ms, 1)}"
+        )
 
     def format(self, record: logging.LogRecord) -> str:
-        head = f"{self._clock.stamp(record.created)} {record.levelname:<7} {record.getMessage()}"
-        fields = _fields(record)
-        line = (
-            " ".join([head, *[f"{k}={_quote(v)}" for k, v in fields.items()]]) if fields else head
+        line = self.line(
+            record.created, record.levelname, record.name, record.getMessage(), _fields(record)
         )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -80,17 +127,122 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self._clock = _Clock("%Y-%m-%dT%H:%M:%S")
 
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": self._clock.stamp(record.created) + "Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-            **_fields(record),
+    def _doc(
+        self, created: float, levelname: str, logger: str, event: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "ts": self._clock.stamp(created) + "Z",
+            "level": levelname.lower(),
+            "logger": logger,
+            "event": event,
+            **fields,
         }
+
+    def line(
+        self, created: float, levelname: str, logger: str, event: str, fields: dict[str, Any]
+    ) -> str:
+        return orjson.dumps(
+            self._doc(created, levelname, logger, event, fields), default=str
+        ).decode()
+
+    def completed_line(self, created: float, logger: str, event: JobEvent) -> str:
+        return self.line(created, "INFO", logger, "job_completed", _completed_fields(event))
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = self._doc(
+            record.created, record.levelname, record.name, record.getMessage(), _fields(record)
+        )
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(doc, default=str).decode()
+
+
+#: Lines below WARNING written on an event loop wait at most this long before they are written
+#: out (one write for all of them); WARNING and above go out at once, with what waited.
+FLUSH_DELAY_S = 0.05
+#: ... or until this many are waiting.
+FLUSH_LINES = 256
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes formatted lines to a stream, batching the routine ones.
+
+    A write per line was a system call per job. Lines logged on an event loop below WARNING are
+    kept for at most ``FLUSH_DELAY_S`` (or ``FLUSH_LINES`` lines) and written together; WARNING
+    and above, lines from other threads, and ``flush()`` (logging's own at exit included) write
+    everything at once. What a SIGKILL can lose is the last 50 ms of routine lines.
+    """
+
+    def __init__(self, stream: Any, formatter: ConsoleFormatter | JsonFormatter) -> None:
+        super().__init__(stream)
+        self.setFormatter(formatter)
+        self.line_formatter = formatter
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.write(line, record.levelno)
+
+    def write(self, line: str, levelno: int) -> None:
+        """Queue one line (called under the handler's lock by emit, or by the fast path)."""
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+            if levelno >= logging.WARNING or len(self._lines) >= FLUSH_LINES:
+                self._write_out()
+                return
+            if self._timer is not None:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not on an event loop: nobody would flush later
+                self._write_out()
+                return
+            self._timer = loop.call_later(FLUSH_DELAY_S, self.flush)
+
+    def _write_out(self) -> None:
+        lines, self._lines = self._lines, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not lines or self.stream is None:
+            return
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except Exception:  # a closed or broken stream: as logging does, do not raise
+            pass
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_out()
+
+
+def fast_route(logger: logging.Logger, level: int) -> LineHandler | None:
+    """The LineHandler that a record of ``logger`` at ``level`` would reach and nothing else
+    would see, or None. Lets hot code skip building a LogRecord; any other handler or filter on
+    the way (pytest's caplog, a user's own set-up) means the ordinary path."""
+    if not logger.isEnabledFor(level):
+        return None
+    current: logging.Logger | None = logger
+    found: LineHandler | None = None
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if found is not None or type(handler) is not LineHandler or handler.filters:
+                return None
+            if level < handler.level:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
@@ -102,8 +254,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler = LineHandler(sys.stderr, JsonFormatter() if fmt == "json" else ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -112,52 +263,59 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
 
 
 class LoggingHooks:
-    """Logs every job outcome as a structured event."""
+    """Logs every job outcome as a structured event.
+
+    When the line would go only to Conveyor's own handler (``configure_logging``), it is
+    formatted and queued directly, without a LogRecord: the same line for a fraction of the
+    cost. Anything else listening (another handler, a filter, pytest's caplog) gets ordinary
+    records.
+    """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("conveyor.jobs")
 
-    def _fields(self, event: JobEvent, **extra: Any) -> dict[str, Any]:
-        return {
-            "job_id": event.job_id,
-            "name": event.name,
-            "queue": event.queue,
-            "attempt": f"{event.attempt}/{event.max_attempts}",
-            **extra,
-        }
+    _fields = staticmethod(_job_fields)
+
+    def _emit(self, level: int, message: str, fields: dict[str, Any]) -> None:
+        handler = fast_route(self.log, level)
+        if handler is None:
+            self.log.log(level, message, extra={"fields": fields})
+            return
+        line = handler.line_formatter.line(
+            time.time(), logging.getLevelName(level), self.log.name, message, fields
+        )
+        handler.write(line, level)
 
     def job_started(self, event: JobEvent) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug(
-                "job_started",
-                extra={"fields": self._fields(event, wait_ms=round(event.wait_ms, 1))},
+            self._emit(
+                logging.DEBUG, "job_started", self._fields(event, wait_ms=round(event.wait_ms, 1))
             )
 
     def job_completed(self, event: JobEvent) -> None:
-        self.log.info(
-            "job_completed",
-            extra={"fields": self._fields(event, duration_ms=round(event.duration_ms, 1))},
+        handler = fast_route(self.log, logging.INFO)
+        if handler is None:
+            self.log.info("job_completed", extra={"fields": _completed_fields(event)})
+            return
+        handler.write(
+            handler.line_formatter.completed_line(time.time(), self.log.name, event), logging.INFO
         )
 
     def job_retrying(self, event: JobEvent) -> None:
-        self.log.warning(
+        self._emit(
+            logging.WARNING,
             "job_retrying",
-            extra={
-                "fields": self._fields(
-                    event,
-                    duration_ms=round(event.duration_ms, 1),
-                    error=event.error,
-                    retry_in_ms=event.retry_delay_ms,
-                )
-            },
+            self._fields(
+                event,
+                duration_ms=round(event.duration_ms, 1),
+                error=event.error,
+                retry_in_ms=event.retry_delay_ms,
+            ),
         )
 
     def job_failed(self, event: JobEvent) -> None:
-        self.log.error(
+        self._emit(
+            logging.ERROR,
             "job_failed",
-            extra={
-                "fields": self._fields(
-                    event, duration_ms=round(event.duration_ms, 1), error=event.error
-                )
-            },
+            self._fields(event, duration_ms=round(event.duration_ms, 1), error=event.error),
         )

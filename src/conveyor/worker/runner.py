@@ -54,8 +54,10 @@ T = TypeVar("T")
 
 #: How long an idle worker blocks on the queue's marker before looking again (seconds).
 DRAIN_DELAY_S = 5.0
-#: Shortest block (BullMQ's timestamps are in ms).
-MIN_BLOCK_S = 0.001
+#: Shortest block. Not 1 ms: Redis before 7.0.8 turns a 0.001 s timeout into 0.999 ms, truncates
+#: it to 0 and blocks for ever (BullMQ rounds up to whole seconds on those versions for the
+#: same reason). 2 ms converts exactly.
+MIN_BLOCK_S = 0.002
 #: Stack traces kept on the job hash, as Node's default stackTraceLimit.
 STACKTRACE_LIMIT = 10
 #: While Redis is unreachable, how long to wait between tries (seconds, doubling to the cap).
@@ -359,18 +361,21 @@ class Worker:
         attempt = job.attempts_made + 1
         task: Task | None = None
         started = time.monotonic()
+        wait_ms = max(0.0, now_ms() - job.timestamp - job.delay)
         event = JobEvent(
-            job.id,
-            job.name,
-            self.options.queue,
-            attempt,
-            self._max_attempts(None, job),
-            wait_ms=max(0.0, now_ms() - job.timestamp - job.delay),
+            job.id, job.name, self.options.queue, attempt, self._max_attempts(None, job), wait_ms
         )
         try:
             task = self.registry.get(job.name)
             if task.retries is not None:
-                event = replace(event, max_attempts=self._max_attempts(task, job))
+                event = JobEvent(
+                    job.id,
+                    job.name,
+                    self.options.queue,
+                    attempt,
+                    self._max_attempts(task, job),
+                    wait_ms,
+                )
             if job.deferred_failure:
                 raise Unrecoverable(job.deferred_failure)
             try:
@@ -379,9 +384,12 @@ class Worker:
                 raise Unrecoverable(str(exc)) from exc
             self.hooks.job_started(event)
             result = await self._call(task, payload, _Context(self.bull, job, attempt))
-            return_json = dumps(
-                result.model_dump(mode="json") if isinstance(result, BaseModel) else result
-            )
+            if result is None:
+                return_json = "null"
+            else:
+                return_json = dumps(
+                    result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -428,7 +436,17 @@ class Worker:
             self._lock_lost(job, exc)
             return None
         self._jobs_done += 1
-        self.hooks.job_completed(replace(event, duration_ms=duration_ms))
+        self.hooks.job_completed(
+            JobEvent(
+                event.job_id,
+                event.name,
+                event.queue,
+                event.attempt,
+                event.max_attempts,
+                event.wait_ms,
+                duration_ms,
+            )
+        )
         if fetched is None or fetched.job is None:
             return None
         return fetched.job

@@ -1,0 +1,118 @@
+"""The worker's hot path against a real redis-server: the pipelined RESP connection and the
+AutoPipeline on top of it (ordering, reloading scripts, losing the connection, timeouts)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.redis import AutoPipeline
+from conveyor.resp import RespConnection
+
+ECHO = "return {KEYS[1], ARGV[1]}"
+INCR = "return redis.call('INCR', KEYS[1])"
+
+
+async def test_batches_sent_back_to_back_get_their_own_replies_in_order(
+    redis: Redis, prefix: str
+) -> None:
+    conn = RespConnection.like(redis)
+    auto = AutoPipeline(conn)
+    echo = redis.register_script(ECHO)
+    await redis.script_load(ECHO)
+    try:
+        # Calls spread over many ticks and many batches, all in flight at once.
+        async def one(i: int) -> list[str]:
+            await asyncio.sleep((i % 7) / 1000)
+            result: list[str] = await auto.call(echo, [f"{prefix}:k{i}"], [str(i)])
+            return result
+
+        results = await asyncio.gather(*(one(i) for i in range(500)))
+        assert results == [[f"{prefix}:k{i}", str(i)] for i in range(500)]
+    finally:
+        await conn.close()
+
+
+async def test_a_script_redis_forgot_is_loaded_again_and_runs_once(
+    redis: Redis, prefix: str
+) -> None:
+    conn = RespConnection.like(redis)
+    auto = AutoPipeline(conn)
+    incr = redis.register_script(INCR)
+    key = f"{prefix}:counter"
+    try:
+        await redis.script_flush()
+        assert await asyncio.gather(*(auto.call(incr, [key], []) for _ in range(10))) == list(
+            range(1, 11)
+        )
+        assert await redis.get(key) == "10"
+    finally:
+        await conn.close()
+
+
+async def test_an_error_reply_fails_only_its_own_call(redis: Redis, prefix: str) -> None:
+    conn = RespConnection.like(redis)
+    auto = AutoPipeline(conn)
+    bad = redis.register_script("return redis.call('NOSUCHCOMMAND')")
+    echo = redis.register_script(ECHO)
+    try:
+        results = await asyncio.gather(
+            auto.call(echo, [f"{prefix}:a"], ["1"]),
+            auto.call(bad, [f"{prefix}:b"], []),
+            auto.call(echo, [f"{prefix}:c"], ["3"]),
+            return_exceptions=True,
+        )
+        assert results[0] == [f"{prefix}:a", "1"]
+        assert isinstance(results[1], ResponseError)
+        assert results[2] == [f"{prefix}:c", "3"]
+    finally:
+        await conn.close()
+
+
+async def test_a_killed_connection_fails_the_calls_in_flight_and_the_next_call_reconnects(
+    redis: Redis, prefix: str
+) -> None:
+    conn = RespConnection.like(redis)
+    auto = AutoPipeline(conn)
+    echo = redis.register_script(ECHO)
+    await redis.script_load(ECHO)
+    try:
+        assert await auto.call(echo, [f"{prefix}:x"], ["1"]) == [f"{prefix}:x", "1"]
+        (client_id,) = await conn.execute_many([("CLIENT", "ID")])
+        hanging = asyncio.ensure_future(conn.execute_many([("BLPOP", f"{prefix}:never", 0)]))
+        await asyncio.sleep(0.05)
+        await redis.client_kill_filter(_id=client_id)
+        with pytest.raises(RedisConnectionError):
+            await hanging
+        assert await auto.call(echo, [f"{prefix}:y"], ["2"]) == [f"{prefix}:y", "2"]
+    finally:
+        await conn.close()
+
+
+async def test_a_reply_that_never_comes_times_out_and_the_connection_recovers(
+    redis: Redis, prefix: str
+) -> None:
+    conn = RespConnection.like(redis)
+    conn.timeout_s = 0.3
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(RedisTimeoutError):
+            await conn.execute_many([("BLPOP", f"{prefix}:never", 0)])
+        assert 0.25 <= loop.time() - started < 2.0
+        assert await conn.execute_many([("PING",)]) == ["PONG"]
+    finally:
+        await conn.close()
+
+
+async def test_unreachable_redis_fails_the_call_with_a_connection_error() -> None:
+    conn = RespConnection("redis://127.0.0.1:1")
+    auto = AutoPipeline(conn)
+    script = Redis().register_script(ECHO)
+    with pytest.raises(RedisConnectionError):
+        await auto.call(script, ["k"], ["v"])
