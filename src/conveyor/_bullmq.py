@@ -155,6 +155,10 @@ _KEY_TYPES = (
 )
 
 
+def _ignore(reply: Any) -> None:
+    """A reply nobody needs (an error shows up elsewhere: the wait simply runs its course)."""
+
+
 def now_ms() -> int:
     """Wall-clock milliseconds, BullMQ's unit of time."""
     return round(time.time() * 1000)
@@ -655,12 +659,26 @@ class BullQueue:
         )
         return [str(j) for j in raw or []]
 
-    async def wait_for_marker(self, blocking: Redis, timeout_s: float) -> int | None:
-        """Block until a job may be ready (BullMQ's marker); answers the marker's score."""
-        result = await blocking.bzpopmin(self.keys["marker"], timeout=timeout_s)
+    async def wait_for_marker(self, blocking: RespConnection, timeout_s: float) -> int | None:
+        """Block until a job may be ready (BullMQ's marker) or ``timeout_s`` passes (or another
+        connection sends CLIENT UNBLOCK); answers the marker's score."""
+        (result,) = await blocking.execute_many(
+            [("BZPOPMIN", self.keys["marker"], f"{timeout_s:.3f}")]
+        )
+        if isinstance(result, Exception):
+            raise result
         if not result:
             return None
         return int(float(result[2]))
+
+    def unblock(self, blocking: RespConnection) -> None:
+        """End ``blocking``'s wait_for_marker now, as if it timed out (sent on the hot path;
+        nothing happens when either connection is down)."""
+        if blocking.client_id is None or self._auto is None:
+            return
+        connection = self._auto.connection
+        if connection.connected:
+            connection.send([("CLIENT", "UNBLOCK", blocking.client_id, "TIMEOUT")], [_ignore])
 
     # --- job and queue queries ---------------------------------------------------------------
     async def get_job(self, job_id: str) -> JobInfo | None:

@@ -126,6 +126,12 @@ class RespConnection:
         self._protocol: _Protocol | None = None
         self._connect_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
+        #: Set on every (re)connect when given (CLIENT SETNAME), e.g. for BullMQ's worker list.
+        self.client_name: str | None = None
+        #: With ``want_client_id``, Redis's id of the current connection (CLIENT ID), for
+        #: CLIENT UNBLOCK from another connection; None while disconnected.
+        self.want_client_id = False
+        self.client_id: int | None = None
 
     @classmethod
     def like(cls, client: Redis) -> RespConnection:
@@ -185,14 +191,22 @@ class RespConnection:
             )
         if self.db:
             hello.append(("SELECT", self.db))
+        checked = len(hello)
+        if self.client_name:
+            hello.append(("CLIENT", "SETNAME", self.client_name))
+        if self.want_client_id:
+            hello.append(("CLIENT", "ID"))
         if hello:
-            for reply in await self._gather(hello):
-                if isinstance(reply, ResponseError):
+            replies = await self._gather(hello)
+            for index, reply in enumerate(replies):
+                if isinstance(reply, ResponseError) and index < checked:
                     await self.close()
                     raise AuthenticationError(str(reply))
                 if isinstance(reply, Exception):
                     await self.close()
                     raise reply
+            if self.want_client_id and isinstance(replies[-1], int):
+                self.client_id = replies[-1]
 
     def send(self, commands: Sequence[Sequence[Any]], callbacks: Sequence[ReplyCallback]) -> None:
         """Write the commands now (one write) without waiting for earlier replies; each reply
@@ -225,6 +239,7 @@ class RespConnection:
     def _lost(self, protocol: _Protocol) -> None:
         if self._protocol is protocol:
             self._protocol = None
+            self.client_id = None
 
     async def _gather(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -245,6 +260,7 @@ class RespConnection:
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None
+        self.client_id = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -303,3 +303,44 @@ async def test_jobs_still_running_after_the_grace_go_back_to_the_queue(
     assert view.state is JobState.WAITING
     assert view.info.failed_reason is None
     assert await client.failure_record(job_id) is None
+
+
+async def test_a_delayed_job_starts_on_time_not_on_redis_clock_tick(
+    redis: Redis,
+    registry: TaskRegistry,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+    runs: dict[str, list[float]],
+) -> None:
+    """Redis ends a blocking wait only on its clock tick (1 s at hz 1); the worker ends its
+    wait itself at the due time. The margin is wide on purpose: this proves who woke the
+    worker, not how fast (that is bench/, --only timeliness)."""
+    hz = (await redis.config_get("hz"))["hz"]
+    await redis.config_set("hz", 1)
+    try:
+        client = make_client(registry)
+        make_worker(registry, drain_delay_s=5.0)
+        await asyncio.sleep(0.3)  # the worker is idle, blocked on the marker
+        delays = []
+        for _ in range(3):
+            enqueued = time.monotonic()
+            job_id = await client.enqueue("ok", options={"delay": 150})
+            # Watch the handler, not Redis: any command would wake Redis and end the wait.
+            await wait_for(lambda job_id=job_id: runs.get(job_id), timeout=5)  # type: ignore[misc]
+            delays.append(runs[job_id][0] - enqueued - 0.150)
+        assert min(delays) >= -0.002  # never early
+        assert max(delays) < 0.6  # Redis's own tick would be up to 1 s late
+    finally:
+        await redis.config_set("hz", hz)
+
+
+async def test_the_worker_connection_is_named_as_bullmq_names_it(
+    redis: Redis, registry: TaskRegistry, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker(registry)
+    expected = worker.bull.client_name(worker.options.name)
+
+    async def named() -> bool:
+        return expected in [str(c.get("name")) for c in await redis.client_list()]
+
+    assert await wait_for(named, message="the worker's connection is not in CLIENT LIST")

@@ -107,37 +107,35 @@ def test_the_fast_completed_line_is_the_line_a_record_would_give(fmt: str) -> No
         logging.getLogger().handlers.clear()
 
 
-async def test_routine_lines_wait_briefly_and_warnings_take_them_along() -> None:
+async def test_job_lines_wait_briefly_and_any_other_line_takes_them_along() -> None:
     from conveyor.observability.logging import FLUSH_DELAY_S
 
     _, stream = _configured("console")
     try:
-        log = logging.getLogger("conveyor.test")
-        log.info("first")
-        log.info("second")
+        hooks = LoggingHooks()
+        hooks.job_completed(JobEvent("j1", "simulate", "q", 1, 6))
+        hooks.job_completed(JobEvent("j2", "simulate", "q", 1, 6))
         assert stream.getvalue() == ""  # kept for one write
         await asyncio.sleep(FLUSH_DELAY_S * 3)
-        assert [line.split()[-1] for line in stream.getvalue().splitlines()] == [
-            "first",
-            "second",
+        assert [line.split()[3] for line in stream.getvalue().splitlines()] == [
+            "job_id=j1",
+            "job_id=j2",
         ]
-        log.info("third")
-        log.warning("fourth")  # goes at once, with what waited, in order
-        assert [line.split()[-1] for line in stream.getvalue().splitlines()] == [
-            "first",
-            "second",
-            "third",
-            "fourth",
+        hooks.job_completed(JobEvent("j3", "simulate", "q", 1, 6))
+        logging.getLogger("conveyor.worker").info("worker_stopped")  # at once, after j3
+        assert [line.split()[-1] for line in stream.getvalue().splitlines()][2:] == [
+            "duration_ms=0.0",
+            "worker_stopped",
         ]
     finally:
         logging.getLogger().handlers.clear()
 
 
-def test_lines_logged_off_the_event_loop_are_written_at_once() -> None:
+def test_job_lines_logged_off_the_event_loop_are_written_at_once() -> None:
     _, stream = _configured("console")
     try:
-        logging.getLogger("conveyor.test").info("now")
-        assert stream.getvalue().split()[-1] == "now"
+        LoggingHooks().job_completed(JobEvent("j1", "simulate", "q", 1, 6))
+        assert "job_id=j1" in stream.getvalue()
     finally:
         logging.getLogger().handlers.clear()
 

@@ -157,20 +157,22 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
-#: Lines below WARNING written on an event loop wait at most this long before they are written
-#: out (one write for all of them); WARNING and above go out at once, with what waited.
+#: Routine job lines written on an event loop wait at most this long before they are written out
+#: (one write for all of them).
 FLUSH_DELAY_S = 0.05
 #: ... or until this many are waiting.
 FLUSH_LINES = 256
 
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes formatted lines to a stream, batching the routine ones.
+    """Writes formatted lines to a stream; batches the per-job ones.
 
-    A write per line was a system call per job. Lines logged on an event loop below WARNING are
-    kept for at most ``FLUSH_DELAY_S`` (or ``FLUSH_LINES`` lines) and written together; WARNING
-    and above, lines from other threads, and ``flush()`` (logging's own at exit included) write
-    everything at once. What a SIGKILL can lose is the last 50 ms of routine lines.
+    A write per line was a system call per job. ``LoggingHooks`` hands its routine per-job lines
+    (job_completed, job_started) to ``batch()``: on an event loop they are kept for at most
+    ``FLUSH_DELAY_S`` (or ``FLUSH_LINES`` lines) and written together. Every ordinary record
+    (``emit``: service lifecycle, warnings, errors) is written at once, with the batched lines
+    before it, and ``flush()`` (logging's own at exit included) writes everything. What a
+    SIGKILL can lose is the last 50 ms of job_completed lines, never a warning or an error.
     """
 
     def __init__(self, stream: Any, formatter: ConsoleFormatter | JsonFormatter) -> None:
@@ -186,13 +188,24 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
-        self.write(line, record.levelno)
-
-    def write(self, line: str, levelno: int) -> None:
-        """Queue one line (called under the handler's lock by emit, or by the fast path)."""
         with self.lock:  # type: ignore[union-attr]
             self._lines.append(line)
-            if levelno >= logging.WARNING or len(self._lines) >= FLUSH_LINES:
+            self._write_out()
+
+    def write(self, line: str, levelno: int) -> None:
+        """A line from the fast path: batched when routine, else written at once."""
+        if levelno >= logging.WARNING:
+            with self.lock:  # type: ignore[union-attr]
+                self._lines.append(line)
+                self._write_out()
+            return
+        self.batch(line)
+
+    def batch(self, line: str) -> None:
+        """Queue a routine line; it is written within ``FLUSH_DELAY_S``."""
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+            if len(self._lines) >= FLUSH_LINES:
                 self._write_out()
                 return
             if self._timer is not None:

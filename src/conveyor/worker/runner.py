@@ -58,6 +58,8 @@ DRAIN_DELAY_S = 5.0
 #: it to 0 and blocks for ever (BullMQ rounds up to whole seconds on those versions for the
 #: same reason). 2 ms converts exactly.
 MIN_BLOCK_S = 0.002
+#: A due job's wake-up comes this long after its due time (BullMQ's times are whole ms).
+WAKE_MARGIN_S = 0.001
 #: Stack traces kept on the job hash, as Node's default stackTraceLimit.
 STACKTRACE_LIMIT = 10
 #: While Redis is unreachable, how long to wait between tries (seconds, doubling to the cap).
@@ -155,6 +157,12 @@ class Worker:
         self._hot_path = RespConnection.like(redis)
         self.bull = BullQueue(redis, options.queue, options.prefix, hot_path=self._hot_path)
         self.bull.worker_name = options.name
+        # The connection that blocks on the queue's marker while idle: named as BullMQ names
+        # worker connections (the monitor's and Node's worker lists), and with its CLIENT ID so
+        # a timer can end the wait at a delayed job's due time.
+        self._blocking = RespConnection.like(blocking_redis)
+        self._blocking.client_name = self.bull.client_name(options.name)
+        self._blocking.want_client_id = True
         self._active: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._slots = 0
         self._stopping = asyncio.Event()
@@ -181,9 +189,8 @@ class Worker:
 
     async def run(self, grace_s: float = 30.0) -> None:
         self.running = True
-        name = self.bull.client_name(self.options.name)
         with contextlib.suppress(RedisError, OSError):
-            await self.blocking_redis.client_setname(name)
+            await self._blocking.connect()  # shows up in worker lists at once
         log.info(
             "worker_started",
             extra={
@@ -208,6 +215,7 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             self._executor.shutdown(wait=False, cancel_futures=True)
             await self._hot_path.close()
+            await self._blocking.close()
             self.running = False
             log.info(
                 "worker_stopped",
@@ -275,11 +283,21 @@ class Worker:
                 due_in = (fetched.next_delayed_ms - now_ms()) / 1000
                 timeout = min(timeout, due_in)
             timeout = max(timeout, MIN_BLOCK_S)
+            wake: asyncio.TimerHandle | None = None
+            if timeout < self.options.drain_delay_s:
+                # Something is due at a known time. Redis ends a blocking wait only on its own
+                # clock tick (every 100 ms at its default hz 10), so end it ourselves, on time.
+                wake = asyncio.get_running_loop().call_later(
+                    timeout + WAKE_MARGIN_S, self.bull.unblock, self._blocking
+                )
             try:
-                await self._until(self.bull.wait_for_marker(self.blocking_redis, timeout))
+                await self._until(self.bull.wait_for_marker(self._blocking, timeout))
             except (RedisError, OSError) as exc:
                 failures += 1
                 await self._redis_trouble("wait_for_marker", exc, failures)
+            finally:
+                if wake is not None:
+                    wake.cancel()
 
     async def _until(self, awaitable: Coroutine[Any, Any, T]) -> T | None:
         """Await ``awaitable`` unless stop() comes first (then cancel it and answer None)."""
