@@ -116,3 +116,27 @@ async def test_unreachable_redis_fails_the_call_with_a_connection_error() -> Non
     script = Redis().register_script(ECHO)
     with pytest.raises(RedisConnectionError):
         await auto.call(script, ["k"], ["v"])
+
+
+def test_the_hot_path_runs_on_uvloop_too(redis_url: str, prefix: str) -> None:
+    """uvloop (installed with uvicorn[standard]) has transports that are not asyncio's."""
+    import uvloop
+
+    from conveyor.redis import connect
+
+    async def main() -> list[list[str]]:
+        client = connect(redis_url)
+        conn = RespConnection.like(client)
+        auto = AutoPipeline(conn)
+        echo = client.register_script(ECHO)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(auto.call(echo, [f"{prefix}:u"], [str(i)]) for i in range(20))
+                )
+            )
+        finally:
+            await conn.close()
+            await client.aclose()
+
+    assert uvloop.run(main()) == [[f"{prefix}:u", str(i)] for i in range(20)]
