@@ -56,6 +56,11 @@ class Done(NoHooks):
         self._one()
 
 
+def _fail_on_purpose(data: dict[str, Any]) -> None:
+    if data.get("fail"):
+        raise RuntimeError("bench: this job fails on purpose")
+
+
 async def one_run(
     url: str, args: argparse.Namespace, profiler: cProfile.Profile | None
 ) -> dict[str, float]:
@@ -68,7 +73,7 @@ async def one_run(
         n = min(BULK_BATCH, args.jobs - start)
         await client.enqueue_many([JobSpec("noop", data, options)] * n)
     await client.close()
-    registry = make_registry()
+    registry = make_registry(_fail_on_purpose)
     worker_options = WorkerOptions(queue=QUEUE, prefix=PREFIX, concurrency=args.concurrency)
     redis = connect(url)
     blocking = connect(url, timeout_s=worker_options.drain_delay_s + 5)

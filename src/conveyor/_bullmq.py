@@ -526,10 +526,13 @@ class BullQueue:
         index_key: str,
         failed_at_iso: str,
         failed_at_ms: int,
-    ) -> bool:
-        """Fail a job for good and write its failure record, atomically (one MULTI).
+        fetch_next: bool = False,
+    ) -> Fetched:
+        """Fail a job for good and write its failure record, atomically (one MULTI); with
+        ``fetch_next`` also take the next job, as ``complete`` does.
 
-        Returns whether the record was written (False: the move was refused, e.g. lost lock).
+        Raises the lock/state errors of ``complete``; the record is written only when the job
+        really is failed, so a refused move leaves no record either.
         """
         keys, args = self._finish_args(
             job.id,
@@ -540,35 +543,42 @@ class BullQueue:
             attempts=attempts,
             attempts_made=job.attempts_made,
             lock_duration_ms=lock_duration_ms,
-            fetch_next=False,
+            fetch_next=fetch_next,
             fields={"failedReason": error, "stacktrace": dumps(stacktrace)},
         )
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await self._run("moveToFinished", keys, args, pipe)
-            await self._record_failure(
-                keys=[self.job_key(job.id), self.keys["failed"], record_key, index_key],
-                args=[
-                    job.id,
-                    job.name,
-                    self.name,
-                    job.raw_data,
-                    error,
-                    stacktrace[-1] if stacktrace else "",
-                    job.attempts_made + 1,
-                    failed_at_iso,
-                    failed_at_ms,
-                    self.prefix,
+        record_keys = [self.job_key(job.id), self.keys["failed"], record_key, index_key]
+        record_args: list[Any] = [
+            job.id,
+            job.name,
+            self.name,
+            job.raw_data,
+            error,
+            stacktrace[-1] if stacktrace else "",
+            job.attempts_made + 1,
+            failed_at_iso,
+            failed_at_ms,
+            self.prefix,
+        ]
+        if self._auto is not None:
+            # The record goes by EVAL: if Redis forgot moveToFinished (NOSCRIPT), the record
+            # script still runs, sees the job is not failed and writes nothing.
+            moved, _ = await self._auto.transaction(
+                [
+                    (self._scripts["moveToFinished"], keys, args),
+                    (self._record_failure, record_keys, record_args),
                 ],
-                client=pipe,
+                by_sha=1,
             )
-            moved, recorded = await pipe.execute(raise_on_error=False)
+        else:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                await self._run("moveToFinished", keys, args, pipe)
+                await self._record_failure(keys=record_keys, args=record_args, client=pipe)
+                moved, _ = await pipe.execute(raise_on_error=False)
         if isinstance(moved, Exception):
             raise moved
         if isinstance(moved, int) and moved < 0:
             raise script_error(moved, job.id, "moveToFinished")
-        if isinstance(recorded, Exception):
-            raise recorded
-        return bool(recorded)
+        return _fetched(moved)
 
     async def retry_later(
         self,

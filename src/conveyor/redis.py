@@ -147,14 +147,27 @@ class AutoPipeline:
 
     def __init__(self, connection: RespConnection) -> None:
         self.connection = connection
-        self._pending: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]] = []
+        #: Script calls (script, keys, args, future) and raw command runs (None, commands,
+        #: [], future) waiting for the end of the tick.
+        self._pending: list[_Item] = []
         self._scheduled = False
         self._connecting = False
 
     def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((script, keys, args, future))
+        return self._queue((script, keys, args, future), loop)
+
+    def commands(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[Any]:
+        """Send ``commands`` back to back in the next batch; answers all their replies (an
+        error reply as an instance). A failed connection fails the future."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        return self._queue((None, commands, [], future), loop)
+
+    def _queue(self, item: _Item, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        future = item[3]
+        self._pending.append(item)
         if len(self._pending) >= EAGER_BATCH and not self._connecting and self.connection.connected:
             batch, self._pending = self._pending, []
             self._send(batch)
@@ -193,11 +206,17 @@ class AutoPipeline:
         if batch:
             self._send(batch)
 
-    def _send(
-        self, batch: list[tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]]]
-    ) -> None:
-        commands = [("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args, _ in batch]
-        callbacks = [self._on_reply(item, first_try=True) for item in batch]
+    def _send(self, batch: list[_Item]) -> None:
+        commands: list[tuple[Any, ...]] = []
+        callbacks: list[Callable[[Any], None]] = []
+        for item in batch:
+            script, keys, args, future = item
+            if script is None:
+                commands.extend(keys)
+                callbacks.extend(_collector(len(keys), future))
+            else:
+                commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+                callbacks.append(self._on_reply(item, first_try=True))
         try:
             self.connection.send(commands, callbacks)
         except (ConnectionError, OSError) as exc:
@@ -205,12 +224,40 @@ class AutoPipeline:
                 if not future.done():
                     future.set_exception(exc)
 
-    def _on_reply(
-        self,
-        item: tuple[AsyncScript, list[Any], list[Any], asyncio.Future[Any]],
-        *,
-        first_try: bool,
-    ) -> Callable[[Any], None]:
+    async def transaction(
+        self, calls: list[tuple[AsyncScript, list[Any], list[Any]]], *, by_sha: int = 0
+    ) -> list[Any]:
+        """Run script calls in one MULTI/EXEC, written in one piece on the hot connection;
+        answers EXEC's replies (an error reply as an instance, not raised).
+
+        The first ``by_sha`` calls go by EVALSHA, the rest by EVAL with the script's text (never
+        NOSCRIPT: put there the calls that check what the ones before them did). When
+        Redis forgot an EVALSHA script, the scripts are loaded and the transaction runs again.
+        """
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        for index, (script, keys, args) in enumerate(calls):
+            if index < by_sha:
+                commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+            else:
+                commands.append(("EVAL", script.script, len(keys), *keys, *args))
+        commands.append(("EXEC",))
+        for attempt in (1, 2):
+            replies = await self.commands(commands)
+            for reply in replies[:-1]:
+                if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+                    raise reply  # refused while queueing: EXEC discards the transaction
+            result = replies[-1]
+            if isinstance(result, Exception):
+                raise result
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in result):
+                await self.commands(
+                    [("SCRIPT", "LOAD", script.script) for script, *_ in calls[:by_sha]]
+                )
+                continue
+            return list(result)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _on_reply(self, item: _Item, *, first_try: bool) -> Callable[[Any], None]:
         future = item[3]
 
         def done(reply: Any) -> None:
@@ -220,6 +267,7 @@ class AutoPipeline:
                 # Redis restarted or was flushed: load the script and call it again, in the same
                 # write (Redis runs them in order).
                 script, keys, args, _ = item
+                assert script is not None
                 self.connection.send(
                     [
                         ("SCRIPT", "LOAD", script.script),
@@ -233,6 +281,30 @@ class AutoPipeline:
                 future.set_result(reply)
 
         return done
+
+
+_Item = tuple[AsyncScript | None, list[Any], list[Any], asyncio.Future[Any]]
+
+
+def _collector(count: int, future: asyncio.Future[Any]) -> list[Callable[[Any], None]]:
+    """Callbacks for ``count`` replies in a row: the last one answers them all (or the
+    connection's failure)."""
+    replies: list[Any] = []
+
+    def one(reply: Any) -> None:
+        replies.append(reply)
+
+    def last(reply: Any) -> None:
+        replies.append(reply)
+        if future.done():
+            return
+        for item in replies:
+            if isinstance(item, ConnectionError | TimeoutError):
+                future.set_exception(item)
+                return
+        future.set_result(replies)
+
+    return [*([one] * (count - 1)), last]
 
 
 def _ignore(reply: Any) -> None:

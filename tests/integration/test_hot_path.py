@@ -140,3 +140,30 @@ def test_the_hot_path_runs_on_uvloop_too(redis_url: str, prefix: str) -> None:
             await client.aclose()
 
     assert uvloop.run(main()) == [[f"{prefix}:u", str(i)] for i in range(20)]
+
+
+async def test_a_transaction_runs_whole_even_after_redis_forgot_its_scripts(
+    redis: Redis, prefix: str
+) -> None:
+    """MULTI/EXEC on the pipelined connection, its first script by EVALSHA: after SCRIPT FLUSH
+    the first try's EVALSHA fails inside EXEC, the EVAL'd check after it sees nothing done,
+    and the retry runs both."""
+    conn = RespConnection.like(redis)
+    auto = AutoPipeline(conn)
+    incr = redis.register_script(INCR)
+    check = redis.register_script("return redis.call('GET', KEYS[1])")
+    key = f"{prefix}:tx"
+    try:
+        await redis.script_flush()
+        first, seen = await auto.transaction([(incr, [key], []), (check, [key], [])], by_sha=1)
+        assert (first, seen) == (1, "1")
+        assert await redis.get(key) == "1"
+        # Interleaved with plain calls in the same batches, replies stay with their callers.
+        results = await asyncio.gather(
+            auto.call(incr, [f"{key}:other"], []),
+            auto.transaction([(incr, [key], []), (check, [key], [])], by_sha=1),
+            auto.call(incr, [f"{key}:other"], []),
+        )
+        assert results == [1, [2, "2"], 2]
+    finally:
+        await conn.close()

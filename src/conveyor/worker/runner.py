@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import linecache
 import logging
 import os
 import socket
@@ -126,6 +127,48 @@ def _keep(option: Any) -> dict[str, Any]:
     if isinstance(option, dict):
         return option
     return {"count": -1}
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_stack(exc: BaseException) -> str:
+    """The traceback as Python prints it (chained exceptions included), without the ``^^^^``
+    marker lines.
+
+    ``traceback.format_exception`` finds those markers by walking each frame's code positions
+    and compiling its source line, and stats every source file on each call: most of the cost
+    of a failed attempt. Here source lines come from linecache, read once per file.
+    """
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    link = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, _CONTEXT
+        else:
+            current = None
+    parts: list[str] = []
+    for error, link_to_next in reversed(chain):
+        tb = error.__traceback__
+        if tb is not None:
+            parts.append("Traceback (most recent call last):\n")
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            parts.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+            line = linecache.getline(code.co_filename, tb.tb_lineno, tb.tb_frame.f_globals)
+            if line.strip():
+                parts.append(f"    {line.strip()}\n")
+            tb = tb.tb_next
+        parts.extend(traceback.format_exception_only(type(error), error))
+        parts.append(link_to_next)
+    return "".join(parts)
 
 
 def _describe(exc: BaseException) -> str:
@@ -415,8 +458,7 @@ class Worker:
             unrecoverable = isinstance(exc, Unrecoverable | TaskError)
             # The full policy is only needed on failure (kept off the success path).
             policy = self._policy(task, job)
-            await self._failed(job, token, exc, policy, event, duration, unrecoverable)
-            return None
+            return await self._failed(job, token, exc, policy, event, duration, unrecoverable)
         duration = (time.monotonic() - started) * 1000
         return await self._completed(job, token, return_json, event, duration)
 
@@ -478,9 +520,11 @@ class Worker:
         event: JobEvent,
         duration_ms: float,
         unrecoverable: bool,
-    ) -> None:
+    ) -> JobInfo | None:
+        """Record a failed attempt (retry later, or fail for good with the failedJobs record);
+        answers the next job when the final failure fetched one."""
         error = _describe(exc)
-        stack = [*job.stacktrace, "".join(traceback.format_exception(exc))][-STACKTRACE_LIMIT:]
+        stack = [*job.stacktrace, format_stack(exc)][-STACKTRACE_LIMIT:]
         attempt = job.attempts_made + 1
         done = replace(event, max_attempts=policy.attempts, duration_ms=duration_ms, error=error)
         try:
@@ -498,9 +542,10 @@ class Worker:
                     ),
                 )
                 self.hooks.job_retrying(replace(done, retry_delay_ms=delay))
-                return
+                return None
             failed_at = datetime.now(UTC)
-            await self._persist(
+            fetch_next = not self._stopping.is_set()
+            fetched = await self._persist(
                 job.id,
                 lambda: self.bull.fail(
                     job,
@@ -518,13 +563,15 @@ class Worker:
                         "+00:00", "Z"
                     ),
                     failed_at_ms=int(failed_at.timestamp() * 1000),
+                    fetch_next=fetch_next,
                 ),
             )
         except JobLockLostError as lost:
             self._lock_lost(job, lost)
-            return
+            return None
         self._jobs_done += 1
         self.hooks.job_failed(done)
+        return fetched.job if fetched is not None else None
 
     async def _persist(self, job_id: str, call: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
         """Run a finishing call, retrying through Redis outages while our lock can still be
