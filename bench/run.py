@@ -55,9 +55,13 @@ def throughput_plan() -> list[tuple[str, Contender, bool]]:
         Contender("bullmq-node", 100, processes=2),
     ]
     runs = [(f"throughput/{c.key}", c, False) for c in plan]
-    runs += [
-        (f"throughput-fail/{c.key}", c, True) for c in (CONVEYOR, Contender("bullmq-node", 10))
-    ]
+    failing = (
+        CONVEYOR,
+        Contender("conveyor", 10, hooks="none"),
+        Contender("conveyor", 10, hooks="none", records=False),
+        Contender("bullmq-node", 10),
+    )
+    runs += [(f"throughput-fail/{c.key}", c, True) for c in failing]
     return runs
 
 

@@ -32,12 +32,16 @@ class Contender:
     processes: int = 1
     hooks: str = "production"  # conveyor only
     loop: str = "asyncio"  # Python contenders only
+    #: conveyor only: False measures a permanent failure without its failedJobs record
+    records: bool = True
 
     @property
     def key(self) -> str:
         parts = [self.kind, f"c{self.concurrency}"]
         if self.kind == "conveyor" and self.hooks != "production":
             parts.append(f"hooks-{self.hooks}")
+        if not self.records:
+            parts.append("records-off")
         if self.loop != "asyncio":
             parts.append(self.loop)
         if self.processes > 1:
@@ -61,6 +65,8 @@ class Contender:
         extra = ["--loop", self.loop]
         if self.kind == "conveyor":
             extra += ["--hooks", self.hooks]
+            if not self.records:
+                extra.append("--no-records")
         return [PYTHON, "-m", module, *common, *extra]
 
 

@@ -12,10 +12,12 @@ import argparse
 import asyncio
 import logging
 import os
+from typing import Any
 
 from bench.tasks import make_registry
 from bench.workers.protocol import Recorder, common_arguments, run_main
 from conveyor import JobEvent, Worker, WorkerHooks, WorkerOptions
+from conveyor._bullmq import Fetched, _fetched, dumps
 from conveyor.hooks import HookChain, NoHooks
 from conveyor.observability.logging import LoggingHooks, configure_logging
 from conveyor.observability.stats import StatsHooks
@@ -38,6 +40,34 @@ class Counting(NoHooks):
 
     def job_failed(self, event: JobEvent) -> None:
         self.recorder.job_finished()
+
+
+def without_failure_records(worker: Worker) -> None:
+    """Measurement only (``--no-records``): permanent failures through the same pipelined
+    transaction, minus the failedJobs record script, to show what the record costs."""
+    bull = worker.bull
+    auto = bull._auto
+    assert auto is not None
+
+    async def fail(job: Any, token: str, **kw: Any) -> Fetched:
+        keys, args = bull._finish_args(
+            job.id,
+            target="failed",
+            value=kw["error"],
+            token=token,
+            keep=kw["keep"],
+            attempts=kw["attempts"],
+            attempts_made=job.attempts_made,
+            lock_duration_ms=kw["lock_duration_ms"],
+            fetch_next=kw.get("fetch_next", False),
+            fields={"failedReason": kw["error"], "stacktrace": dumps(kw["stacktrace"])},
+        )
+        (moved,) = await auto.transaction([(bull._scripts["moveToFinished"], keys, args)], by_sha=1)
+        if isinstance(moved, Exception):
+            raise moved
+        return _fetched(moved)
+
+    bull.fail = fail  # type: ignore[method-assign]
 
 
 def log_to_devnull() -> None:
@@ -72,6 +102,8 @@ async def main(args: argparse.Namespace) -> None:
         chain.append(stats)
     chain.append(Counting(recorder))
     worker = Worker(redis, registry, options, blocking_redis=blocking, hooks=HookChain(*chain))
+    if args.no_records:
+        without_failure_records(worker)
     recorder.ready()
     await recorder.go.wait()
     if stats is not None:
@@ -91,5 +123,6 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = common_arguments(__doc__.splitlines()[0])
     parser.add_argument("--hooks", choices=HOOKS, default="production")
+    parser.add_argument("--no-records", action="store_true", help="measurement only")
     arguments = parser.parse_args()
     run_main(lambda: main(arguments), arguments.loop)
