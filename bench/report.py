@@ -50,6 +50,17 @@ def _change(value: float | None, base: float | None) -> str:
     return f"{(value / base - 1) * 100:+.1f}%" if value and base else "—"
 
 
+def _busy(loads: list[str]) -> bool:
+    """Whether any recorded 1-minute load average (``"label: 1m 5m 15m"``) exceeded 1.5."""
+    for entry in loads:
+        try:
+            if float(entry.split(":", 1)[1].split()[0]) > 1.5:
+                return True
+        except (IndexError, ValueError):
+            continue
+    return False
+
+
 def _describe(key: str) -> tuple[str, str, str]:
     """(contender label, concurrency, processes and options) of a contender key."""
     parts = key.split()
@@ -92,8 +103,13 @@ class Section:
             "Node.js BullMQ (`x Node`) are taken within each repeat, then the median.",
             "",
             f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, Linux {m['kernel']}. "
-            "Other work was running on it at the same time (load averages below), so treat "
-            "absolute figures as noisy and read the ratios.",
+            + (
+                "Other work was running on it at the same time (load averages below), so treat "
+                "absolute figures as noisy and read the ratios."
+                if _busy(d["loads"])
+                else "Nothing else of note ran on it (load averages below); the contenders and "
+                "Redis share its 2 cores, so read the ratios first."
+            ),
             f"- Load average (1, 5, 15 min): {'; '.join(d['loads'])}.",
             f"- Redis {m['redis']}: {m['redis_setup']}.",
             f"- Conveyor {m['conveyor']} on Python {m['python']} (redis-py {m['redis_py']}, "
@@ -276,7 +292,8 @@ class Section:
             "delay), and the first-to-last-attempt time. A worker waiting for the next due "
             "job blocks in BZPOPMIN with a timeout, and Redis fires blocking timeouts on its "
             "`hz` clock (every 100 ms at the default hz 10, see the Redis line above), so that "
-            "clock bounds how late a due job can start unless the worker keeps its own timer.",
+            "clock bounds how late a due job can start unless the worker keeps its own timer. "
+            "Conveyor's worker does: at the due time it ends its own wait with CLIENT UNBLOCK.",
             "",
             "| worker | delayed p50 | delayed p99 | retry p50 | retry p99 | first to last "
             "attempt (ideal 620) |",
