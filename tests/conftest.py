@@ -76,7 +76,12 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def make_client(redis: Redis, settings: Settings) -> Callable[..., QueueClient]:
+async def make_client(
+    redis: Redis, settings: Settings
+) -> AsyncIterator[Callable[..., QueueClient]]:
+    """QueueClients on this test's queue; all are closed at teardown."""
+    made: list[QueueClient] = []
+
     def make(registry: TaskRegistry | None = None, **overrides: Any) -> QueueClient:
         params: dict[str, Any] = {
             "queue": settings.queue,
@@ -87,9 +92,13 @@ def make_client(redis: Redis, settings: Settings) -> Callable[..., QueueClient]:
             ),
         }
         params.update(overrides)
-        return QueueClient(redis, **params)
+        client = QueueClient(redis, **params)
+        made.append(client)
+        return client
 
-    return make
+    yield make
+    for client in made:
+        await client.close()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from conveyor.jobs import (
 )
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
+from conveyor.resp import RespConnection
 
 #: Job options a caller may set, in BullMQ's own words.
 ALLOWED_OPTIONS = frozenset(
@@ -161,13 +162,18 @@ class QueueClient:
         default_policy: RetryPolicy | None = None,
         failed_key_prefix: str = "failedJobs",
         owns_redis: bool = False,
+        pipelined: bool = True,
     ) -> None:
         self.redis = redis
         self.queue = queue
         self.registry = registry
         self.default_policy = default_policy or RetryPolicy.from_retries(5)
         self.failed_key_prefix = failed_key_prefix
-        self.bull = BullQueue(redis, queue, prefix)
+        # Single script calls (enqueue, state, retry...) made in the same event-loop tick share
+        # one write on a lean pipelined connection of their own (the worker's hot path): many
+        # concurrent enqueues cost a few round trips, not one each. Closed by close().
+        self._hot_path = RespConnection.like(redis) if pipelined else None
+        self.bull = BullQueue(redis, queue, prefix, hot_path=self._hot_path)
         self._owns_redis = owns_redis
 
     @classmethod
@@ -188,6 +194,8 @@ class QueueClient:
         )
 
     async def close(self) -> None:
+        if self._hot_path is not None:
+            await self._hot_path.close()
         if self._owns_redis:
             await self.redis.aclose()
 

@@ -26,6 +26,7 @@ async def test_poison_jobs_are_contained(
         queue=chaos.queue,
         prefix=chaos.prefix,
         registry=load_registry(["tests.support.tasks"]),
+        pipelined=False,
     )
     twice = {"attempts": 2, "backoff": 10}
     proc = chaos.spawn(

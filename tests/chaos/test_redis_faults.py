@@ -95,7 +95,7 @@ async def _run_fault(
     await asyncio.gather(*clients)
 
     redis = connect(chaos.url)
-    client = QueueClient(redis, queue=chaos.queue, prefix=chaos.prefix)
+    client = QueueClient(redis, queue=chaos.queue, prefix=chaos.prefix, pipelined=False)
 
     async def states_now() -> Counter[str]:
         return Counter([(await client.get_state(job_id)).value for job_id in accepted])

@@ -25,6 +25,7 @@ def _client(redis: Redis, chaos: Chaos) -> QueueClient:
         queue=chaos.queue,
         prefix=chaos.prefix,
         registry=load_registry(["tests.support.tasks"]),
+        pipelined=False,
     )
 
 

@@ -30,6 +30,7 @@ def client(redis: Redis, settings: Settings) -> QueueClient:
         queue=settings.queue,
         prefix=settings.prefix,
         registry=load_registry(["tests.support.tasks"]),
+        pipelined=False,
     )
 
 

@@ -49,7 +49,7 @@ CHECKS = [
 async def queued_ids(url: str, settings: Settings) -> set[str]:
     redis = connect(url)
     try:
-        queue = QueueClient(redis, queue=settings.queue, prefix=settings.prefix)
+        queue = QueueClient(redis, queue=settings.queue, prefix=settings.prefix, pipelined=False)
         return set(await queue.bull.get_range(list(COUNTED_STATES), 0, -1))
     finally:
         await redis.aclose()

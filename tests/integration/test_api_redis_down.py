@@ -72,7 +72,7 @@ async def timed(call: Any) -> tuple[httpx.Response, float]:
 async def job_count(url: str, settings: Settings) -> int:
     client = connect(url)
     try:
-        queue = QueueClient(client, queue=settings.queue, prefix=settings.prefix)
+        queue = QueueClient(client, queue=settings.queue, prefix=settings.prefix, pipelined=False)
         return sum((await queue.counts()).values())
     finally:
         await client.aclose()

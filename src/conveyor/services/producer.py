@@ -95,6 +95,7 @@ async def _main(
         with Progress(*columns) as progress:
             return await produce(client, plan, progress)
     finally:
+        await client.close()
         await redis.aclose()
 
 

@@ -80,6 +80,7 @@ def create_app(
             registry=tasks,
             default_policy=default_policy(settings),
             failed_key_prefix=settings.failed_key_prefix,
+            pipelined=False,  # the API batches enqueues itself and bounds its Redis calls
         )
         batcher = None
         if settings.api_batch_enqueue:

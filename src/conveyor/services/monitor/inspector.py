@@ -168,6 +168,7 @@ class Inspector:
                     self.settings.backoff_delay_ms,
                 ),
                 failed_key_prefix=self.settings.failed_key_prefix,
+                pipelined=False,  # read-mostly, one per queue, on the shared pool
             )
         return self._clients[queue]
 
