@@ -14,6 +14,7 @@ call. A lost connection fails every command in flight; the next send connects ag
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections import deque
@@ -57,6 +58,8 @@ def _ssl_context(kw: dict[str, Any]) -> ssl.SSLContext:
 #: ConnectionError/TimeoutError instance when the connection failed before the reply came.
 ReplyCallback = Callable[[Any], None]
 
+log = logging.getLogger("conveyor.redis")
+
 
 class _Protocol(asyncio.Protocol):
     """Parses replies as bytes arrive and pairs them with the callbacks, in order."""
@@ -82,7 +85,10 @@ class _Protocol(asyncio.Protocol):
                 self.fail(RedisConnectionError("Redis sent a reply nobody was waiting for"))
                 return
             callback, _ = waiting.popleft()
-            callback(reply)
+            try:
+                callback(reply)
+            except Exception:  # a caller's bug must not cost the replies behind it
+                log.exception("redis_reply_callback_failed")
             reply = parser.gets()
 
     def connection_lost(self, exc: Exception | None) -> None:

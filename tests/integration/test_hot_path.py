@@ -167,3 +167,23 @@ async def test_a_transaction_runs_whole_even_after_redis_forgot_its_scripts(
         assert results == [1, [2, "2"], 2]
     finally:
         await conn.close()
+
+
+async def test_a_callback_that_raises_costs_no_other_reply(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = RespConnection.like(redis)
+    try:
+        await conn.connect()
+        loop = asyncio.get_running_loop()
+        second: asyncio.Future[object] = loop.create_future()
+
+        def broken(reply: object) -> None:
+            raise RuntimeError("a caller's bug")
+
+        conn.send([("PING",), ("ECHO", "after")], [broken, second.set_result])
+        assert await asyncio.wait_for(second, 5) == "after"
+        assert "redis_reply_callback_failed" in caplog.messages
+        assert await conn.execute_many([("PING",)]) == ["PONG"]
+    finally:
+        await conn.close()
