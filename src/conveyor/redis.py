@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -152,6 +153,16 @@ class AutoPipeline:
         self._pending: list[_Item] = []
         self._scheduled = False
         self._connecting = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        """First use, or use from a new event loop after the last one finished: whatever was
+        pending or scheduled belonged to the dead loop."""
+        self._loop = loop
+        self._pending = []
+        self._scheduled = False
+        self._connecting = False
+        self.connection.adopt_loop(loop)
 
     def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -163,10 +174,15 @@ class AutoPipeline:
         error reply as an instance). A failed connection fails the future."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if not commands:
+            future.set_result([])
+            return future
         return self._queue((None, commands, [], future), loop)
 
     def _queue(self, item: _Item, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         future = item[3]
+        if loop is not self._loop:
+            self._adopt(loop)
         self._pending.append(item)
         if len(self._pending) >= EAGER_BATCH and not self._connecting and self.connection.connected:
             batch, self._pending = self._pending, []
@@ -207,20 +223,34 @@ class AutoPipeline:
             self._send(batch)
 
     def _send(self, batch: list[_Item]) -> None:
-        commands: list[tuple[Any, ...]] = []
+        chunks: list[bytes] = []
         callbacks: list[Callable[[Any], None]] = []
+        sent: list[_Item] = []
         for item in batch:
             script, keys, args, future = item
+            try:
+                if script is None:
+                    packed = [hiredis.pack_command(tuple(c)) for c in keys]
+                else:
+                    packed = [
+                        hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+                    ]
+            except Exception as exc:  # e.g. a None or a lone surrogate: only this call fails
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            chunks += packed
             if script is None:
-                commands.extend(keys)
-                callbacks.extend(_collector(len(keys), future))
+                callbacks += _collector(len(packed), future)
             else:
-                commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
                 callbacks.append(self._on_reply(item, first_try=True))
+            sent.append(item)
+        if not chunks:
+            return
         try:
-            self.connection.send(commands, callbacks)
-        except (ConnectionError, OSError) as exc:
-            for *_, future in batch:
+            self.connection.send_packed(chunks, callbacks)
+        except Exception as exc:
+            for *_, future in sent:
                 if not future.done():
                     future.set_exception(exc)
 
@@ -230,10 +260,14 @@ class AutoPipeline:
         """Run script calls in one MULTI/EXEC, written in one piece on the hot connection;
         answers EXEC's replies (an error reply as an instance, not raised).
 
-        The first ``by_sha`` calls go by EVALSHA, the rest by EVAL with the script's text (never
-        NOSCRIPT: put there the calls that check what the ones before them did). When
-        Redis forgot an EVALSHA script, the scripts are loaded and the transaction runs again.
+        The first ``by_sha`` calls (at most 1) go by EVALSHA, the rest by EVAL with the
+        script's text (never NOSCRIPT: put there the calls that check what the first one did).
+        When Redis forgot the EVALSHA script, it is loaded and the transaction runs again; with
+        two EVALSHA calls the first could run twice (Redis runs the rest of a MULTI after a
+        NOSCRIPT), hence the limit.
         """
+        if by_sha > 1:
+            raise ValueError("transaction: at most one call by EVALSHA")
         commands: list[tuple[Any, ...]] = [("MULTI",)]
         for index, (script, keys, args) in enumerate(calls):
             if index < by_sha:

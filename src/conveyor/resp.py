@@ -66,7 +66,9 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self, owner: RespConnection) -> None:
         self.owner = owner
-        self.parser = hiredis.Reader(encoding="utf-8", replyError=_reply_error)
+        # Bytes that are not UTF-8 come out as U+FFFD instead of an exception that would drop
+        # every command in flight (the job they belong to then fails its validation).
+        self.parser = hiredis.Reader(encoding="utf-8", errors="replace", replyError=_reply_error)
         self.waiting: deque[tuple[ReplyCallback, float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.failure: Exception | None = None
@@ -132,6 +134,7 @@ class RespConnection:
         self._protocol: _Protocol | None = None
         self._connect_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Set on every (re)connect when given (CLIENT SETNAME), e.g. for BullMQ's worker list.
         self.client_name: str | None = None
         #: With ``want_client_id``, Redis's id of the current connection (CLIENT ID), for
@@ -163,6 +166,7 @@ class RespConnection:
 
     async def connect(self) -> None:
         """Connect (and authenticate) unless connected already."""
+        self.adopt_loop(asyncio.get_running_loop())
         async with self._connect_lock:
             if self.connected:
                 return
@@ -208,7 +212,11 @@ class RespConnection:
                 if isinstance(reply, ResponseError) and index < checked:
                     await self.close()
                     raise AuthenticationError(str(reply))
-                if isinstance(reply, Exception):
+                if isinstance(reply, ResponseError):  # a name Redis refuses: go on unnamed
+                    log.warning(
+                        "redis_client_name_refused", extra={"fields": {"error": str(reply)}}
+                    )
+                elif isinstance(reply, Exception):
                     await self.close()
                     raise reply
             if self.want_client_id and isinstance(replies[-1], int):
@@ -216,17 +224,36 @@ class RespConnection:
 
     def send(self, commands: Sequence[Sequence[Any]], callbacks: Sequence[ReplyCallback]) -> None:
         """Write the commands now (one write) without waiting for earlier replies; each reply
-        goes to its callback, in order. Only while ``connected``."""
+        goes to its callback, in order. Only while ``connected``. A command that cannot be
+        packed (a None, a lone surrogate) raises before anything is written."""
+        self.send_packed([hiredis.pack_command(tuple(c)) for c in commands], callbacks)
+
+    def send_packed(self, chunks: Sequence[bytes], callbacks: Sequence[ReplyCallback]) -> None:
+        """``send`` of commands packed already (hiredis.pack_command), one callback each."""
         protocol = self._protocol
         if protocol is None or protocol.transport is None:
             raise RedisConnectionError("not connected to Redis")
-        protocol.transport.write(b"".join([hiredis.pack_command(tuple(c)) for c in commands]))
+        protocol.transport.write(b"".join(chunks))
         sent = time.monotonic()
         protocol.waiting.extend([(callback, sent) for callback in callbacks])
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_at(
-                asyncio.get_running_loop().time() + self.timeout_s, self._check_timeout
-            )
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + self.timeout_s, self._check_timeout)
+
+    def adopt_loop(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Make the connection usable from ``loop``; answers False when that meant dropping a
+        connection (and its lock and timer) left over from another, finished loop (a client
+        used under two asyncio.run() calls in turn). The old socket is abandoned, not closed:
+        its loop is gone."""
+        if self._loop is loop:
+            return True
+        dropped = self._loop is not None
+        self._loop = loop
+        self._protocol = None
+        self._timer = None
+        self.client_id = None
+        self._connect_lock = asyncio.Lock()
+        return not dropped
 
     def _check_timeout(self) -> None:
         """Give up on a connection whose oldest command has waited ``timeout_s`` for its reply."""
@@ -256,6 +283,7 @@ class RespConnection:
     async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send the commands in one write and answer their replies in order; a reply that is an
         error comes back as a ResponseError instance, not raised. A failed connection raises."""
+        self.adopt_loop(asyncio.get_running_loop())
         if not self.connected:
             await self.connect()
         replies = await self._gather(commands)
@@ -265,6 +293,7 @@ class RespConnection:
         return replies
 
     async def close(self) -> None:
+        self.adopt_loop(asyncio.get_running_loop())
         protocol, self._protocol = self._protocol, None
         self.client_id = None
         if self._timer is not None:

@@ -4,6 +4,7 @@ AutoPipeline on top of it (ordering, reloading scripts, losing the connection, t
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from redis.asyncio import Redis
@@ -187,3 +188,71 @@ async def test_a_callback_that_raises_costs_no_other_reply(
         assert await conn.execute_many([("PING",)]) == ["PONG"]
     finally:
         await conn.close()
+
+
+async def test_an_argument_that_cannot_be_sent_fails_only_its_own_call(
+    redis: Redis, prefix: str
+) -> None:
+    conn = RespConnection.like(redis)
+    auto = AutoPipeline(conn)
+    echo = redis.register_script(ECHO)
+    await redis.script_load(ECHO)
+    try:
+        for size in (3, 9):  # one end-of-tick batch, then batches sent eagerly
+            calls = [auto.call(echo, [f"{prefix}:k"], [str(i)]) for i in range(size)]
+            calls.insert(1, auto.call(echo, [f"{prefix}:k"], ["bad-\udc80"]))  # lone surrogate
+            calls.insert(2, auto.call(echo, [f"{prefix}:k"], [None]))
+            results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+            assert isinstance(results[1], UnicodeEncodeError)
+            assert isinstance(results[2], TypeError)
+            good = [r for i, r in enumerate(results) if i not in (1, 2)]
+            assert good == [[f"{prefix}:k", str(i)] for i in range(size)]
+    finally:
+        await conn.close()
+
+
+async def test_an_empty_run_of_commands_answers_at_once_and_pairs_nothing(redis: Redis) -> None:
+    conn = RespConnection.like(redis)
+    auto = AutoPipeline(conn)
+    try:
+        empty, echoed = await asyncio.gather(auto.commands([]), auto.commands([("ECHO", "a")]))
+        assert (empty, echoed) == ([], ["a"])
+        with pytest.raises(ValueError, match="at most one"):
+            await auto.transaction([], by_sha=2)
+    finally:
+        await conn.close()
+
+
+async def test_a_name_redis_refuses_leaves_the_connection_working(redis: Redis) -> None:
+    conn = RespConnection.like(redis)
+    conn.client_name = "has a space"  # CLIENT SETNAME refuses spaces
+    conn.want_client_id = True
+    try:
+        assert await conn.execute_many([("PING",)]) == ["PONG"]
+        assert conn.client_id is not None
+    finally:
+        await conn.close()
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_client_serves_one_asyncio_run_after_another(redis_url: str, queue_name: str) -> None:
+    """The pipelined connection of the first loop is dead in the second: it is replaced (the
+    old socket, whose loop is gone, is left to the garbage collector, with its warning)."""
+    from conveyor.client import QueueClient
+    from conveyor.redis import connect
+
+    client = QueueClient(connect(redis_url), queue=queue_name, owns_redis=True)
+
+    async def enqueue() -> str:
+        return await asyncio.wait_for(client.enqueue("x", {}), 5)
+
+    first = asyncio.run(enqueue())
+    second = asyncio.run(enqueue())
+    assert first != second
+
+    async def close() -> None:
+        await client.close()
+
+    asyncio.run(close())
+    gc.collect()  # the abandoned transport's ResourceWarning, here and not in a later test

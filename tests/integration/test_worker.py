@@ -344,3 +344,31 @@ async def test_the_worker_connection_is_named_as_bullmq_names_it(
         return expected in [str(c.get("name")) for c in await redis.client_list()]
 
     assert await wait_for(named, message="the worker's connection is not in CLIENT LIST")
+
+
+async def test_text_redis_cannot_store_fails_the_attempt_and_is_recorded(
+    make_client: Callable[..., QueueClient], make_worker: Callable[..., Worker]
+) -> None:
+    """A lone surrogate (an undecodable file name, say) in a result fails the attempt like a
+    handler error; in an error message it is escaped so the failure record is written."""
+    registry = TaskRegistry()
+
+    @registry.task("bad_result", retries=0)
+    async def bad_result(payload: Item, ctx: JobContext) -> str:
+        return "file-\udc80.txt"
+
+    @registry.task("bad_error", retries=0)
+    async def bad_error(payload: Item, ctx: JobContext) -> None:
+        raise Boom("cannot open file-\udc80.txt")
+
+    client = make_client(registry)
+    make_worker(registry)
+    result_job = await client.enqueue("bad_result")
+    error_job = await client.enqueue("bad_error")
+    for job_id in (result_job, error_job):
+        view = await wait_for_state(client, job_id, JobState.FAILED)
+        record = await client.failure_record(job_id)
+        assert record is not None
+        assert view.info.failed_reason
+    assert "UnicodeEncodeError" in str((await client.get_job(result_job)).info.failed_reason)
+    assert "file-\\udc80.txt" in str((await client.get_job(error_job)).info.failed_reason)

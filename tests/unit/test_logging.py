@@ -151,3 +151,26 @@ def test_another_listener_gets_ordinary_records(caplog: pytest.LogCaptureFixture
         assert "job_completed job_id=j1" in stream.getvalue()  # and ours still gets the line
     finally:
         logging.getLogger().handlers.clear()
+
+
+def test_job_lines_still_go_out_when_a_second_event_loop_takes_over() -> None:
+    """A flush timer of a finished loop never runs; the next loop schedules its own."""
+    from conveyor.observability.logging import FLUSH_DELAY_S
+
+    _, stream = _configured("console")
+    try:
+        hooks = LoggingHooks()
+
+        async def first() -> None:
+            hooks.job_completed(JobEvent("j1", "simulate", "q", 1, 6))  # loop ends at once
+
+        async def second() -> None:
+            hooks.job_completed(JobEvent("j2", "simulate", "q", 1, 6))
+            await asyncio.sleep(FLUSH_DELAY_S * 3)
+
+        asyncio.run(first())
+        asyncio.run(second())
+        assert "job_id=j1" in stream.getvalue()
+        assert "job_id=j2" in stream.getvalue()
+    finally:
+        logging.getLogger().handlers.clear()

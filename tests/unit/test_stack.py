@@ -59,3 +59,12 @@ def test_suppressed_context_is_left_out() -> None:
 
 def test_an_exception_never_raised_has_only_its_last_line() -> None:
     assert format_stack(ValueError("never raised")) == "ValueError: never raised\n"
+
+
+def test_an_exception_group_keeps_its_sub_exceptions() -> None:
+    try:
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [KeyError("the real cause")])
+    except ExceptionGroup as exc:
+        text = format_stack(exc)
+    assert "the real cause" in text
+    assert "KeyError" in text

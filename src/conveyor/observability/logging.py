@@ -181,6 +181,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.line_formatter = formatter
         self._lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -208,14 +209,15 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if len(self._lines) >= FLUSH_LINES:
                 self._write_out()
                 return
-            if self._timer is not None:
-                return
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # not on an event loop: nobody would flush later
                 self._write_out()
                 return
+            if self._timer is not None and self._timer_loop is loop:
+                return  # a flush is due already (a timer of a finished loop would never run)
             self._timer = loop.call_later(FLUSH_DELAY_S, self.flush)
+            self._timer_loop = loop
 
     def _write_out(self) -> None:
         lines, self._lines = self._lines, []

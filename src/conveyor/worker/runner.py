@@ -146,6 +146,8 @@ def format_stack(exc: BaseException) -> str:
     current: BaseException | None = exc
     link = ""
     while current is not None and id(current) not in seen:
+        if isinstance(current, BaseExceptionGroup):  # its sub-exceptions: Python's own text
+            return "".join(traceback.format_exception(exc))
         seen.add(id(current))
         chain.append((current, link))
         if current.__cause__ is not None:
@@ -169,6 +171,16 @@ def format_stack(exc: BaseException) -> str:
         parts.extend(traceback.format_exception_only(type(error), error))
         parts.append(link_to_next)
     return "".join(parts)
+
+
+def _utf8(text: str) -> str:
+    """``text`` as Redis can store it: a lone surrogate (from an undecodable file name, say)
+    becomes a backslash escape instead of failing the write that records the failure."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def _describe(exc: BaseException) -> str:
@@ -451,6 +463,9 @@ class Worker:
                 return_json = dumps(
                     result.model_dump(mode="json") if isinstance(result, BaseModel) else result
                 )
+                # A lone surrogate (say, a file name from os.listdir) cannot go to Redis:
+                # fail the attempt here, as a handler error, not later while finishing it.
+                return_json.encode()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -483,13 +498,13 @@ class Worker:
         try:
             fetched = await self._persist(
                 job.id,
-                lambda: self.bull.complete(
+                lambda first: self.bull.complete(
                     job.id,
                     token,
                     return_json,
                     keep=_keep(job.options.get("removeOnComplete")),
                     lock_duration_ms=self.options.lock_duration_ms,
-                    fetch_next=fetch_next,
+                    fetch_next=fetch_next and first,
                 ),
             )
         except JobLockLostError as exc:
@@ -523,8 +538,8 @@ class Worker:
     ) -> JobInfo | None:
         """Record a failed attempt (retry later, or fail for good with the failedJobs record);
         answers the next job when the final failure fetched one."""
-        error = _describe(exc)
-        stack = [*job.stacktrace, format_stack(exc)][-STACKTRACE_LIMIT:]
+        error = _utf8(_describe(exc))
+        stack = [*job.stacktrace, _utf8(format_stack(exc))][-STACKTRACE_LIMIT:]
         attempt = job.attempts_made + 1
         done = replace(event, max_attempts=policy.attempts, duration_ms=duration_ms, error=error)
         try:
@@ -532,7 +547,7 @@ class Worker:
                 delay = backoff_delay_ms(attempt, policy)
                 await self._persist(
                     job.id,
-                    lambda: self.bull.retry_later(
+                    lambda first: self.bull.retry_later(
                         job.id,
                         token,
                         delay_ms=delay,
@@ -547,7 +562,7 @@ class Worker:
             fetch_next = not self._stopping.is_set()
             fetched = await self._persist(
                 job.id,
-                lambda: self.bull.fail(
+                lambda first: self.bull.fail(
                     job,
                     token,
                     error=error,
@@ -563,7 +578,7 @@ class Worker:
                         "+00:00", "Z"
                     ),
                     failed_at_ms=int(failed_at.timestamp() * 1000),
-                    fetch_next=fetch_next,
+                    fetch_next=fetch_next and first,
                 ),
             )
         except JobLockLostError as lost:
@@ -573,14 +588,20 @@ class Worker:
         self.hooks.job_failed(done)
         return fetched.job if fetched is not None else None
 
-    async def _persist(self, job_id: str, call: Callable[[], Coroutine[Any, Any, T]]) -> T | None:
+    async def _persist(
+        self, job_id: str, call: Callable[[bool], Coroutine[Any, Any, T]]
+    ) -> T | None:
         """Run a finishing call, retrying through Redis outages while our lock can still be
-        valid; after that the stalled check owns the job (it will run again)."""
+        valid; after that the stalled check owns the job (it will run again).
+
+        ``call(first)``: a retry must not fetch a next job. The first try may have run with
+        its reply lost; a job fetched then is locked by us and would sit unseen until the
+        stalled check, counting a stall against a job that never ran."""
         deadline = time.monotonic() + self.options.lock_duration_ms / 1000
         failures = 0
         while True:
             try:
-                return await call()
+                return await call(failures == 0)
             except (RedisError, OSError) as exc:
                 failures += 1
                 if time.monotonic() > deadline:
