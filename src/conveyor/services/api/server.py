@@ -7,13 +7,16 @@ unreachable Redis ends ``conveyor api`` with one readable line instead of a trac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
+from uvicorn.config import STARTUP_FAILURE
 
 from conveyor.config import Settings
 from conveyor.observability.logging import configure_logging
@@ -69,12 +72,36 @@ def _server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the SIGTERM it caught once it has shut down.
+
+    The re-raised signal killed the process (exit -15) before ``run`` could stop an embedded
+    Redis it had started, which then ran on, orphaned. The shutdown is graceful either way.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before the exit."""
     with redis_url(settings) as url:
         asyncio.run(_preflight(settings, url))
         if settings.api_workers == 1:
-            uvicorn.run(create_app(settings, url), **_server_options(settings))
+            config = uvicorn.Config(create_app(settings, url), **_server_options(settings))
+            config.load_app()
+            server = _Server(config)
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run()
+            if not server.started:
+                raise SystemExit(STARTUP_FAILURE)
             return
         os.environ[SETTINGS_ENV] = _dump(settings.model_copy(update={"redis_url": url}))
         uvicorn.run(
