@@ -216,6 +216,8 @@ class Worker:
         # worker connections (the monitor's and Node's worker lists), and with its CLIENT ID so
         # a timer can end the wait at a delayed job's due time.
         self._blocking = RespConnection.like(blocking_redis)
+        # Its replies take up to drain_delay_s by design, whatever the client's own timeout.
+        self._blocking.timeout_s = max(self._blocking.timeout_s, options.drain_delay_s + 5)
         self._blocking.client_name = self.bull.client_name(options.name)
         self._blocking.want_client_id = True
         self._active: dict[str, tuple[str, asyncio.Task[None]]] = {}
