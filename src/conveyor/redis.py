@@ -24,7 +24,7 @@ from redis.exceptions import (
 
 from conveyor.config import EvictionCheck
 from conveyor.errors import ConfigurationError, RedisPolicyError, RedisUnavailableError
-from conveyor.resp import RespConnection
+from conveyor.resp import RespConnection, collect
 
 log = logging.getLogger("conveyor.redis")
 
@@ -232,16 +232,14 @@ class AutoPipeline:
                 if script is None:
                     packed = [hiredis.pack_command(tuple(c)) for c in keys]
                 else:
-                    packed = [
-                        hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
-                    ]
+                    packed = [hiredis.pack_command(_evalsha(script, keys, args))]
             except Exception as exc:  # e.g. a None or a lone surrogate: only this call fails
                 if not future.done():
                     future.set_exception(exc)
                 continue
             chunks += packed
             if script is None:
-                callbacks += _collector(len(packed), future)
+                callbacks += collect(len(packed), future)
             else:
                 callbacks.append(self._on_reply(item, first_try=True))
             sent.append(item)
@@ -271,7 +269,7 @@ class AutoPipeline:
         commands: list[tuple[Any, ...]] = [("MULTI",)]
         for index, (script, keys, args) in enumerate(calls):
             if index < by_sha:
-                commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+                commands.append(_evalsha(script, keys, args))
             else:
                 commands.append(("EVAL", script.script, len(keys), *keys, *args))
         commands.append(("EXEC",))
@@ -303,10 +301,7 @@ class AutoPipeline:
                 script, keys, args, _ = item
                 assert script is not None
                 self.connection.send(
-                    [
-                        ("SCRIPT", "LOAD", script.script),
-                        ("EVALSHA", script.sha, len(keys), *keys, *args),
-                    ],
+                    [("SCRIPT", "LOAD", script.script), _evalsha(script, keys, args)],
                     [_ignore, self._on_reply(item, first_try=False)],
                 )
             elif isinstance(reply, Exception):
@@ -320,25 +315,8 @@ class AutoPipeline:
 _Item = tuple[AsyncScript | None, list[Any], list[Any], asyncio.Future[Any]]
 
 
-def _collector(count: int, future: asyncio.Future[Any]) -> list[Callable[[Any], None]]:
-    """Callbacks for ``count`` replies in a row: the last one answers them all (or the
-    connection's failure)."""
-    replies: list[Any] = []
-
-    def one(reply: Any) -> None:
-        replies.append(reply)
-
-    def last(reply: Any) -> None:
-        replies.append(reply)
-        if future.done():
-            return
-        for item in replies:
-            if isinstance(item, ConnectionError | TimeoutError):
-                future.set_exception(item)
-                return
-        future.set_result(replies)
-
-    return [*([one] * (count - 1)), last]
+def _evalsha(script: AsyncScript, keys: list[Any], args: list[Any]) -> tuple[Any, ...]:
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 def _ignore(reply: Any) -> None:

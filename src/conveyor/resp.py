@@ -61,6 +61,34 @@ ReplyCallback = Callable[[Any], None]
 log = logging.getLogger("conveyor.redis")
 
 
+def _deliver(callback: ReplyCallback, reply: Any) -> None:
+    try:
+        callback(reply)
+    except Exception:  # a caller's bug must not cost the replies behind it
+        log.exception("redis_reply_callback_failed")
+
+
+def collect(count: int, future: asyncio.Future[Any]) -> list[ReplyCallback]:
+    """Callbacks for a run of ``count`` (>= 1) replies: the last one answers them all as a list
+    (an error reply as an instance), or raises the connection's failure into ``future``."""
+    replies: list[Any] = []
+
+    def one(reply: Any) -> None:
+        replies.append(reply)
+
+    def last(reply: Any) -> None:
+        replies.append(reply)
+        if future.done():
+            return
+        for item in replies:
+            if isinstance(item, RedisConnectionError | RedisTimeoutError):
+                future.set_exception(item)
+                return
+        future.set_result(replies)
+
+    return [*([one] * (count - 1)), last]
+
+
 class _Protocol(asyncio.Protocol):
     """Parses replies as bytes arrive and pairs them with the callbacks, in order."""
 
@@ -87,10 +115,7 @@ class _Protocol(asyncio.Protocol):
                 self.fail(RedisConnectionError("Redis sent a reply nobody was waiting for"))
                 return
             callback, _ = waiting.popleft()
-            try:
-                callback(reply)
-            except Exception:  # a caller's bug must not cost the replies behind it
-                log.exception("redis_reply_callback_failed")
+            _deliver(callback, reply)
             reply = parser.gets()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -101,7 +126,7 @@ class _Protocol(asyncio.Protocol):
         self.owner._lost(self)
         waiting, self.waiting = self.waiting, deque()
         for callback, _ in waiting:
-            callback(reason)
+            _deliver(callback, reason)
 
     def fail(self, reason: Exception) -> None:
         """Drop the connection; every command in flight gets ``reason``."""
@@ -207,7 +232,11 @@ class RespConnection:
         if self.want_client_id:
             hello.append(("CLIENT", "ID"))
         if hello:
-            replies = await self._gather(hello)
+            try:
+                replies = await self._run(hello)
+            except (RedisConnectionError, RedisTimeoutError):
+                await self.close()
+                raise
             for index, reply in enumerate(replies):
                 if isinstance(reply, ResponseError) and index < checked:
                     await self.close()
@@ -216,9 +245,6 @@ class RespConnection:
                     log.warning(
                         "redis_client_name_refused", extra={"fields": {"error": str(reply)}}
                     )
-                elif isinstance(reply, Exception):
-                    await self.close()
-                    raise reply
             if self.want_client_id and isinstance(replies[-1], int):
                 self.client_id = replies[-1]
 
@@ -240,20 +266,17 @@ class RespConnection:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(loop.time() + self.timeout_s, self._check_timeout)
 
-    def adopt_loop(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Make the connection usable from ``loop``; answers False when that meant dropping a
-        connection (and its lock and timer) left over from another, finished loop (a client
-        used under two asyncio.run() calls in turn). The old socket is abandoned, not closed:
-        its loop is gone."""
+    def adopt_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make the connection usable from ``loop``, dropping a connection (and its lock and
+        timer) left over from another, finished loop (a client used under two asyncio.run()
+        calls in turn). The old socket is abandoned, not closed: its loop is gone."""
         if self._loop is loop:
-            return True
-        dropped = self._loop is not None
+            return
         self._loop = loop
         self._protocol = None
         self._timer = None
         self.client_id = None
         self._connect_lock = asyncio.Lock()
-        return not dropped
 
     def _check_timeout(self) -> None:
         """Give up on a connection whose oldest command has waited ``timeout_s`` for its reply."""
@@ -274,23 +297,20 @@ class RespConnection:
             self._protocol = None
             self.client_id = None
 
-    async def _gather(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
-        self.send(commands, [_resolver(f) for f in futures])
-        return list(await asyncio.gather(*futures))
+    async def _run(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.send(commands, collect(len(commands), future))
+        return await future
 
     async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send the commands in one write and answer their replies in order; a reply that is an
         error comes back as a ResponseError instance, not raised. A failed connection raises."""
         self.adopt_loop(asyncio.get_running_loop())
+        if not commands:
+            return []
         if not self.connected:
             await self.connect()
-        replies = await self._gather(commands)
-        for reply in replies:
-            if isinstance(reply, RedisConnectionError | RedisTimeoutError):
-                raise reply
-        return replies
+        return await self._run(commands)
 
     async def close(self) -> None:
         self.adopt_loop(asyncio.get_running_loop())
@@ -302,11 +322,3 @@ class RespConnection:
         if protocol is not None and protocol.transport is not None:
             protocol.fail(RedisConnectionError("the connection was closed"))
             await asyncio.sleep(0)  # connection_lost runs on the next loop iteration
-
-
-def _resolver(future: asyncio.Future[Any]) -> ReplyCallback:
-    def resolve(reply: Any) -> None:
-        if not future.done():
-            future.set_result(reply)
-
-    return resolve
