@@ -559,21 +559,17 @@ class BullQueue:
             failed_at_ms,
             self.prefix,
         ]
-        if self._auto is not None:
-            # The record goes by EVAL: if Redis forgot moveToFinished (NOSCRIPT), the record
-            # script still runs, sees the job is not failed and writes nothing.
-            moved, _ = await self._auto.transaction(
-                [
-                    (self._scripts["moveToFinished"], keys, args),
-                    (self._record_failure, record_keys, record_args),
-                ],
-                by_sha=1,
-            )
-        else:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                await self._run("moveToFinished", keys, args, pipe)
-                await self._record_failure(keys=record_keys, args=record_args, client=pipe)
-                moved, _ = await pipe.execute(raise_on_error=False)
+        if self._auto is None:
+            raise ConveyorError("fail() runs on a worker's hot-path connection")
+        # The record goes by EVAL: if Redis forgot moveToFinished (NOSCRIPT), the record script
+        # still runs, sees the job is not failed and writes nothing.
+        moved, _ = await self._auto.transaction(
+            [
+                (self._scripts["moveToFinished"], keys, args),
+                (self._record_failure, record_keys, record_args),
+            ],
+            by_sha=1,
+        )
         if isinstance(moved, Exception):
             raise moved
         if isinstance(moved, int) and moved < 0:
