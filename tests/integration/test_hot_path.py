@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -19,96 +20,88 @@ ECHO = "return {KEYS[1], ARGV[1]}"
 INCR = "return redis.call('INCR', KEYS[1])"
 
 
+@pytest.fixture
+async def conn(redis: Redis) -> AsyncIterator[RespConnection]:
+    """A pipelined connection to the test's Redis, closed at teardown."""
+    connection = RespConnection.like(redis)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def auto(conn: RespConnection) -> AutoPipeline:
+    return AutoPipeline(conn)
+
+
 async def test_batches_sent_back_to_back_get_their_own_replies_in_order(
-    redis: Redis, prefix: str
+    redis: Redis, prefix: str, auto: AutoPipeline
 ) -> None:
-    conn = RespConnection.like(redis)
-    auto = AutoPipeline(conn)
     echo = redis.register_script(ECHO)
     await redis.script_load(ECHO)
-    try:
-        # Calls spread over many ticks and many batches, all in flight at once.
-        async def one(i: int) -> list[str]:
-            await asyncio.sleep((i % 7) / 1000)
-            result: list[str] = await auto.call(echo, [f"{prefix}:k{i}"], [str(i)])
-            return result
 
-        results = await asyncio.gather(*(one(i) for i in range(500)))
-        assert results == [[f"{prefix}:k{i}", str(i)] for i in range(500)]
-    finally:
-        await conn.close()
+    # Calls spread over many ticks and many batches, all in flight at once.
+    async def one(i: int) -> list[str]:
+        await asyncio.sleep((i % 7) / 1000)
+        result: list[str] = await auto.call(echo, [f"{prefix}:k{i}"], [str(i)])
+        return result
+
+    results = await asyncio.gather(*(one(i) for i in range(500)))
+    assert results == [[f"{prefix}:k{i}", str(i)] for i in range(500)]
 
 
 async def test_a_script_redis_forgot_is_loaded_again_and_runs_once(
-    redis: Redis, prefix: str
+    redis: Redis, prefix: str, auto: AutoPipeline
 ) -> None:
-    conn = RespConnection.like(redis)
-    auto = AutoPipeline(conn)
     incr = redis.register_script(INCR)
     key = f"{prefix}:counter"
-    try:
-        await redis.script_flush()
-        assert await asyncio.gather(*(auto.call(incr, [key], []) for _ in range(10))) == list(
-            range(1, 11)
-        )
-        assert await redis.get(key) == "10"
-    finally:
-        await conn.close()
+    await redis.script_flush()
+    assert await asyncio.gather(*(auto.call(incr, [key], []) for _ in range(10))) == list(
+        range(1, 11)
+    )
+    assert await redis.get(key) == "10"
 
 
-async def test_an_error_reply_fails_only_its_own_call(redis: Redis, prefix: str) -> None:
-    conn = RespConnection.like(redis)
-    auto = AutoPipeline(conn)
+async def test_an_error_reply_fails_only_its_own_call(
+    redis: Redis, prefix: str, auto: AutoPipeline
+) -> None:
     bad = redis.register_script("return redis.call('NOSUCHCOMMAND')")
     echo = redis.register_script(ECHO)
-    try:
-        results = await asyncio.gather(
-            auto.call(echo, [f"{prefix}:a"], ["1"]),
-            auto.call(bad, [f"{prefix}:b"], []),
-            auto.call(echo, [f"{prefix}:c"], ["3"]),
-            return_exceptions=True,
-        )
-        assert results[0] == [f"{prefix}:a", "1"]
-        assert isinstance(results[1], ResponseError)
-        assert results[2] == [f"{prefix}:c", "3"]
-    finally:
-        await conn.close()
+    results = await asyncio.gather(
+        auto.call(echo, [f"{prefix}:a"], ["1"]),
+        auto.call(bad, [f"{prefix}:b"], []),
+        auto.call(echo, [f"{prefix}:c"], ["3"]),
+        return_exceptions=True,
+    )
+    assert results[0] == [f"{prefix}:a", "1"]
+    assert isinstance(results[1], ResponseError)
+    assert results[2] == [f"{prefix}:c", "3"]
 
 
 async def test_a_killed_connection_fails_the_calls_in_flight_and_the_next_call_reconnects(
-    redis: Redis, prefix: str
+    redis: Redis, prefix: str, conn: RespConnection, auto: AutoPipeline
 ) -> None:
-    conn = RespConnection.like(redis)
-    auto = AutoPipeline(conn)
     echo = redis.register_script(ECHO)
     await redis.script_load(ECHO)
-    try:
-        assert await auto.call(echo, [f"{prefix}:x"], ["1"]) == [f"{prefix}:x", "1"]
-        (client_id,) = await conn.execute_many([("CLIENT", "ID")])
-        hanging = asyncio.ensure_future(conn.execute_many([("BLPOP", f"{prefix}:never", 0)]))
-        await asyncio.sleep(0.05)
-        await redis.client_kill_filter(_id=client_id)
-        with pytest.raises(RedisConnectionError):
-            await hanging
-        assert await auto.call(echo, [f"{prefix}:y"], ["2"]) == [f"{prefix}:y", "2"]
-    finally:
-        await conn.close()
+    assert await auto.call(echo, [f"{prefix}:x"], ["1"]) == [f"{prefix}:x", "1"]
+    (client_id,) = await conn.execute_many([("CLIENT", "ID")])
+    hanging = asyncio.ensure_future(conn.execute_many([("BLPOP", f"{prefix}:never", 0)]))
+    await asyncio.sleep(0.05)
+    await redis.client_kill_filter(_id=client_id)
+    with pytest.raises(RedisConnectionError):
+        await hanging
+    assert await auto.call(echo, [f"{prefix}:y"], ["2"]) == [f"{prefix}:y", "2"]
 
 
 async def test_a_reply_that_never_comes_times_out_and_the_connection_recovers(
-    redis: Redis, prefix: str
+    redis: Redis, prefix: str, conn: RespConnection
 ) -> None:
-    conn = RespConnection.like(redis)
     conn.timeout_s = 0.3
-    try:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        with pytest.raises(RedisTimeoutError):
-            await conn.execute_many([("BLPOP", f"{prefix}:never", 0)])
-        assert 0.25 <= loop.time() - started < 2.0
-        assert await conn.execute_many([("PING",)]) == ["PONG"]
-    finally:
-        await conn.close()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RedisTimeoutError):
+        await conn.execute_many([("BLPOP", f"{prefix}:never", 0)])
+    assert 0.25 <= loop.time() - started < 2.0
+    assert await conn.execute_many([("PING",)]) == ["PONG"]
 
 
 async def test_unreachable_redis_fails_the_call_with_a_connection_error() -> None:
@@ -144,94 +137,73 @@ def test_the_hot_path_runs_on_uvloop_too(redis_url: str, prefix: str) -> None:
 
 
 async def test_a_transaction_runs_whole_even_after_redis_forgot_its_scripts(
-    redis: Redis, prefix: str
+    redis: Redis, prefix: str, auto: AutoPipeline
 ) -> None:
     """MULTI/EXEC on the pipelined connection, its first script by EVALSHA: after SCRIPT FLUSH
     the first try's EVALSHA fails inside EXEC, the EVAL'd check after it sees nothing done,
     and the retry runs both."""
-    conn = RespConnection.like(redis)
-    auto = AutoPipeline(conn)
     incr = redis.register_script(INCR)
     check = redis.register_script("return redis.call('GET', KEYS[1])")
     key = f"{prefix}:tx"
-    try:
-        await redis.script_flush()
-        first, seen = await auto.transaction([(incr, [key], []), (check, [key], [])], by_sha=1)
-        assert (first, seen) == (1, "1")
-        assert await redis.get(key) == "1"
-        # Interleaved with plain calls in the same batches, replies stay with their callers.
-        results = await asyncio.gather(
-            auto.call(incr, [f"{key}:other"], []),
-            auto.transaction([(incr, [key], []), (check, [key], [])], by_sha=1),
-            auto.call(incr, [f"{key}:other"], []),
-        )
-        assert results == [1, [2, "2"], 2]
-    finally:
-        await conn.close()
+    await redis.script_flush()
+    first, seen = await auto.transaction([(incr, [key], []), (check, [key], [])], by_sha=1)
+    assert (first, seen) == (1, "1")
+    assert await redis.get(key) == "1"
+    # Interleaved with plain calls in the same batches, replies stay with their callers.
+    results = await asyncio.gather(
+        auto.call(incr, [f"{key}:other"], []),
+        auto.transaction([(incr, [key], []), (check, [key], [])], by_sha=1),
+        auto.call(incr, [f"{key}:other"], []),
+    )
+    assert results == [1, [2, "2"], 2]
 
 
 async def test_a_callback_that_raises_costs_no_other_reply(
-    redis: Redis, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture, conn: RespConnection
 ) -> None:
-    conn = RespConnection.like(redis)
-    try:
-        await conn.connect()
-        loop = asyncio.get_running_loop()
-        second: asyncio.Future[object] = loop.create_future()
+    await conn.connect()
+    loop = asyncio.get_running_loop()
+    second: asyncio.Future[object] = loop.create_future()
 
-        def broken(reply: object) -> None:
-            raise RuntimeError("a caller's bug")
+    def broken(reply: object) -> None:
+        raise RuntimeError("a caller's bug")
 
-        conn.send([("PING",), ("ECHO", "after")], [broken, second.set_result])
-        assert await asyncio.wait_for(second, 5) == "after"
-        assert "redis_reply_callback_failed" in caplog.messages
-        assert await conn.execute_many([("PING",)]) == ["PONG"]
-    finally:
-        await conn.close()
+    conn.send([("PING",), ("ECHO", "after")], [broken, second.set_result])
+    assert await asyncio.wait_for(second, 5) == "after"
+    assert "redis_reply_callback_failed" in caplog.messages
+    assert await conn.execute_many([("PING",)]) == ["PONG"]
 
 
 async def test_an_argument_that_cannot_be_sent_fails_only_its_own_call(
-    redis: Redis, prefix: str
+    redis: Redis, prefix: str, auto: AutoPipeline
 ) -> None:
-    conn = RespConnection.like(redis)
-    auto = AutoPipeline(conn)
     echo = redis.register_script(ECHO)
     await redis.script_load(ECHO)
-    try:
-        for size in (3, 9):  # one end-of-tick batch, then batches sent eagerly
-            calls = [auto.call(echo, [f"{prefix}:k"], [str(i)]) for i in range(size)]
-            calls.insert(1, auto.call(echo, [f"{prefix}:k"], ["bad-\udc80"]))  # lone surrogate
-            calls.insert(2, auto.call(echo, [f"{prefix}:k"], [None]))
-            results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
-            assert isinstance(results[1], UnicodeEncodeError)
-            assert isinstance(results[2], TypeError)
-            good = [r for i, r in enumerate(results) if i not in (1, 2)]
-            assert good == [[f"{prefix}:k", str(i)] for i in range(size)]
-    finally:
-        await conn.close()
+    for size in (3, 9):  # one end-of-tick batch, then batches sent eagerly
+        calls = [auto.call(echo, [f"{prefix}:k"], [str(i)]) for i in range(size)]
+        calls.insert(1, auto.call(echo, [f"{prefix}:k"], ["bad-\udc80"]))  # lone surrogate
+        calls.insert(2, auto.call(echo, [f"{prefix}:k"], [None]))
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+        assert isinstance(results[1], UnicodeEncodeError)
+        assert isinstance(results[2], TypeError)
+        good = [r for i, r in enumerate(results) if i not in (1, 2)]
+        assert good == [[f"{prefix}:k", str(i)] for i in range(size)]
 
 
-async def test_an_empty_run_of_commands_answers_at_once_and_pairs_nothing(redis: Redis) -> None:
-    conn = RespConnection.like(redis)
-    auto = AutoPipeline(conn)
-    try:
-        empty, echoed = await asyncio.gather(auto.commands([]), auto.commands([("ECHO", "a")]))
-        assert (empty, echoed) == ([], ["a"])
-        with pytest.raises(ValueError, match="at most one"):
-            await auto.transaction([], by_sha=2)
-    finally:
-        await conn.close()
+async def test_an_empty_run_of_commands_answers_at_once_and_pairs_nothing(
+    auto: AutoPipeline,
+) -> None:
+    empty, echoed = await asyncio.gather(auto.commands([]), auto.commands([("ECHO", "a")]))
+    assert (empty, echoed) == ([], ["a"])
+    with pytest.raises(ValueError, match="at most one"):
+        await auto.transaction([], by_sha=2)
 
 
-async def test_a_name_redis_refuses_leaves_the_connection_working(redis: Redis) -> None:
-    conn = RespConnection.like(redis)
+async def test_a_name_redis_refuses_leaves_the_connection_working(conn: RespConnection) -> None:
     conn.client_name = "has a space"  # CLIENT SETNAME refuses spaces
     conn.want_client_id = True
-    try:
-        assert await conn.execute_many([("PING",)]) == ["PONG"]
-        assert conn.client_id is not None
-    finally:
-        await conn.close()
+    assert await conn.execute_many([("PING",)]) == ["PONG"]
+    assert conn.client_id is not None
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
