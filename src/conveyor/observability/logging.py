@@ -189,18 +189,20 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
-        with self.lock:  # type: ignore[union-attr]
-            self._lines.append(line)
-            self._write_out()
+        self._write_now(line)
 
     def write(self, line: str, levelno: int) -> None:
         """A line from the fast path: batched when routine, else written at once."""
         if levelno >= logging.WARNING:
-            with self.lock:  # type: ignore[union-attr]
-                self._lines.append(line)
-                self._write_out()
-            return
-        self.batch(line)
+            self._write_now(line)
+        else:
+            self.batch(line)
+
+    def _write_now(self, line: str) -> None:
+        """Write ``line`` at once, after the lines waiting before it."""
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(line)
+            self._write_out()
 
     def batch(self, line: str) -> None:
         """Queue a routine line; it is written within ``FLUSH_DELAY_S``."""
@@ -289,8 +291,6 @@ class LoggingHooks:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("conveyor.jobs")
 
-    _fields = staticmethod(_job_fields)
-
     def _emit(self, level: int, message: str, fields: dict[str, Any]) -> None:
         handler = fast_route(self.log, level)
         if handler is None:
@@ -304,7 +304,7 @@ class LoggingHooks:
     def job_started(self, event: JobEvent) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
             self._emit(
-                logging.DEBUG, "job_started", self._fields(event, wait_ms=round(event.wait_ms, 1))
+                logging.DEBUG, "job_started", _job_fields(event, wait_ms=round(event.wait_ms, 1))
             )
 
     def job_completed(self, event: JobEvent) -> None:
@@ -320,7 +320,7 @@ class LoggingHooks:
         self._emit(
             logging.WARNING,
             "job_retrying",
-            self._fields(
+            _job_fields(
                 event,
                 duration_ms=round(event.duration_ms, 1),
                 error=event.error,
@@ -332,5 +332,5 @@ class LoggingHooks:
         self._emit(
             logging.ERROR,
             "job_failed",
-            self._fields(event, duration_ms=round(event.duration_ms, 1), error=event.error),
+            _job_fields(event, duration_ms=round(event.duration_ms, 1), error=event.error),
         )
