@@ -26,7 +26,7 @@ from redis.commands.core import AsyncScript
 from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
 from conveyor.jobs import JobState, failure_index_key, failure_record_key
 from conveyor.redis import AutoPipeline
-from conveyor.resp import RespConnection
+from conveyor.resp import RespConnection, ignore_reply
 
 _COMMANDS_DIR = Path(bullmq.__file__).parent / "commands"
 
@@ -153,10 +153,6 @@ _KEY_TYPES = (
     "marker",
     "de",
 )
-
-
-def _ignore(reply: Any) -> None:
-    """A reply nobody needs (an error shows up elsewhere: the wait simply runs its course)."""
 
 
 def now_ms() -> int:
@@ -534,6 +530,8 @@ class BullQueue:
         Raises the lock/state errors of ``complete``; the record is written only when the job
         really is failed, so a refused move leaves no record either.
         """
+        if self._auto is None:
+            raise ConveyorError("fail() runs on a worker's hot-path connection")
         keys, args = self._finish_args(
             job.id,
             target="failed",
@@ -559,8 +557,6 @@ class BullQueue:
             failed_at_ms,
             self.prefix,
         ]
-        if self._auto is None:
-            raise ConveyorError("fail() runs on a worker's hot-path connection")
         # The record goes by EVAL: if Redis forgot moveToFinished (NOSCRIPT), the record script
         # still runs, sees the job is not failed and writes nothing.
         moved, _ = await self._auto.transaction(
@@ -684,7 +680,7 @@ class BullQueue:
             return
         connection = self._auto.connection
         if connection.connected:
-            connection.send([("CLIENT", "UNBLOCK", blocking.client_id, "TIMEOUT")], [_ignore])
+            connection.send([("CLIENT", "UNBLOCK", blocking.client_id, "TIMEOUT")], [ignore_reply])
 
     # --- job and queue queries ---------------------------------------------------------------
     async def get_job(self, job_id: str) -> JobInfo | None:

@@ -24,7 +24,7 @@ from redis.exceptions import (
 
 from conveyor.config import EvictionCheck
 from conveyor.errors import ConfigurationError, RedisPolicyError, RedisUnavailableError
-from conveyor.resp import RespConnection, collect
+from conveyor.resp import RespConnection, collect, ignore_reply
 
 log = logging.getLogger("conveyor.redis")
 
@@ -302,7 +302,7 @@ class AutoPipeline:
                 assert script is not None
                 self.connection.send(
                     [("SCRIPT", "LOAD", script.script), _evalsha(script, keys, args)],
-                    [_ignore, self._on_reply(item, first_try=False)],
+                    [ignore_reply, self._on_reply(item, first_try=False)],
                 )
             elif isinstance(reply, Exception):
                 future.set_exception(reply)
@@ -317,10 +317,6 @@ _Item = tuple[AsyncScript | None, list[Any], list[Any], asyncio.Future[Any]]
 
 def _evalsha(script: AsyncScript, keys: list[Any], args: list[Any]) -> tuple[Any, ...]:
     return ("EVALSHA", script.sha, len(keys), *keys, *args)
-
-
-def _ignore(reply: Any) -> None:
-    """A SCRIPT LOAD's reply: a failure shows in the EVALSHA that follows it."""
 
 
 def _consume_exception(task: asyncio.Task[None]) -> None:

@@ -61,6 +61,11 @@ ReplyCallback = Callable[[Any], None]
 log = logging.getLogger("conveyor.redis")
 
 
+def ignore_reply(reply: Any) -> None:
+    """A callback for a reply nobody needs (a SCRIPT LOAD before its EVALSHA, a CLIENT
+    UNBLOCK): a failure shows up elsewhere."""
+
+
 def _deliver(callback: ReplyCallback, reply: Any) -> None:
     try:
         callback(reply)
