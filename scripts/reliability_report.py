@@ -16,6 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "artifacts" / "reliability.jsonl"
 TARGET = ROOT / "docs" / "reliability.md"
+#: The hand-written section at the end of the report: kept as it is when the figures are
+#: rewritten.
+KEPT_HEADING = "## Hostile input and hostile tasks"
 
 SCENARIOS = {
     "test_crash_storm_loses_no_job": "1. Worker crash storm",
@@ -89,6 +92,15 @@ NOTES = """
 """
 
 
+def _kept_section() -> str:
+    """The report's hand-written section (from ``KEPT_HEADING`` to the end), if any."""
+    if not TARGET.exists():
+        return ""
+    text = TARGET.read_text()
+    start = text.find(KEPT_HEADING)
+    return text[start:] if start >= 0 else ""
+
+
 def main() -> int:
     if not SOURCE.exists():
         print(f"no figures yet: run the chaos suite first ({SOURCE})", file=sys.stderr)
@@ -125,6 +137,9 @@ def main() -> int:
             f" | {row.get('ran_twice', 0)} | {recovery_text} | {details} |"
         )
     lines.append(NOTES)
+    kept = _kept_section()
+    if kept:
+        lines.append(kept)
     TARGET.write_text("\n".join(lines))
     print(f"wrote {TARGET}")
     return 0
