@@ -184,8 +184,29 @@ def _utf8(text: str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """``Class: message``; just the class name when the message is empty or its ``__str__``
+    raises (a hostile exception must still leave a recorded error, not a locked job)."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except BaseException:  # any failure of a handler's __str__
+        return name
+    return f"{name}: {text}" if text else name
+
+
+def _stack_text(exc: BaseException) -> str:
+    """``format_stack``, or the class name if even traceback formatting fails on it."""
+    try:
+        return format_stack(exc)
+    except BaseException:  # a hostile exception object
+        return type(exc).__name__
+
+
+def _cancelled_by_worker() -> bool:
+    """Whether a CancelledError seen now comes from cancelling this task (shutdown, or the
+    caller's own cancellation), as opposed to one a handler raised by itself."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 class Worker:
@@ -468,9 +489,13 @@ class Worker:
                 # A lone surrogate (say, a file name from os.listdir) cannot go to Redis:
                 # fail the attempt here, as a handler error, not later while finishing it.
                 return_json.encode()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            # Whatever a handler raises (SystemExit, KeyboardInterrupt, a custom
+            # BaseException, a CancelledError of its own) is one failed attempt; only a
+            # cancellation of this task (shutdown) keeps its meaning. The process's own stop
+            # signals never raise here: their handlers only set flags.
+            if isinstance(exc, asyncio.CancelledError) and _cancelled_by_worker():
+                raise
             duration = (time.monotonic() - started) * 1000
             unrecoverable = isinstance(exc, Unrecoverable | TaskError)
             # The full policy is only needed on failure (kept off the success path).
@@ -541,7 +566,7 @@ class Worker:
         """Record a failed attempt (retry later, or fail for good with the failedJobs record);
         answers the next job when the final failure fetched one."""
         error = _utf8(_describe(exc))
-        stack = [*job.stacktrace, _utf8(format_stack(exc))][-STACKTRACE_LIMIT:]
+        stack = [*job.stacktrace, _utf8(_stack_text(exc))][-STACKTRACE_LIMIT:]
         attempt = job.attempts_made + 1
         done = replace(event, max_attempts=policy.attempts, duration_ms=duration_ms, error=error)
         try:
