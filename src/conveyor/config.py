@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,6 +39,30 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL (never quoting its password), or None when it is usable.
+
+    Checked when the settings are built, so a bad port or database number ends every command
+    with one readable line instead of failing deep inside the Redis client.
+    """
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return "must start with redis://, rediss:// or unix://"
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return None if parts.path else "a unix:// URL needs the socket's path (unix:///path)"
+    hostport = parts.netloc.rpartition("@")[2]
+    if not parts.hostname:
+        return "names no host (redis://host:port/db)"
+    after_host = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
+    port = after_host.partition(":")[2]
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return f"the port {port!r} is not a number from 1 to 65535"
+    db = parts.path.strip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        return f"the database {db!r} is not a number (redis://host:port/0)"
+    return None
 
 
 #: Monitor roles: rw may look and act, ro may only look.
@@ -331,8 +356,9 @@ class Settings(BaseSettings):
     def _check_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        problem = redis_url_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @property
