@@ -3,6 +3,7 @@ service. Every expected failure ends as one readable line on stderr and exit cod
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -234,7 +235,18 @@ def up(
     raise typer.Exit(_guard(go))
 
 
+def import_from_cwd() -> None:
+    """Let CONVEYOR_TASKS name modules in the current directory, as uvicorn and celery do.
+
+    ``python -m conveyor.cli`` has the directory on ``sys.path`` already; the ``conveyor``
+    console script does not. Worker and API processes started with ``spawn`` inherit it."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main() -> None:
+    import_from_cwd()
     app()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, get_type_hints
@@ -187,9 +188,7 @@ def load_registry(modules: list[str]) -> TaskRegistry:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise TaskCatalogueError(
-                f"CONVEYOR_TASKS: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise TaskCatalogueError(_import_failure(module_name, exc)) from exc
         registry = getattr(module, attribute, None)
         if not isinstance(registry, TaskRegistry):
             raise TaskCatalogueError(
@@ -200,3 +199,16 @@ def load_registry(modules: list[str]) -> TaskRegistry:
         except TaskError as exc:
             raise TaskCatalogueError(f"CONVEYOR_TASKS: {exc}") from exc
     return merged
+
+
+def _import_failure(module_name: str, exc: Exception) -> str:
+    """Why a task module did not import, with where it was looked for when it was not found."""
+    cause = f"{type(exc).__name__}: {exc}"
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing and (module_name == missing or module_name.startswith(missing + ".")):
+        return (
+            f"CONVEYOR_TASKS: cannot import {module_name!r} from {os.getcwd()} (the current "
+            f"directory) or the installed packages ({cause}); run the command from the folder "
+            f"that holds {missing.split('.')[0]!r}, or install it"
+        )
+    return f"CONVEYOR_TASKS: cannot import {module_name!r}: {cause}"
