@@ -25,8 +25,9 @@ from enum import IntEnum
 from typing import Literal, TextIO
 
 from conveyor.config import Settings
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.redis import redact_url
+from conveyor.registry import load_registry
 from conveyor.services.runtime import redis_url
 
 log = logging.getLogger("conveyor.up")
@@ -39,6 +40,8 @@ CLI = (sys.executable, "-m", "conveyor.cli")
 #: Restart backoff: BASE * 2^(crashes in a row - 1), capped.
 RESTART_BASE_S = 0.5
 RESTART_CAP_S = 30.0
+#: How a command reports a broken setting before it exits (see ``conveyor.cli``).
+ERROR_LINE = b"conveyor: error:"
 #: A child that ran this long before exiting counts as having started well (backoff resets).
 STABLE_S = 10.0
 #: How long a non-worker child gets to stop after SIGTERM before SIGKILL.
@@ -166,6 +169,13 @@ def describe_exit(code: int | None) -> str:
     return str(code)
 
 
+def failed_to_start(child: _Child, code: int, ran_s: float) -> bool:
+    """Whether a child's exit is a failure to start (a setting, the catalogue, Redis), which a
+    restart would only repeat: its first run ended soon, non-zero, with a ``conveyor: error``
+    line. Crashes of a child that was running are restarted."""
+    return child.starts == 1 and code != 0 and ran_s < STABLE_S and child.error_line is not None
+
+
 def restart_delay_s(crashes_in_a_row: int) -> float:
     """Backoff before restarting a child that has crashed ``crashes_in_a_row`` times."""
     return float(min(RESTART_BASE_S * 2 ** max(crashes_in_a_row - 1, 0), RESTART_CAP_S))
@@ -200,6 +210,8 @@ class _Child:
         self.process: asyncio.subprocess.Process | None = None
         self.task: asyncio.Task[None] | None = None
         self.starts = 0
+        #: The last ``conveyor: error: ...`` line it printed (a failure to start says why).
+        self.error_line: str | None = None
 
 
 class Supervisor:
@@ -224,6 +236,8 @@ class Supervisor:
         self._width = max([len(s.name) for s in specs] + [7])
         self._colour = self.out.isatty()
         self._out_closed = False
+        #: Why ``up`` gave up: a child failed while starting, so restarts cannot help.
+        self.start_error: str | None = None
 
     # --- output ----------------------------------------------------------------------------------
     def _label(self, index: int, name: str) -> str:
@@ -232,7 +246,7 @@ class Supervisor:
             return text
         return f"\x1b[{31 + index % 6}m{text}\x1b[0m"
 
-    async def _pump(self, label: str, stream: asyncio.StreamReader) -> None:
+    async def _pump(self, label: str, stream: asyncio.StreamReader, child: _Child) -> None:
         while True:
             try:
                 line = await stream.readline()
@@ -240,6 +254,8 @@ class Supervisor:
                 line = await stream.read(65_536)
             if not line:
                 return
+            if line.startswith(ERROR_LINE):
+                child.error_line = line.decode(errors="replace").strip()
             if self._out_closed:  # keep draining the child's pipe so it never blocks
                 continue
             try:
@@ -280,7 +296,7 @@ class Supervisor:
                 extra={"fields": {"name": spec.name, "pid": process.pid, "start": child.starts}},
             )
             assert process.stdout is not None
-            pump = asyncio.create_task(self._pump(label, process.stdout))
+            pump = asyncio.create_task(self._pump(label, process.stdout, child))
             code = await process.wait()
             # Output still held open by an orphaned grandchild must not hang the supervisor.
             with contextlib.suppress(TimeoutError):
@@ -289,6 +305,9 @@ class Supervisor:
                 return
             if code == 0 and spec.restart == "on-failure":
                 log.info("child_finished", extra={"fields": {"name": spec.name}})
+                return
+            if failed_to_start(child, code, time.monotonic() - started):
+                self._give_up(child)
                 return
             crashes = 1 if time.monotonic() - started >= STABLE_S else crashes + 1
             delay = restart_delay_s(crashes)
@@ -305,6 +324,13 @@ class Supervisor:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), delay)
+
+    def _give_up(self, child: _Child) -> None:
+        assert child.error_line is not None
+        reason = child.error_line.removeprefix(ERROR_LINE.decode()).strip()
+        self.start_error = f"the {child.spec.name} could not start: {reason}"
+        log.error("child_failed_to_start", extra={"fields": {"name": child.spec.name}})
+        self.request_stop()
 
     # --- the whole -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -428,11 +454,15 @@ async def supervise(settings: Settings, plan: UpPlan, url: str, out: TextIO) -> 
     out.write(banner(settings, plan, specs, url) + "\n")
     out.flush()
     await supervisor.run()
+    if supervisor.start_error is not None:
+        raise ConveyorError(supervisor.start_error)
 
 
 def run(settings: Settings, plan: UpPlan, out: TextIO | None = None) -> int:
     """Run until SIGINT/SIGTERM; answers the exit code (0 after an orderly stop)."""
     check_ports_free(children(settings, plan))
+    # A catalogue that does not import is one error here, before any child starts.
+    load_registry(settings.tasks)
     with redis_url(settings) as url:
         asyncio.run(supervise(settings, plan, url, out or sys.stdout))
     log.info("up_stopped", extra={"fields": {}})

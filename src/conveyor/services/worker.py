@@ -10,8 +10,10 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from multiprocessing.queues import SimpleQueue
 
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
@@ -28,6 +30,9 @@ log = logging.getLogger("conveyor.service.worker")
 
 #: Exit code of a worker process that ended itself because its event loop was blocked.
 EXIT_LOOP_BLOCKED = 70
+#: Exit code of a worker process that failed before it took jobs (a setting, the catalogue,
+#: Redis): restarting it cannot help, so the supervisor stops (sysexits' EX_CONFIG).
+EXIT_START_FAILED = 78
 #: Restart delays for crashed worker processes (doubling up to the cap).
 RESTART_BASE_S = 0.5
 RESTART_CAP_S = 30.0
@@ -49,8 +54,14 @@ def worker_options(settings: Settings) -> WorkerOptions:
     )
 
 
-async def serve(settings: Settings, url: str) -> None:
-    """Run one worker in this process until SIGTERM or SIGINT, then drain gracefully."""
+def _nothing() -> None:
+    return None
+
+
+async def serve(settings: Settings, url: str, started: Callable[[], None] = _nothing) -> None:
+    """Run one worker in this process until SIGTERM or SIGINT, then drain gracefully.
+
+    ``started`` is called once the worker is set up and about to take jobs."""
     registry = load_registry(settings.tasks)
     redis = await open_checked(settings, url)
     options = worker_options(settings)
@@ -82,6 +93,7 @@ async def serve(settings: Settings, url: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     watchdog.start()
+    started()
     try:
         await worker.run(grace_s=settings.shutdown_grace_s)
     finally:
@@ -119,18 +131,27 @@ def limit_memory(max_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _serve_process(settings: Settings, url: str) -> None:
+def _serve_process(settings: Settings, url: str, started: Callable[[], None] = _nothing) -> None:
     limit_memory(settings.max_memory_mb)
-    asyncio.run(serve(settings, url))
+    asyncio.run(serve(settings, url, started))
 
 
-def _child(settings: Settings, url: str) -> None:
+def _child(settings: Settings, url: str, index: int, errors: SimpleQueue[str]) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    running = False
+
+    def started() -> None:
+        nonlocal running
+        running = True
+
     try:
-        _serve_process(settings, url)
+        _serve_process(settings, url, started)
     except ConveyorError as exc:
-        log.error("worker_error", extra={"fields": {"error": str(exc)}})
-        sys.exit(1)
+        if running:
+            log.error("worker_error", extra={"fields": {"error": str(exc)}})
+            sys.exit(1)
+        errors.put(f"worker process {index} could not start: {exc}")
+        sys.exit(EXIT_START_FAILED)
 
 
 def run(settings: Settings) -> int:
@@ -139,11 +160,16 @@ def run(settings: Settings) -> int:
         if settings.processes == 1:
             _serve_process(settings, url)
             return 0
+        # A catalogue that does not import is one error here, not N restarting children.
+        load_registry(settings.tasks)
         return _supervise(settings, url)
 
 
 class _Supervisor:
-    """Runs N worker processes; restarts one that dies (with backoff) until told to stop."""
+    """Runs N worker processes; restarts one that dies (with backoff) until told to stop.
+
+    A process that fails before it takes jobs (EXIT_START_FAILED) stops them all: its error is
+    raised as the supervisor's own, since a restart would fail the same way."""
 
     def __init__(self, settings: Settings, url: str) -> None:
         self.settings = settings
@@ -153,10 +179,14 @@ class _Supervisor:
         self.started_at: dict[int, float] = {}
         self.delays: dict[int, float] = {}
         self.stopping = False
+        self.errors: SimpleQueue[str] = self.ctx.SimpleQueue()
+        self.start_error: str | None = None
 
     def start(self, index: int) -> None:
         child: BaseProcess = self.ctx.Process(
-            target=_child, args=(self.settings, self.url), name=f"conveyor-worker-{index}"
+            target=_child,
+            args=(self.settings, self.url, index, self.errors),
+            name=f"conveyor-worker-{index}",
         )
         child.start()
         self.children[index] = child
@@ -184,11 +214,23 @@ class _Supervisor:
                     continue
                 del self.children[index]
                 code = child.exitcode or 0
+                if code == EXIT_START_FAILED and self.start_error is None:
+                    self._give_up()
+                    continue
                 if self.stopping:
                     failed |= code not in clean
                     continue
                 self._restart_later(index, code)
+        if self.start_error is not None:
+            raise ConveyorError(self.start_error)
         return 1 if failed else 0
+
+    def _give_up(self) -> None:
+        """A process could not start: stop the others; ``run`` raises its error."""
+        self.start_error = (
+            self.errors.get() if not self.errors.empty() else "a worker process could not start"
+        )
+        self.forward(signal.SIGTERM, None)
 
     def _restart_later(self, index: int, code: int) -> None:
         ran_s = time.monotonic() - self.started_at[index]
