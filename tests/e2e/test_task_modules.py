@@ -59,6 +59,17 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.wait()
 
 
+def start(args: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(CONSOLE_SCRIPT), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def conveyor(
     *args: str, cwd: Path, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -84,14 +95,7 @@ async def test_console_script_imports_tasks_from_the_current_directory(
     redis: Redis,
     settings: Settings,
 ) -> None:
-    proc = subprocess.Popen(
-        [str(CONSOLE_SCRIPT), "worker", "--processes", "2"],
-        cwd=app_dir,
-        env=app_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = start(["worker", "--processes", "2"], cwd=app_dir, env=app_env)
     procs.append(proc)
     client = QueueClient(redis, queue=settings.queue, prefix=settings.prefix, pipelined=False)
     job_id = await client.enqueue("hello", {})
@@ -119,9 +123,7 @@ def test_a_worker_process_that_cannot_start_stops_the_supervisor(
 ) -> None:
     """A Redis with an eviction policy is refused by each worker process as it starts; the
     supervisor used to restart them for ever with a growing backoff."""
-    server = RedisServer(
-        tmp_path / "lru", extra_args=["--maxmemory-policy", "allkeys-lru"]
-    ).start()
+    server = RedisServer(tmp_path / "lru", extra_args=["--maxmemory-policy", "allkeys-lru"]).start()
     try:
         env = {**app_env, "CONVEYOR_REDIS_URL": server.url}
         result = conveyor("worker", "--processes", "2", cwd=app_dir, env=env)
@@ -137,9 +139,7 @@ def test_a_worker_process_that_cannot_start_stops_the_supervisor(
 def test_up_stops_with_the_error_of_a_child_that_cannot_start(
     app_dir: Path, app_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server = RedisServer(
-        tmp_path / "lru", extra_args=["--maxmemory-policy", "allkeys-lru"]
-    ).start()
+    server = RedisServer(tmp_path / "lru", extra_args=["--maxmemory-policy", "allkeys-lru"]).start()
     try:
         env = {**app_env, "CONVEYOR_REDIS_URL": server.url}
         result = conveyor("up", "--no-api", "--no-monitor", "-w", "1", cwd=app_dir, env=env)
