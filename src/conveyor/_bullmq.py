@@ -153,6 +153,27 @@ _KEY_TYPES = (
     "marker",
     "de",
 )
+#: Names BullMQ keeps directly under a queue's prefix besides those above (QueueKeys): Node's
+#: ``migrations`` set, the old ``delay`` key that obliterate still deletes, and the roots of
+#: the metrics (``metrics:completed``) and deduplication (``dn:{id}``) keys.
+_OTHER_KEY_NAMES = ("migrations", "delay", "metrics", "dn")
+#: Conveyor's own keys under a queue's prefix all start ``{prefix}:{queue}:conveyor:``.
+CONVEYOR_KEY_SPACE = "conveyor"
+#: Ids no job may have: each one is (or roots) one of the queue's own keys, which a job hash
+#: (``{prefix}:{queue}:{id}``) would overwrite or a removal would delete.
+RESERVED_JOB_IDS = frozenset({*_KEY_TYPES, *_OTHER_KEY_NAMES, CONVEYOR_KEY_SPACE} - {""})
+
+
+def is_job_id(job_id: object) -> bool:
+    """Whether ``job_id`` can name a job of a queue at all: a non-empty string without ``:``
+    (every key beyond the job hash itself is ``{id}:…``) that is not one of the queue's own
+    key names. Anything else is answered "not found" without touching Redis."""
+    return (
+        isinstance(job_id, str)
+        and bool(job_id)
+        and ":" not in job_id
+        and job_id not in RESERVED_JOB_IDS
+    )
 
 
 def now_ms() -> int:
@@ -302,10 +323,10 @@ def _state(raw: Any) -> JobState:
         return JobState.UNKNOWN
 
 
-def script_error(code: int, job_id: str, command: str) -> ConveyorError:
+def script_error(code: int, job_id: str, command: str, *, queue: str) -> ConveyorError:
     """Translate a BullMQ script's negative return code into a Conveyor error."""
     if code == _CODE_MISSING_JOB:
-        return JobNotFoundError(job_id, command)
+        return JobNotFoundError(job_id, queue)
     if code in (_CODE_MISSING_LOCK, _CODE_LOCK_MISMATCH):
         return JobLockLostError(f"{command}: job {job_id} is no longer locked by this worker")
     if code == _CODE_NOT_IN_STATE:
@@ -505,7 +526,7 @@ class BullQueue:
         )
         raw = await self._run("moveToFinished", keys, args, None)
         if isinstance(raw, int) and raw < 0:
-            raise script_error(raw, job_id, "moveToFinished")
+            raise script_error(raw, job_id, "moveToFinished", queue=self.name)
         return _fetched(raw)
 
     async def fail(
@@ -569,7 +590,7 @@ class BullQueue:
         if isinstance(moved, Exception):
             raise moved
         if isinstance(moved, int) and moved < 0:
-            raise script_error(moved, job.id, "moveToFinished")
+            raise script_error(moved, job.id, "moveToFinished", queue=self.name)
         return _fetched(moved)
 
     async def retry_later(
@@ -602,7 +623,7 @@ class BullQueue:
             )
             command = "retryJob"
         if isinstance(raw, int) and raw < 0:
-            raise script_error(raw, job_id, command)
+            raise script_error(raw, job_id, command, queue=self.name)
 
     async def release_to_wait(self, job_id: str, token: str) -> None:
         """Give an active job back to the queue unfinished (used at shutdown)."""
@@ -765,7 +786,7 @@ class BullQueue:
             await self._forget(job_id, record_key, index_key, pipe)
             raw, _ = await pipe.execute()
         if isinstance(raw, int) and raw < 0:
-            raise script_error(raw, job_id, "reprocessJob")
+            raise script_error(raw, job_id, "reprocessJob", queue=self.name)
 
     async def retry_all(self, state: JobState, count: int = 1000) -> int:
         """Move up to ``count`` jobs of a finished state back to wait; answers how many remain."""
@@ -785,7 +806,7 @@ class BullQueue:
         keys = [self.job_key(job_id), self.keys["events"], self.keys["meta"]]
         raw = await self._run("updateProgress", keys, [job_id, dumps(progress)], None)
         if isinstance(raw, int) and raw < 0:
-            raise script_error(raw, job_id, "updateProgress")
+            raise script_error(raw, job_id, "updateProgress", queue=self.name)
 
     async def add_log(self, job_id: str, row: str, keep: int = 0) -> int:
         keys = [self.job_key(job_id), self.job_key(job_id) + ":logs"]

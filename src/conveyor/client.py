@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from conveyor._bullmq import BullQueue, JobInfo, dumps
+from conveyor._bullmq import RESERVED_JOB_IDS, BullQueue, JobInfo, dumps, is_job_id
 from conveyor.config import Settings
 from conveyor.errors import JobNotFoundError, JobOptionsError, JobStateError
 from conveyor.jobs import (
@@ -126,10 +126,15 @@ def build_options(
             raise JobOptionsError(
                 f"options.jobId must be a string of 1 to {MAX_JOB_ID_LENGTH} characters"
             )
-        if ":" in given_id:
-            raise JobOptionsError("options.jobId must not contain ':'")
+        if ":" in given_id or "/" in given_id:
+            raise JobOptionsError("options.jobId must not contain ':' or '/'")
         if given_id.isdigit():
             raise JobOptionsError("options.jobId must not be an integer (BullMQ reserves those)")
+        if given_id in RESERVED_JOB_IDS:
+            raise JobOptionsError(
+                f"options.jobId {given_id!r} is the name of one of the queue's own keys; "
+                f"reserved: {', '.join(sorted(RESERVED_JOB_IDS))}"
+            )
     final_id = given_id or str(uuid.uuid4())
     opts["jobId"] = final_id
     for key in ("delay", "priority"):
@@ -241,13 +246,28 @@ class QueueClient:
         return [str(s) for s in stored]
 
     # --- look ----------------------------------------------------------------------------------
+    def _check_id(self, job_id: str) -> None:
+        """JobNotFoundError, before anything touches Redis, for an id that cannot name a job
+        (one of the queue's own key names, an id with ``:``): those keys are not jobs."""
+        if not is_job_id(job_id):
+            raise JobNotFoundError(job_id, self.queue)
+
+    async def find_job(self, job_id: str) -> JobInfo | None:
+        """The job ``job_id`` names, or None (also for ids that cannot name a job)."""
+        if not is_job_id(job_id):
+            return None
+        return await self.bull.get_job(job_id)
+
     async def get_job(self, job_id: str) -> JobView:
+        self._check_id(job_id)
         info, state = await self.bull.get_job_with_state(job_id)
         if info is None:
             raise JobNotFoundError(job_id, self.queue)
         return JobView(info=info, state=state)
 
     async def get_state(self, job_id: str) -> JobState:
+        if not is_job_id(job_id):
+            return JobState.UNKNOWN
         return await self.bull.get_state(job_id)
 
     async def counts(self) -> dict[JobState, int]:
@@ -260,11 +280,14 @@ class QueueClient:
         return await self.bull.get_jobs(ids)
 
     async def job_logs(self, job_id: str) -> list[str]:
+        self._check_id(job_id)
         return await self.bull.get_logs(job_id)
 
     async def failure_record(self, job_id: str) -> dict[str, str] | None:
         """The record of a permanently failed job, if any: ``failedJobs:{jobId}``, or
         ``failedJobs:{queue}:{jobId}`` for BullMQ counter ids (see ``failure_record_key``)."""
+        if not is_job_id(job_id):
+            return None
         raw = await self.redis.hgetall(
             failure_record_key(self.failed_key_prefix, job_id, queue=self.queue)
         )
@@ -303,6 +326,7 @@ class QueueClient:
 
     async def remove(self, job_id: str) -> None:
         """Remove a job that is not running (waiting, delayed, finished) and its record."""
+        self._check_id(job_id)
         if await self.bull.get_job(job_id) is None:
             raise JobNotFoundError(job_id, self.queue)
         removed = await self.bull.remove(

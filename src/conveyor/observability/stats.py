@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from conveyor._bullmq import CONVEYOR_KEY_SPACE
 from conveyor.hooks import JobEvent
 
 log = logging.getLogger("conveyor.stats")
@@ -57,7 +58,7 @@ _TOTAL_COUNTERS = ("completed", "failed", "retried")
 
 def stats_base(prefix: str, queue: str) -> str:
     """Where a queue's history keys start."""
-    return f"{prefix}:{queue}:conveyor:"
+    return f"{prefix}:{queue}:{CONVEYOR_KEY_SPACE}:"
 
 
 def minute_key(prefix: str, queue: str, minute: int) -> str:

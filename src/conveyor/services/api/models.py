@@ -17,11 +17,12 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    JsonValue,
     Tag,
     field_validator,
 )
 
-from conveyor._bullmq import JobInfo
+from conveyor._bullmq import RESERVED_JOB_IDS, JobInfo
 from conveyor.client import MAX_JOB_ID_LENGTH, MAX_PRIORITY
 from conveyor.jobs import JobState
 
@@ -90,6 +91,10 @@ Keep = Annotated[
 ]
 
 
+#: The queue's own key names, which no jobId may be (in the published schema).
+_RESERVED_IDS: list[JsonValue] = [name for name in sorted(RESERVED_JOB_IDS)]
+
+
 class JobOptions(_Strict):
     """BullMQ job options. Omitted ones take the task's or the queue's defaults."""
 
@@ -110,10 +115,11 @@ class JobOptions(_Strict):
         default=None,
         min_length=1,
         max_length=MAX_JOB_ID_LENGTH,
-        pattern=r"^[^:]+$",
-        json_schema_extra={"not": {"pattern": "^[0-9]+$"}},
-        description="Your own job id (no ':', not all digits). Adding an id that exists returns "
-        "the existing job (BullMQ's rule). Not with an Idempotency-Key header.",
+        pattern=r"^[^:/]+$",
+        json_schema_extra={"not": {"anyOf": [{"pattern": "^[0-9]+$"}, {"enum": _RESERVED_IDS}]}},
+        description="Your own job id (no ':' or '/', not all digits, not one of the queue's "
+        "own key names such as 'wait' or 'meta'). Adding an id that exists returns the existing "
+        "job (BullMQ's rule). Not with an Idempotency-Key header.",
     )
     lifo: bool | None = Field(default=None, description="Run before the jobs already waiting.")
     removeOnComplete: Keep | None = Field(

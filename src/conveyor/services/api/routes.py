@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from conveyor.errors import JobNotFoundError
 from conveyor.jobs import COUNTED_STATES, JobState
 from conveyor.services.api.body import (
     check_declared_length,
@@ -43,6 +44,7 @@ from conveyor.services.api.problems import (
     ProblemError,
 )
 from conveyor.services.api.state import ApiState, state_of
+from conveyor.services.runtime import encoded_slash_segment
 
 router = APIRouter()
 
@@ -152,16 +154,27 @@ async def enqueue_bulk(request: Request, idempotency_key: IdempotencyKey = None)
     return Response(orjson.dumps(content), status_code=201, media_type="application/json")
 
 
+def _job_state(request: Request) -> ApiState:
+    """The app's state, after checking that the path's job id is the one the client sent: an
+    encoded ``/`` (``/jobs/x%2Flogs``) names no job (ids never contain ``/``), it must not
+    reach job ``x``."""
+    state = state_of(request)
+    sent = encoded_slash_segment(request.scope)
+    if sent is not None:
+        raise JobNotFoundError(sent, state.settings.queue)
+    return state
+
+
 @router.get("/jobs/{job_id}", summary="A job's state and history", responses=_errors(404))
 async def get_job(request: Request, job_id: JobId) -> JobStatus:
-    state = state_of(request)
+    state = _job_state(request)
     view = await state.bounded(state.client.get_job(job_id))
     return JobStatus.of(view.info, view.state, state.settings.queue)
 
 
 @router.get("/jobs/{job_id}/logs", summary="Lines the task logged", responses=_errors(404))
 async def get_job_logs(request: Request, job_id: JobId) -> JobLogs:
-    state = state_of(request)
+    state = _job_state(request)
     view = await state.bounded(state.client.get_job(job_id))
     return JobLogs(id=view.id, logs=await state.bounded(state.client.job_logs(job_id)))
 
@@ -173,7 +186,7 @@ async def get_job_logs(request: Request, job_id: JobId) -> JobLogs:
 )
 async def retry_job(request: Request, job_id: JobId) -> JobStatus:
     """The job goes back to waiting with its attempts reset (its failure record is dropped)."""
-    state = state_of(request)
+    state = _job_state(request)
     await state.bounded(state.client.retry(job_id))
     view = await state.bounded(state.client.get_job(job_id))
     return JobStatus.of(view.info, view.state, state.settings.queue)
@@ -187,7 +200,7 @@ async def retry_job(request: Request, job_id: JobId) -> JobStatus:
 )
 async def remove_job(request: Request, job_id: JobId) -> Response:
     """Waiting and delayed jobs are cancelled, finished ones removed; 409 while one runs."""
-    state = state_of(request)
+    state = _job_state(request)
     await state.bounded(state.client.remove(job_id))
     return Response(status_code=204)
 

@@ -34,7 +34,7 @@ from conveyor.services.monitor.jobs import (
     parse_state,
 )
 from conveyor.services.monitor.sse import Broadcaster, event_stream
-from conveyor.services.runtime import open_checked
+from conveyor.services.runtime import encoded_slash_segment, open_checked
 
 log = logging.getLogger("conveyor.monitor")
 
@@ -220,8 +220,17 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
         result = await list_jobs(client, parse_state(state), page=page, size=size, search=q)
         return result.to_json()
 
+    def _sent_id(request: Request, queue: str, job_id: str) -> str:
+        """The path's job id as the client sent it: an encoded ``/`` names no job (ids never
+        contain one), it must not reach another route (``x%2Fretry``)."""
+        sent = encoded_slash_segment(request.scope)
+        if sent is not None:
+            raise JobNotFoundError(sent, queue)
+        return job_id
+
     @app.get("/api/queues/{queue}/jobs/{job_id}", tags=["read"])
-    async def job(_: Viewer, queue: str, job_id: str) -> dict[str, Any]:
+    async def job(_: Viewer, request: Request, queue: str, job_id: str) -> dict[str, Any]:
+        job_id = _sent_id(request, queue, job_id)
         return await job_detail(await rt.inspector.client(queue), job_id)
 
     @app.get("/api/queues/{queue}/errors", tags=["read"])
@@ -241,11 +250,13 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
 
     # --- acting ----------------------------------------------------------------------------------
     @app.post("/api/queues/{queue}/jobs/{job_id}/retry", tags=["act"])
-    async def retry(who: Actor, queue: str, job_id: str) -> dict[str, Any]:
+    async def retry(who: Actor, request: Request, queue: str, job_id: str) -> dict[str, Any]:
+        job_id = _sent_id(request, queue, job_id)
         return await rt.actions.retry(queue, job_id, who.user)
 
     @app.delete("/api/queues/{queue}/jobs/{job_id}", tags=["act"])
-    async def remove(who: Actor, queue: str, job_id: str) -> dict[str, Any]:
+    async def remove(who: Actor, request: Request, queue: str, job_id: str) -> dict[str, Any]:
+        job_id = _sent_id(request, queue, job_id)
         return await rt.actions.remove(queue, job_id, who.user)
 
     @app.post("/api/queues/{queue}/retry-failed", tags=["act"])

@@ -144,7 +144,7 @@ async def _search(
 ) -> JobPage:
     lowered = needle.lower()
     matches: list[tuple[str, JobState]] = []
-    exact = await client.bull.get_job(needle) if ":" not in needle else None
+    exact = await client.find_job(needle)  # None for the queue's own key names
     if exact is not None:
         matches.append((exact.id, await client.get_state(exact.id)))
     ids = await client.bull.get_range([state], 0, SEARCH_WINDOW - 1)
