@@ -53,6 +53,16 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class RetriedFailed:
+    """What ``retry_all_failed`` did."""
+
+    #: Jobs sent back to wait.
+    retried: int
+    #: Members of the failed set with no job hash: nothing to retry, left as they are.
+    orphans: list[str]
+
+
+@dataclass(frozen=True)
 class JobView:
     """A job with its current state."""
 
@@ -310,19 +320,35 @@ class QueueClient:
             index_key=failure_index_key(self.failed_key_prefix),
         )
 
-    async def retry_all_failed(self) -> int:
-        """Send every failed job back to wait; answers how many were moved."""
-        total = 0
-        while True:
-            ids = await self.bull.get_range([JobState.FAILED], 0, 999)
+    async def retry_all_failed(self, *, batch: int = 1000) -> RetriedFailed:
+        """Send the failed jobs back to wait, oldest first, ``batch`` ids per read.
+
+        Bounded: it looks at no more entries than the failed set held when it began (jobs that
+        fail again meanwhile wait for the next call). An entry with no job hash (an orphan,
+        which BullMQ's retry cannot move) is left where it is and reported, as are entries
+        whose job is in another state by now.
+        """
+        budget = await self.redis.zcard(self.bull.keys["failed"])
+        retried, kept, seen = 0, 0, 0
+        orphans: list[str] = []
+        while seen < budget:
+            ids = await self.bull.get_range(
+                [JobState.FAILED], kept, kept + min(batch, budget - seen) - 1, ascending=True
+            )
             if not ids:
-                return total
+                break
             for job_id in ids:
+                seen += 1
                 try:
                     await self.retry(job_id)
-                    total += 1
-                except (JobNotFoundError, JobStateError):
-                    continue
+                    retried += 1
+                except JobStateError:
+                    kept += 1
+                except JobNotFoundError:
+                    if await self.redis.zscore(self.bull.keys["failed"], job_id) is not None:
+                        kept += 1
+                        orphans.append(job_id)
+        return RetriedFailed(retried=retried, orphans=orphans)
 
     async def remove(self, job_id: str) -> None:
         """Remove a job that is not running (waiting, delayed, finished) and its record."""

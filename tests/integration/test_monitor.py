@@ -322,9 +322,44 @@ async def test_retry_all_failed(
 
     reply = await monitor.post(f"/api/queues/{settings.queue}/retry-failed", headers=ACT)
 
-    assert reply.json() == {"retried": 4}
+    assert reply.json() == {"retried": 4, "orphans": 0, "orphan_ids": []}
     counts = await client.counts()
     assert (counts[JobState.FAILED], counts[JobState.WAITING]) == (0, 4)
+
+
+async def test_retry_all_failed_skips_and_reports_orphans(
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+    registry: TaskRegistry,
+    settings: Settings,
+    redis: Redis,
+) -> None:
+    """A failed-set member with no job hash cannot be retried: it used to make retry-all loop
+    for ever. Now it is left in place and reported, and every real failed job is retried."""
+    client = make_client()
+    ids = await _fail_jobs(client, make_worker, registry, ["x"] * 5)
+    failed_key = f"{settings.prefix}:{settings.queue}:failed"
+    scores = [float(s) for _, s in await redis.zrange(failed_key, 0, -1, withscores=True)]
+    ghosts = {"ghost-first": scores[0] - 1, "ghost-middle": scores[2], "ghost-last": scores[-1] + 1}
+    await redis.zadd(failed_key, ghosts)
+
+    done = await asyncio.wait_for(client.retry_all_failed(batch=2), 10)
+    assert done.retried == 5
+    assert sorted(done.orphans) == sorted(ghosts)
+    assert {await client.get_state(job_id) for job_id in ids} == {JobState.WAITING}
+    assert set(await redis.zrange(failed_key, 0, -1)) == set(ghosts)
+
+    await client.enqueue_many([JobSpec("boom", {"message": "y"}, {"attempts": 1})] * 2)
+    worker = make_worker(registry)  # the five retried fail again, with two more
+    await wait_for(lambda: _count(client, JobState.FAILED, 3 + 7), message="jobs did not fail")
+    worker.stop()
+    await wait_for(lambda: not worker.running)
+    async with serve_monitor(settings) as monitor:
+        reply = await monitor.post(f"/api/queues/{settings.queue}/retry-failed", headers=ACT)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["retried"] == 7
+    assert reply.json()["orphans"] == 3
+    assert sorted(reply.json()["orphan_ids"]) == sorted(ghosts)
 
 
 async def test_remove_a_job(

@@ -44,9 +44,15 @@ class Actions:
 
     async def retry_failed(self, queue: str, user: str | None) -> dict[str, Any]:
         client = await self.inspector.client(queue)
-        count = await client.retry_all_failed()
-        self._audit("retry_all_failed", queue, user, count=count)
-        return {"retried": count}
+        done = await client.retry_all_failed()
+        orphans = len(done.orphans)
+        self._audit("retry_all_failed", queue, user, count=done.retried, orphans=orphans)
+        if orphans:
+            log.warning(
+                "failed_set_orphans",
+                extra={"fields": {"queue": queue, "count": orphans, "sample": done.orphans[:10]}},
+            )
+        return {"retried": done.retried, "orphans": orphans, "orphan_ids": done.orphans[:100]}
 
     async def pause(self, queue: str, user: str | None) -> dict[str, Any]:
         client = await self.inspector.client(queue)

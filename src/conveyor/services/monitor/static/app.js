@@ -512,7 +512,8 @@
     $("#btn-retry-all").addEventListener("click", () => {
       const s = summary();
       act("Retry all failed jobs?", num(s ? s.counts.failed : 0) + " failed jobs of " + ui.queue + " go back to the wait list.", "Retry all",
-        () => api("/api/queues/" + q(ui.queue) + "/retry-failed", { method: "POST" }), (r) => r.retried + " jobs sent back to the queue.");
+        () => api("/api/queues/" + q(ui.queue) + "/retry-failed", { method: "POST" }),
+        (r) => r.retried + " jobs sent back to the queue." + (r.orphans ? " " + num(r.orphans) + " entries of the failed set have no job and were left as they are." : ""));
     });
     let searchTimer = null;
     $("#search").addEventListener("input", (ev) => {
