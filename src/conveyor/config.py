@@ -236,6 +236,47 @@ class Settings(BaseSettings):
     def _split_api_lists(cls, value: object) -> object:
         return _split_csv(value)
 
+    # --- HTTP (the API and the monitor) ---------------------------------------------------------
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated host names the API and the monitor answer to, besides "
+        "localhost, *.localhost, any IP address and their own --host (a guard against DNS "
+        "rebinding). Add the names clients use, e.g. `api,monitor,queue.example.com`; '*' "
+        "accepts any.",
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A client must send a request's headers within this time (seconds) of "
+        "its first byte (or of connecting); else 408 and the connection is closed.",
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A client must send a request's whole body within this time (seconds) of "
+        "its headers; else 408 and the connection is closed.",
+    )
+    http_keep_alive_s: int = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description="An idle keep-alive connection is closed after this time (seconds).",
+    )
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Open connections per server process; beyond it a new connection is "
+        "answered 503 and closed. Keep it below the file-descriptor limit (ulimit -n).",
+    )
+
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        return _split_csv(value)
+
     # --- Monitor service (conveyor monitor) -----------------------------------------------------
     monitor_host: str = Field(
         default="127.0.0.1",

@@ -65,6 +65,10 @@ INVALID_OPTIONS = ProblemType("invalid-options", 422, "Invalid job options")
 IDEMPOTENCY_KEY_REUSED = ProblemType(
     "idempotency-key-reused", 422, "Idempotency-Key reused for a different job"
 )
+#: Answered by the server's protocol (services/serving.py), before the app sees a request.
+MALFORMED_REQUEST = ProblemType("malformed-request", 400, "Malformed HTTP request")
+REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "Request timeout")
+TOO_MANY_CONNECTIONS = ProblemType("too-many-connections", 503, "Too many connections")
 INTERNAL = ProblemType("internal-error", 500, "Internal server error")
 REDIS_UNAVAILABLE = ProblemType("redis-unavailable", 503, "Redis is unavailable")
 OVERLOADED = ProblemType("overloaded", 503, "Too many enqueues waiting for Redis")
@@ -87,6 +91,9 @@ ALL_TYPES = (
     INTERNAL,
     REDIS_UNAVAILABLE,
     OVERLOADED,
+    MALFORMED_REQUEST,
+    REQUEST_TIMEOUT,
+    TOO_MANY_CONNECTIONS,
 )
 _BY_STATUS = {
     400: MALFORMED_JSON,

@@ -17,12 +17,14 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from conveyor.config import Settings
 from conveyor.observability.logging import configure_logging
 from conveyor.registry import load_registry
 from conveyor.services.api.app import create_app
 from conveyor.services.runtime import open_checked, redis_url
+from conveyor.services.serving import ConnectionLimits, ServingConfig
 
 #: Carries the parent's settings (with the resolved Redis URL) to worker processes.
 SETTINGS_ENV = "CONVEYOR_API_PROCESS_SETTINGS"
@@ -69,6 +71,7 @@ def _server_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_s,
         "lifespan": "on",
+        "ws": "none",
     }
 
 
@@ -94,8 +97,11 @@ def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before the exit."""
     with redis_url(settings) as url:
         asyncio.run(_preflight(settings, url))
+        limits = ConnectionLimits.from_settings(settings)
         if settings.api_workers == 1:
-            config = uvicorn.Config(create_app(settings, url), **_server_options(settings))
+            config = ServingConfig(
+                create_app(settings, url), limits=limits, **_server_options(settings)
+            )
             config.load_app()
             server = _Server(config)
             with contextlib.suppress(KeyboardInterrupt):
@@ -104,10 +110,14 @@ def run(settings: Settings) -> None:
                 raise SystemExit(STARTUP_FAILURE)
             return
         os.environ[SETTINGS_ENV] = _dump(settings.model_copy(update={"redis_url": url}))
-        uvicorn.run(
+        config = ServingConfig(
             "conveyor.services.api.server:app_from_environment",
+            limits=limits,
             factory=True,
             workers=settings.api_workers,
             timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
             **_server_options(settings),
         )
+        # What uvicorn.run does for several workers, with our config (and its protocol).
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[config.bind_socket()]).run()

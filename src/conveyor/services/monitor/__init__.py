@@ -8,10 +8,13 @@ import ipaddress
 import logging
 import socket
 
+import uvicorn
+
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError
 from conveyor.services.monitor.app import create_app
 from conveyor.services.runtime import open_checked, redis_url
+from conveyor.services.serving import ConnectionLimits, ServingConfig
 
 __all__ = ["create_app", "run"]
 
@@ -50,8 +53,6 @@ async def _check_redis(settings: Settings, url: str) -> None:
 
 def run(settings: Settings) -> None:
     """Serve the monitor on ``settings.monitor_host:monitor_port`` until SIGINT or SIGTERM."""
-    import uvicorn  # only the monitor needs it
-
     with redis_url(settings) as url:
         _check_port(settings.monitor_host, settings.monitor_port)
         asyncio.run(_check_redis(settings, url))  # a clear error now, not a failed start-up
@@ -65,8 +66,9 @@ def run(settings: Settings) -> None:
                     }
                 },
             )
-        config = uvicorn.Config(
+        config = ServingConfig(
             create_app(settings, url),
+            limits=ConnectionLimits.from_settings(settings),
             host=settings.monitor_host,
             port=settings.monitor_port,
             log_config=None,

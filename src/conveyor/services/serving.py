@@ -1,0 +1,245 @@
+"""How the API and the monitor are served: uvicorn with bounds on what a client may hold open.
+
+uvicorn alone waits for ever on a client that sends its headers or its body slowly, accepts
+connections until the process runs out of file descriptors, closes a ``Connection: close``
+request whose body it did not read (the kernel then resets the connection, so the client never
+sees the 413 it was sent), and answers malformed HTTP in ``text/plain``. ``GuardedProtocol``
+(uvicorn's httptools protocol with a few overrides) adds:
+
+- a header deadline from the connection's first byte (or each request's first byte);
+- a body deadline from the end of the headers to the end of the body;
+- a cap on open connections: beyond it a new connection is answered 503 and closed;
+- a lingering close: an answer given before the body has arrived is sent, the rest of the body
+  read and dropped (bounded in time and bytes), and only then the connection closed;
+- problem+json for malformed HTTP (400), a timeout (408) and the cap (503).
+
+The idle (keep-alive) timeout is uvicorn's own ``timeout_keep_alive``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from conveyor.config import Settings
+
+log = logging.getLogger("conveyor.http")
+
+#: Longest time, and most bytes, read and dropped after an early answer before closing.
+LINGER_S = 5.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
+#: How long a connection over the cap may take to read its 503 before it is closed.
+REFUSED_LINGER_S = 1.0
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client connection may hold (seconds; connections per server process)."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: int = 5
+    max_connections: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        return cls(
+            header_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
+            keep_alive_s=settings.http_keep_alive_s,
+            max_connections=settings.http_max_connections,
+        )
+
+
+def problem_bytes(
+    status: int, reason: bytes, slug: str, title: str, detail: str, **headers: str
+) -> bytes:
+    """A whole HTTP/1.1 problem+json response that closes the connection."""
+    body = orjson.dumps(
+        {"type": f"urn:conveyor:problem:{slug}", "title": title, "status": status, "detail": detail}
+    )
+    lines = [
+        b"HTTP/1.1 %d %s" % (status, reason),
+        b"content-type: application/problem+json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+        *(f"{name}: {value}".encode("latin-1") for name, value in headers.items()),
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines, a connection cap and a lingering close."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.limits: ConnectionLimits = getattr(config, "limits", ConnectionLimits())
+        self._deadline: asyncio.TimerHandle | None = None
+        self._body_pending = False  # between a request's headers and the end of its body
+        self._lingering = False
+        self._refused = False
+        self._dropped = 0
+
+    # --- deadlines -------------------------------------------------------------------------
+    def _arm(self, seconds: float, phase: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired, phase)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, phase: str) -> None:
+        self._deadline = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        if phase in ("linger", "refused"):
+            self.transport.close()
+            return
+        cycle = self.cycle
+        if phase == "headers" and self.scope is None:
+            self.transport.close()  # nothing was sent at all: just close the idle socket
+            return
+        if phase == "headers":  # no cycle of its own yet; answer unless one is mid-response
+            can_answer = cycle is None or cycle.response_complete
+        else:
+            can_answer = cycle is not None and not cycle.response_started
+        if can_answer:
+            seconds = (
+                self.limits.header_timeout_s if phase == "headers" else self.limits.body_timeout_s
+            )
+            self.transport.write(
+                problem_bytes(
+                    408,
+                    b"Request Timeout",
+                    "request-timeout",
+                    "Request timeout",
+                    f"the request's {phase} did not arrive within {seconds:g} s",
+                )
+            )
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        log.info("http_request_timeout", extra={"fields": {"phase": phase}})
+        self.transport.close()
+
+    # --- connection ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse()
+            return
+        self._arm(self.limits.header_timeout_s, "headers")
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.transport.write(
+            problem_bytes(
+                503,
+                b"Service Unavailable",
+                "too-many-connections",
+                "Too many connections",
+                f"this server holds {self.limits.max_connections} connections already",
+                **{"retry-after": "1"},
+            )
+        )
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._arm(REFUSED_LINGER_S, "refused")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered 503 already; the request is not read
+        if self._lingering:
+            self._dropped += len(data)
+            if self._dropped > LINGER_MAX_BYTES:
+                self.transport.close()
+                return
+        super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP: a problem+json 400 instead of uvicorn's text/plain."""
+        self._disarm()
+        self.transport.write(
+            problem_bytes(400, b"Bad Request", "malformed-request", "Malformed HTTP request", msg)
+        )
+        self.transport.close()
+
+    # --- requests --------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None and not self._lingering:
+            self._arm(self.limits.header_timeout_s, "headers")
+
+    def on_headers_complete(self) -> None:
+        if self._lingering:
+            return  # a request after the one being dropped is not served
+        self._body_pending = True
+        self._arm(self.limits.body_timeout_s, "body")
+        super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:
+            self.cycle.transport = _LingeringClose(self.transport, self)  # type: ignore[assignment]
+
+    def on_message_complete(self) -> None:
+        self._body_pending = False
+        if self._lingering:
+            self.transport.close()
+            return
+        self._disarm()
+        super().on_message_complete()
+
+    def close_after_body(self) -> None:
+        """Close once the rest of the body is read and dropped (bounded), so the client,
+        which is still sending, reads the answer instead of a connection reset."""
+        if not self._body_pending or self._lingering or self.transport.is_closing():
+            self.transport.close()
+            return
+        self._lingering = True
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._arm(min(LINGER_S, self.limits.body_timeout_s), "linger")
+
+
+class _LingeringClose:
+    """The transport a request's response cycle writes to; its ``close`` lingers."""
+
+    __slots__ = ("_protocol", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol.close_after_body()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class ServingConfig(uvicorn.Config):
+    """uvicorn's config with Conveyor's protocol and connection limits (picklable, so it
+    reaches the worker processes of ``--workers N``)."""
+
+    def __init__(self, app: Any, *, limits: ConnectionLimits, **options: Any) -> None:
+        super().__init__(
+            app, http=GuardedProtocol, timeout_keep_alive=limits.keep_alive_s, **options
+        )
+        self.limits = limits

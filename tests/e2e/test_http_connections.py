@@ -1,0 +1,218 @@
+"""What a client may hold open: real ``conveyor api`` and ``conveyor monitor`` processes, real
+sockets. Slow headers and slow bodies are cut off with a 408, idle sockets closed, connections
+beyond the cap answered 503 while open ones keep working, a 413 reaches a client that sends
+its whole body first (urllib), and malformed HTTP is answered in problem+json."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conveyor.config import Settings
+from conveyor.embedded import free_port
+from conveyor.testing import wait_for_sync
+
+pytestmark = pytest.mark.e2e
+
+CONVEYOR = str(Path(sys.executable).parent / "conveyor")
+REPO = Path(__file__).resolve().parents[2]
+HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 1.5
+MAX_CONNECTIONS = 6
+#: Slack for a loaded 2-core machine on top of a deadline.
+SLACK_S = 3.0
+LIMITS = {
+    "CONVEYOR_HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+    "CONVEYOR_HTTP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+    "CONVEYOR_HTTP_KEEP_ALIVE_S": "60",
+    "CONVEYOR_HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+}
+Serve = Callable[[str], int]
+
+
+def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
+    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def serve(settings: Settings, redis_url: str) -> Iterator[Serve]:
+    """Start ``conveyor api`` or ``conveyor monitor`` with small limits; answer its port."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(service: str) -> int:
+        port = free_port()
+        env = {
+            **os.environ,
+            "CONVEYOR_REDIS_URL": redis_url,
+            "CONVEYOR_QUEUE": settings.queue,
+            "CONVEYOR_PREFIX": settings.prefix,
+            "CONVEYOR_TASKS": "tests.support.api",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            **LIMITS,
+        }
+        proc = subprocess.Popen(
+            [CONVEYOR, service, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        started.append(proc)
+        wait_for_sync(lambda: _ready(f"http://127.0.0.1:{port}/healthz", proc), timeout=30)
+        return port
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=HEADER_TIMEOUT_S + SLACK_S + 5)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _problem(raw: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"content-type: application/problem+json" in head.lower(), head
+    return status, json.loads(body)
+
+
+@pytest.mark.parametrize("service", ["api", "monitor"])
+def test_slow_headers_get_408_and_idle_sockets_are_closed(serve: Serve, service: str) -> None:
+    port = serve(service)
+    with _connect(port) as slow:
+        started = time.monotonic()
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        status, problem = _problem(_read_all(slow))
+        elapsed = time.monotonic() - started
+    assert status == 408
+    assert problem["type"] == "urn:conveyor:problem:request-timeout"
+    assert HEADER_TIMEOUT_S * 0.9 <= elapsed < HEADER_TIMEOUT_S + SLACK_S
+
+    with _connect(port) as idle:
+        started = time.monotonic()
+        assert _read_all(idle) == b""  # never sent a byte: closed without an answer
+    assert time.monotonic() - started < HEADER_TIMEOUT_S + SLACK_S
+
+
+def test_a_slow_body_is_cut_off_with_408(serve: Serve, settings: Settings) -> None:
+    port = serve("api")
+    with _connect(port) as slow:
+        slow.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 200\r\n\r\n{"name": '
+        )
+        started = time.monotonic()
+        status, problem = _problem(_read_all(slow))
+    assert status == 408
+    assert "body" in str(problem["detail"])
+    assert time.monotonic() - started < BODY_TIMEOUT_S + SLACK_S
+    queue = httpx.get(f"http://127.0.0.1:{port}/queues/{settings.queue}").json()
+    assert queue["total"] == 0
+
+
+def test_beyond_the_cap_new_connections_get_503_and_open_ones_keep_working(
+    serve: Serve,
+) -> None:
+    port = serve("api")
+    request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    held = []
+    for _ in range(MAX_CONNECTIONS):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b'{"status":"ok"}'
+        held.append(conn)  # keep-alive: each holds its connection open
+
+    with _connect(port) as extra:
+        extra.sendall(request)
+        status, problem = _problem(_read_all(extra))
+    assert status == 503
+    assert problem["type"] == "urn:conveyor:problem:too-many-connections"
+
+    for conn in held:  # the open connections are still served
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+    held.pop().close()
+
+    def served() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for_sync(served, timeout=10)  # a slot came free
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.parametrize("path", ["/enqueue", "/enqueue/bulk"])
+def test_a_413_reaches_urllib_which_sends_the_whole_body_first(
+    serve: Serve, settings: Settings, path: str
+) -> None:
+    port = serve("api")
+    body = b'{"name": "echo", "data": {"value": "' + b"x" * 6_000_000 + b'"}}'
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=30)
+    assert info.value.code == 413
+    assert json.loads(info.value.read())["type"] == "urn:conveyor:problem:body-too-large"
+
+    # Chunked, with no length announced: refused while it streams, still answered.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(
+        "POST",
+        path,
+        body=iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+        headers={"Content-Type": "application/json", "Connection": "close"},
+        encode_chunked=True,
+    )
+    assert conn.getresponse().status == 413
+    conn.close()
+    queue = httpx.get(f"http://127.0.0.1:{port}/queues/{settings.queue}").json()
+    assert queue["total"] == 0
+
+
+@pytest.mark.parametrize("service", ["api", "monitor"])
+def test_malformed_http_is_answered_in_problem_json(serve: Serve, service: str) -> None:
+    port = serve(service)
+    for raw in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n"):
+        with _connect(port) as sock:
+            sock.sendall(raw)
+            status, problem = _problem(_read_all(sock))
+        assert status == 400
+        assert problem["type"] == "urn:conveyor:problem:malformed-request"
