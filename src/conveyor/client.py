@@ -10,8 +10,14 @@ from typing import Any
 from redis.asyncio import Redis
 
 from conveyor._bullmq import RESERVED_JOB_IDS, BullQueue, JobInfo, dumps, is_job_id
-from conveyor.config import Settings
-from conveyor.errors import JobNotFoundError, JobOptionsError, JobStateError
+from conveyor.config import Settings, load_settings
+from conveyor.embedded import running_url
+from conveyor.errors import (
+    JobNotFoundError,
+    JobOptionsError,
+    JobStateError,
+    RedisUnavailableError,
+)
 from conveyor.jobs import (
     COUNTED_STATES,
     JobState,
@@ -193,11 +199,27 @@ class QueueClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, redis_url: str, registry: TaskRegistry | None = None
+        cls,
+        settings: Settings | None = None,
+        redis_url: str | None = None,
+        registry: TaskRegistry | None = None,
     ) -> QueueClient:
-        """A client with its own connection pool (closed by ``close()``)."""
+        """A client with its own connection pool (closed by ``close()``).
+
+        ``settings`` default to the environment's (``load_settings()``, the CONVEYOR_*
+        variables the commands read). The Redis is ``redis_url``, else the settings' URL,
+        else the embedded Redis that ``conveyor`` commands run for ``settings.data_dir``
+        (raises RedisUnavailableError when none is running)."""
+        settings = settings if settings is not None else load_settings()
+        url = redis_url or settings.redis_url or running_url(settings.data_dir)
+        if url is None:
+            raise RedisUnavailableError(
+                f"CONVEYOR_REDIS_URL is not set and no embedded Redis is running for "
+                f"{settings.data_dir.resolve()}: start `conveyor worker` or `conveyor up` from "
+                f"this folder first, or set CONVEYOR_REDIS_URL"
+            )
         return cls(
-            connect(redis_url, timeout_s=settings.redis_timeout_s),
+            connect(url, timeout_s=settings.redis_timeout_s),
             queue=settings.queue,
             prefix=settings.prefix,
             registry=registry,

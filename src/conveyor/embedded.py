@@ -187,6 +187,15 @@ class RedisServer:
             self.process.stderr.close()
 
 
+def running_url(data_dir: Path) -> str | None:
+    """The URL of the embedded Redis a ``conveyor`` command runs for ``data_dir``, if any."""
+    try:
+        port = int((data_dir / "redis" / "port").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return f"redis://127.0.0.1:{port}/0" if ping(port) else None
+
+
 class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
     """The project-local Redis that ``conveyor`` shares between its processes.
 

@@ -1,0 +1,39 @@
+"""QueueClient.from_settings(): the environment's settings, and the embedded Redis found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conveyor.client import QueueClient
+from conveyor.config import Settings
+from conveyor.embedded import EmbeddedRedis
+from conveyor.errors import RedisUnavailableError
+
+
+async def test_without_a_url_the_client_finds_the_embedded_redis(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path) as embedded:
+        settings = Settings(data_dir=tmp_path, queue="found")
+        async with QueueClient.from_settings(settings) as client:
+            await client.enqueue("anything", {})
+            assert client.redis.connection_pool.connection_kwargs["port"] == int(
+                embedded.url.rsplit(":", 1)[1].split("/")[0]
+            )
+            assert sum((await client.counts()).values()) == 1
+
+
+def test_without_a_url_or_a_running_embedded_redis_it_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(RedisUnavailableError, match="no embedded Redis is running") as info:
+        QueueClient.from_settings(Settings(data_dir=tmp_path))
+    assert "conveyor worker" in str(info.value)
+
+
+async def test_settings_default_to_the_environment(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    monkeypatch.setenv("CONVEYOR_REDIS_URL", redis_url)
+    monkeypatch.setenv("CONVEYOR_QUEUE", "from-env")
+    async with QueueClient.from_settings() as client:
+        assert client.queue == "from-env"
+        assert await client.redis.ping()
