@@ -208,7 +208,7 @@ async def test_list_jobs_and_retry_all_failed(
     assert {job.id for job in listed} == set(ids)
     worker.stop()
     await wait_for(lambda: not worker.running)
-    assert await client.retry_all_failed() == 3
+    assert (await client.retry_all_failed()).retried == 3
     assert (await client.counts())[JobState.WAITING] == 3
 
 
