@@ -1,8 +1,14 @@
-"""``conveyor produce``: enqueue test jobs at a rate and with a failure mix."""
+"""``conveyor produce``: enqueue test jobs at a rate and with a failure mix.
+
+SIGTERM or SIGINT ends the run early but cleanly: the batch in flight is sent, the summary
+counts what was enqueued, and the exit status is 0 (a container stop is not a crash).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from dataclasses import dataclass
 
@@ -44,22 +50,28 @@ def _spec(plan: ProducePlan) -> JobSpec:
 
 
 async def produce(
-    client: QueueClient, plan: ProducePlan, progress: Progress | None = None
+    client: QueueClient,
+    plan: ProducePlan,
+    progress: Progress | None = None,
+    *,
+    stop: asyncio.Event | None = None,
 ) -> ProduceSummary:
-    """Enqueue ``plan.count`` jobs, paced to ``plan.rate`` per second (batched per tick)."""
+    """Enqueue ``plan.count`` jobs, paced to ``plan.rate`` per second (batched per tick),
+    or fewer if ``stop`` is set first (between batches)."""
     task_id = progress.add_task("enqueue", total=plan.count) if progress else None
     started = time.monotonic()
     sent = 0
     spec = _spec(plan)
     client.prepare(spec)  # a bad plan fails here, before anything is sent
-    while sent < plan.count:
+    stop = stop or asyncio.Event()
+    while sent < plan.count and not stop.is_set():
         if plan.rate > 0:
             due = int((time.monotonic() - started) * plan.rate) + 1
             batch = min(due - sent, plan.count - sent, BATCH_MAX)
             if batch <= 0:
-                await asyncio.sleep(
-                    max(0.001, (sent + 1) / plan.rate - (time.monotonic() - started))
-                )
+                pause_s = max(0.001, (sent + 1) / plan.rate - (time.monotonic() - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause_s)
                 continue
         else:
             batch = min(BATCH_MAX, plan.count - sent)
@@ -83,9 +95,13 @@ async def _main(
         default_policy=default_policy(settings),
         failed_key_prefix=settings.failed_key_prefix,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         if not show_progress:
-            return await produce(client, plan)
+            return await produce(client, plan, stop=stop)
         columns = (
             TextColumn("[bold]enqueue"),
             BarColumn(),
@@ -93,8 +109,10 @@ async def _main(
             TimeElapsedColumn(),
         )
         with Progress(*columns) as progress:
-            return await produce(client, plan, progress)
+            return await produce(client, plan, progress, stop=stop)
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         await client.close()
         await redis.aclose()
 

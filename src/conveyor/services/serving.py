@@ -14,17 +14,24 @@ sees the 413 it was sent), and answers malformed HTTP in ``text/plain``. ``Guard
 - problem+json for malformed HTTP (400), a timeout (408) and the cap (503).
 
 The idle (keep-alive) timeout is uvicorn's own ``timeout_keep_alive``.
+
+:func:`serve` runs one server in the foreground without uvicorn's re-raise of the SIGTERM or
+SIGINT it handled: that re-raise killed the process (exit 143 in a container) before the
+caller's context managers ran, so an embedded Redis the service had started ran on, orphaned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from conveyor.config import Settings
@@ -243,3 +250,27 @@ class ServingConfig(uvicorn.Config):
             app, http=GuardedProtocol, timeout_keep_alive=limits.keep_alive_s, **options
         )
         self.limits = limits
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the signal it caught once it has shut down."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+
+def serve(config: uvicorn.Config) -> None:
+    """Serve until SIGINT/SIGTERM, then return (exit 0); a server that never started exits 3."""
+    config.load_app()
+    server = _Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)

@@ -8,13 +8,11 @@ import ipaddress
 import logging
 import socket
 
-import uvicorn
-
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError
 from conveyor.services.monitor.app import create_app
 from conveyor.services.runtime import open_checked, redis_url
-from conveyor.services.serving import ConnectionLimits, ServingConfig
+from conveyor.services.serving import ConnectionLimits, ServingConfig, serve
 
 __all__ = ["create_app", "run"]
 
@@ -80,4 +78,4 @@ def run(settings: Settings) -> None:
             "monitor_listening",
             extra={"fields": {"url": f"http://{settings.monitor_host}:{settings.monitor_port}/"}},
         )
-        uvicorn.Server(config).run()
+        serve(config)  # a SIGTERM ends in exit 0, after the embedded Redis (if any) stops
