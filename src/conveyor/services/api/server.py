@@ -10,13 +10,10 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
-from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from conveyor.config import Settings
@@ -24,7 +21,7 @@ from conveyor.observability.logging import configure_logging
 from conveyor.registry import load_registry
 from conveyor.services.api.app import create_app
 from conveyor.services.runtime import open_checked, redis_url
-from conveyor.services.serving import ConnectionLimits, ServingConfig
+from conveyor.services.serving import ConnectionLimits, ServingConfig, serve
 
 #: Carries the parent's settings (with the resolved Redis URL) to worker processes.
 SETTINGS_ENV = "CONVEYOR_API_PROCESS_SETTINGS"
@@ -75,24 +72,6 @@ def _server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, minus re-raising the SIGTERM it caught once it has shut down.
-
-    The re-raised signal killed the process (exit -15) before ``run`` could stop an embedded
-    Redis it had started, which then ran on, orphaned. The shutdown is graceful either way.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                captured = getattr(self, "_captured_signals", None)
-                if isinstance(captured, list):
-                    captured.clear()
-
-
 def run(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before the exit."""
     with redis_url(settings) as url:
@@ -102,12 +81,7 @@ def run(settings: Settings) -> None:
             config = ServingConfig(
                 create_app(settings, url), limits=limits, **_server_options(settings)
             )
-            config.load_app()
-            server = _Server(config)
-            with contextlib.suppress(KeyboardInterrupt):
-                server.run()
-            if not server.started:
-                raise SystemExit(STARTUP_FAILURE)
+            serve(config)
             return
         os.environ[SETTINGS_ENV] = _dump(settings.model_copy(update={"redis_url": url}))
         config = ServingConfig(
