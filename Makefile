@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: setup up test check lint fmt typecheck layers pytest bench docs reliability clean
+.PHONY: setup up test check lint fmt typecheck layers pytest compose-test bench docs reliability clean
 
 setup: ## Install uv (if missing) and the locked dependencies into .venv
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -32,6 +32,9 @@ layers:
 
 pytest:
 	$(RUN) pytest -q -p no:cacheprovider
+
+compose-test: ## Build the image and run compose.yaml with Podman, checked end to end (root, Debian)
+	bash tests/containers/compose-test.sh
 
 docs: ## Regenerate docs/configuration.md from the settings model
 	$(RUN) python scripts/gen_config_docs.py
