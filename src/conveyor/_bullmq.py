@@ -12,7 +12,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,93 @@ _SCRIPT_FILES = {
     "moveJobFromActiveToWait": "moveJobFromActiveToWait-9.lua",
     "cleanJobsInSet": "cleanJobsInSet-3.lua",
 }
+
+#: Node.js BullMQ before 6 keeps the waiting jobs of a paused queue in a "paused" list: its
+#: pause RENAMEs wait to paused, its resume RENAMEs paused back to wait (overwriting wait), and
+#: while paused it adds to "paused". The pinned scripts (BullMQ 6's) leave jobs in "wait" while
+#: paused, so a BullMQ 5 resume would overwrite them. After each script that can put a job in
+#: "wait" (or pause), this guard runs in the same script call, so nothing can come between:
+#: while the queue is paused it moves "wait" into "paused" (the BullMQ 5 layout, which BullMQ 6
+#: reads too: its getters count the list as paused and its resume moves it back), unless meta
+#: says the last Node Queue to open the queue was BullMQ 6 or newer and no "paused" list
+#: exists (then BullMQ 6's own layout stays). Not paused, it costs one HMGET. After Conveyor's
+#: own resume it also moves what BullMQ's resume left in "paused" (it moves 7,000 per call).
+_PAUSED_LAYOUT_LUA = """
+local function conveyorPausedLayout(metaKey, resuming)
+  local rcall = redis.call
+  local meta = rcall("HMGET", metaKey, "paused", "version")
+  local base = string.sub(metaKey, 1, -5)
+  local waitKey, pausedKey = base .. "wait", base .. "paused"
+  if not meta[1] then
+    if resuming then
+      while rcall("EXISTS", pausedKey) == 1 do
+        if rcall("EXISTS", waitKey) == 0 then
+          rcall("RENAME", pausedKey, waitKey)
+        else
+          local jobs = rcall("LRANGE", pausedKey, 0, 6999)
+          rcall("RPUSH", waitKey, unpack(jobs))
+          rcall("LTRIM", pausedKey, #jobs, -1)
+        end
+      end
+    end
+    return
+  end
+  local pausedExists = rcall("EXISTS", pausedKey) == 1
+  if not pausedExists and meta[2] then
+    local major = tonumber(string.match(meta[2], "^bullmq:(%d+)%."))
+    if major and major >= 6 then return end
+  end
+  local waiting = rcall("LLEN", waitKey)
+  if waiting == 0 then return end
+  if not pausedExists then
+    rcall("RENAME", waitKey, pausedKey)
+    return
+  end
+  for _ = 1, waiting do
+    rcall("RPOPLPUSH", waitKey, pausedKey)
+  end
+end
+"""
+
+#: The scripts that can put a job in "wait" (or pause the queue) -> the position of the meta
+#: key in their KEYS. addDelayedJob and addPrioritizedJob only push to a wait list for parent
+#: jobs (flows), which Conveyor never creates.
+_PAUSED_LAYOUT_META_KEY = {
+    "addStandardJob": 3,
+    "moveToActive": 9,
+    "moveToFinished": 9,
+    "moveToDelayed": 7,
+    "retryJob": 5,
+    "moveStalledJobsToWait": 5,
+    "moveJobFromActiveToWait": 5,
+    "reprocessJob": 5,
+    "moveJobsToWait": 6,
+    "promote": 4,
+    "pause": 3,
+}
+
+
+@cache
+def _script_source(name: str) -> str:
+    """A pinned script's text; with the paused-layout guard run after it when it needs one."""
+    file = _SCRIPT_FILES[name]
+    source = (_COMMANDS_DIR / file).read_text()
+    meta = _PAUSED_LAYOUT_META_KEY.get(name)
+    if meta is None:
+        return source
+    if f"KEYS[{meta}]" not in source or "meta" not in source.split(f"KEYS[{meta}]", 1)[1][:40]:
+        raise ConveyorError(f"bullmq's {file} no longer has its meta key at KEYS[{meta}]")
+    resuming = "ARGV[1] == 'resumed'" if name == "pause" else "false"
+    return (
+        "local function conveyorBullmqScript()\n"
+        f"{source}\n"
+        "end\n"
+        f"{_PAUSED_LAYOUT_LUA}\n"
+        "local conveyorResult = conveyorBullmqScript()\n"
+        f"conveyorPausedLayout(KEYS[{meta}], {resuming})\n"
+        "return conveyorResult\n"
+    )
+
 
 #: Written in the same MULTI as the move to "failed", so the record and BullMQ's failed set
 #: can never disagree: the record is written only when the job really is failed now (or was
@@ -381,8 +468,7 @@ class BullQueue:
         #: The keys BullMQ's moveToActive and moveToFinished start with (hot path: built once).
         self._fetch_keys = self._keys(*_FETCH_KEY_TYPES)
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script((_COMMANDS_DIR / file).read_text())
-            for name, file in _SCRIPT_FILES.items()
+            name: redis.register_script(_script_source(name)) for name in _SCRIPT_FILES
         }
         self._record_failure = redis.register_script(_RECORD_FAILURE_LUA)
         self._forget_failure = redis.register_script(_FORGET_FAILURE_LUA)
@@ -802,6 +888,9 @@ class BullQueue:
         return int(raw or 0)
 
     async def pause(self, paused: bool) -> None:
+        """Pause or resume the queue for every worker (BullMQ's pause script plus the
+        paused-layout guard: a pause keeps waiting jobs where BullMQ 5 expects them, a resume
+        moves every job in "paused" back to "wait" in the same call)."""
         src, dst = ("wait", "paused") if paused else ("paused", "wait")
         keys = self._keys(src, dst, "meta", "prioritized", "events", "delayed", "marker")
         await self._run("pause", keys, ["paused" if paused else "resumed"], None)

@@ -2,7 +2,8 @@
 
 The pinned npm packages (``node/package.json`` + ``package-lock.json``) are installed once per
 lock file into ``node/node_modules`` (gitignored) with ``npm ci --ignore-scripts`` and reused
-while the lock file is unchanged. Node scripts run as subprocesses: ``queue.mjs`` (a producer
+while the lock file is unchanged; ``node5/`` pins Node.js BullMQ 5 the same way (``node5``
+fixture, ``test_bullmq5.py``). Node scripts run as subprocesses: ``queue.mjs`` (a producer
 and the Queue getters a dashboard uses; one ``serve`` process per session answers every test)
 and ``worker.mjs`` (a Node BullMQ worker, one process per use). They get the Redis URL, prefix
 and queue through the environment or each request and answer JSON lines on stdout.
@@ -38,9 +39,10 @@ from tests.interop.tasks import Runs, build_registry
 NODE_DIR = Path(
     os.environ.get("CONVEYOR_INTEROP_NODE_DIR") or Path(__file__).resolve().parent / "node"
 )
-MODULES = NODE_DIR / "node_modules"
-#: Written after a successful install: the sha256 of the lock file it installed.
-STAMP = MODULES / ".conveyor-installed"
+#: Node.js BullMQ 5, pinned beside: its pause and resume RENAME wait and paused (issue 12).
+NODE5_DIR = Path(__file__).resolve().parent / "node5"
+#: Written in node_modules after a successful install: the sha256 of the lock file it installed.
+STAMP_NAME = ".conveyor-installed"
 NODE_MAJOR_MIN = 20
 NPM_TIMEOUT_S = 180
 SCRIPT_TIMEOUT_S = 30
@@ -48,12 +50,13 @@ SCRIPT_TIMEOUT_S = 30
 NodeCall = Callable[..., Awaitable[Any]]
 
 
-def _lock_digest() -> str:
-    return hashlib.sha256((NODE_DIR / "package-lock.json").read_bytes()).hexdigest()
+def _lock_digest(node_dir: Path) -> str:
+    return hashlib.sha256((node_dir / "package-lock.json").read_bytes()).hexdigest()
 
 
-def _installed(digest: str) -> bool:
-    return STAMP.is_file() and STAMP.read_text().strip() == digest
+def _installed(node_dir: Path, digest: str) -> bool:
+    stamp = node_dir / "node_modules" / STAMP_NAME
+    return stamp.is_file() and stamp.read_text().strip() == digest
 
 
 def _check_node() -> None:
@@ -69,22 +72,21 @@ def _check_node() -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def node_modules() -> Path:
-    """The pinned bullmq + ioredis, installed (once per lock file) under tests/interop/node."""
+def _install(node_dir: Path) -> Path:
+    """The packages pinned in ``node_dir``, installed (once per lock file) in its node_modules."""
     _check_node()
-    digest = _lock_digest()
+    digest = _lock_digest(node_dir)
     lock_path = Path(tempfile.gettempdir()) / (
-        "conveyor-interop-" + hashlib.sha256(str(NODE_DIR).encode()).hexdigest()[:12] + ".lock"
+        "conveyor-interop-" + hashlib.sha256(str(node_dir).encode()).hexdigest()[:12] + ".lock"
     )
     with open(lock_path, "w") as lock:  # one installer at a time (pytest-xdist, parallel runs)
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _installed(digest):
+        if not _installed(node_dir, digest):
             # --ignore-scripts: no install scripts, so no native builds or downloads beyond
             # the npm packages themselves.
             done = subprocess.run(
                 ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-                cwd=NODE_DIR,
+                cwd=node_dir,
                 capture_output=True,
                 text=True,
                 timeout=NPM_TIMEOUT_S,
@@ -92,10 +94,22 @@ def node_modules() -> Path:
             )
             if done.returncode != 0:
                 pytest.fail(
-                    f"npm ci failed in {NODE_DIR}:\n{done.stdout}\n{done.stderr}", pytrace=False
+                    f"npm ci failed in {node_dir}:\n{done.stdout}\n{done.stderr}", pytrace=False
                 )
-            STAMP.write_text(digest)
-    return MODULES
+            (node_dir / "node_modules" / STAMP_NAME).write_text(digest)
+    return node_dir / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """The pinned bullmq + ioredis, installed (once per lock file) under tests/interop/node."""
+    return _install(NODE_DIR)
+
+
+@pytest.fixture(scope="session")
+def node5_modules() -> Path:
+    """Node.js BullMQ 5 + ioredis, installed (once per lock file) under tests/interop/node5."""
+    return _install(NODE5_DIR)
 
 
 @pytest.fixture
@@ -112,12 +126,12 @@ def node_env(settings: Settings) -> dict[str, str]:
 class NodeDriver:
     """One ``node queue.mjs serve`` for the session: requests and answers as JSON lines."""
 
-    def __init__(self, redis_url: str, log: Path) -> None:
+    def __init__(self, redis_url: str, log: Path, node_dir: Path = NODE_DIR) -> None:
         self.log = log
         with open(log, "w") as stderr:  # a file, so a chatty Node can never block on a pipe
             self.proc = subprocess.Popen(
                 ["node", "queue.mjs", "serve"],
-                cwd=NODE_DIR,
+                cwd=node_dir,
                 env={**os.environ, "REDIS_URL": redis_url},
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -167,11 +181,7 @@ def node_driver(
         driver.close()
 
 
-@pytest.fixture
-def node(node_driver: NodeDriver, settings: Settings) -> NodeCall:
-    """``await node(command, arg, queue=...)``: Node's Queue on this test's prefix and queue
-    (or another ``queue``) runs ``command`` (see ``node/queue.mjs``); answers its JSON."""
-
+def _caller(driver: NodeDriver, settings: Settings) -> NodeCall:
     async def call(command: str, arg: Any = None, *, queue: str | None = None) -> Any:
         message = {
             "command": command,
@@ -181,13 +191,39 @@ def node(node_driver: NodeDriver, settings: Settings) -> NodeCall:
         }
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(node_driver.request, message), SCRIPT_TIMEOUT_S
+                asyncio.to_thread(driver.request, message), SCRIPT_TIMEOUT_S
             )
         except TimeoutError:
-            node_driver.proc.kill()  # unblocks the reading thread; later calls fail loudly
+            driver.proc.kill()  # unblocks the reading thread; later calls fail loudly
             raise
 
     return call
+
+
+@pytest.fixture
+def node(node_driver: NodeDriver, settings: Settings) -> NodeCall:
+    """``await node(command, arg, queue=...)``: Node's Queue on this test's prefix and queue
+    (or another ``queue``) runs ``command`` (see ``node/queue.mjs``); answers its JSON."""
+    return _caller(node_driver, settings)
+
+
+@pytest.fixture(scope="session")
+def node5_driver(
+    node5_modules: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeDriver]:
+    log = tmp_path_factory.mktemp("node5") / "queue-serve.log"
+    driver = NodeDriver(redis_url, log, NODE5_DIR)
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+@pytest.fixture
+def node5(node5_driver: NodeDriver, settings: Settings) -> NodeCall:
+    """``await node5(command, arg)``: a Node.js BullMQ 5 Queue on this test's prefix and queue
+    (see ``node5/queue.mjs``: add, pause, resume, getters)."""
+    return _caller(node5_driver, settings)
 
 
 def _log_file(path: Path) -> IO[str]:

@@ -1,0 +1,143 @@
+"""Node.js BullMQ 5 beside Conveyor: its pause and resume RENAME the wait and paused lists.
+
+BullMQ 5 pauses a queue by renaming ``wait`` to ``paused`` and resumes by renaming it back,
+overwriting ``wait``; while paused it adds to ``paused``. Conveyor runs BullMQ 6's scripts,
+which leave jobs in ``wait`` while paused, so before issue 12 every job Conveyor put in
+``wait`` during a BullMQ 5 pause was lost at the resume. Each test here ends with every
+acknowledged job completed exactly once (``node5/queue.mjs`` pins BullMQ 5.81.5).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from conveyor.client import JobSpec, QueueClient
+from conveyor.config import Settings
+from conveyor.jobs import JobState
+from conveyor.registry import TaskRegistry
+from conveyor.testing import wait_for
+from conveyor.worker import Worker
+from tests.interop.conftest import NodeCall
+from tests.interop.helpers import settled
+from tests.interop.tasks import Runs
+from tests.support.api import api_client
+
+
+async def _all_completed(client: QueueClient, runs: Runs, ids: list[str]) -> None:
+    for job_id in ids:
+        await settled(client, job_id, JobState.COMPLETED)
+    assert {job_id: len(runs.starts[job_id]) for job_id in ids} == dict.fromkeys(ids, 1)
+
+
+async def test_jobs_conveyor_adds_during_a_bullmq5_pause_survive_its_resume(
+    node5: NodeCall,
+    redis: Redis,
+    redis_url: str,
+    settings: Settings,
+    registry: TaskRegistry,
+    runs: Runs,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+) -> None:
+    """The reported case: jobs are waiting, a BullMQ 5 dashboard pauses the queue, Conveyor's
+    API and client enqueue, the dashboard resumes. Before the fix 5 of 5 API jobs were lost."""
+    client = make_client(registry)
+    node_ids = (await node5("add", [{"name": "echo", "data": {"i": i}} for i in range(3)]))["ids"]
+    assert (await node5("getters"))["version"].startswith("bullmq:5.")
+    await node5("pause")
+    assert await redis.exists(f"{settings.prefix}:{settings.queue}:paused")  # BullMQ 5's RENAME
+
+    ours = [await client.enqueue("echo", {"via": "client"}) for _ in range(2)]
+    ours += await client.enqueue_many([JobSpec("echo", {"via": "bulk", "i": i}) for i in range(3)])
+    async with api_client(settings, redis_url, tasks=registry) as http:
+        for i in range(5):
+            answer = await http.post("/enqueue", json={"name": "echo", "data": {"api": i}})
+            assert answer.status_code == 201, answer.text
+            ours.append(answer.json()["id"])
+        bulk = await http.post(
+            "/enqueue/bulk", json={"jobs": [{"name": "echo", "data": {"b": i}} for i in range(2)]}
+        )
+        assert bulk.status_code == 201, bulk.text
+        ours += [job["id"] for job in bulk.json()["jobs"]]
+
+    make_worker(registry)  # a worker while paused takes nothing, and moves nothing to wait
+    await node5("resume")
+
+    await _all_completed(client, runs, node_ids + ours)
+
+
+@pytest.mark.parametrize("resumer", ["node5", "conveyor"])
+async def test_conveyor_pauses_bullmq5_adds_and_either_side_resumes(
+    resumer: str,
+    node5: NodeCall,
+    registry: TaskRegistry,
+    runs: Runs,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+) -> None:
+    """Roles reversed: Conveyor pauses with jobs waiting, both sides add, then BullMQ 5 (or
+    Conveyor) resumes. Before the fix a BullMQ 5 resume lost the jobs that were waiting."""
+    client = make_client(registry)
+    await node5("getters")  # a BullMQ 5 Queue has opened the queue (it writes its version)
+    before = await client.enqueue_many([JobSpec("echo", {"before": i}) for i in range(5)])
+    await client.pause()
+    node_ids = (await node5("add", [{"name": "echo", "data": {"n": i}} for i in range(5)]))["ids"]
+    during = [await client.enqueue("echo", {"during": i}) for i in range(5)]
+    assert (await node5("getters"))["isPaused"] is True
+    make_worker(registry)
+
+    if resumer == "node5":
+        await node5("resume")
+    else:
+        await client.resume()
+
+    await _all_completed(client, runs, before + node_ids + during)
+
+
+async def test_a_delayed_job_due_during_a_bullmq5_pause_survives_its_resume(
+    node5: NodeCall,
+    registry: TaskRegistry,
+    runs: Runs,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+) -> None:
+    """A Node producer and a Conveyor worker only: the worker promotes a delayed job that
+    falls due while BullMQ 5 has the queue paused; BullMQ 5 then adds and resumes."""
+    client = make_client(registry)
+    [delayed] = (await node5("add", [{"name": "echo", "data": {}, "opts": {"delay": 300}}]))["ids"]
+    await node5("pause")
+    make_worker(registry)
+
+    async def promoted() -> JobState | None:
+        state = await client.get_state(delayed)
+        return None if state is JobState.DELAYED else state
+
+    assert await wait_for(promoted, 10, message="the worker never promoted the delayed job")
+    [later] = (await node5("add", [{"name": "echo", "data": {"later": True}}]))["ids"]
+    await node5("resume")
+
+    await _all_completed(client, runs, [delayed, later])
+
+
+async def test_a_conveyor_worker_starts_at_once_after_a_bullmq5_resume(
+    node5: NodeCall,
+    registry: TaskRegistry,
+    runs: Runs,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+) -> None:
+    """Before the fix the job stayed in wait, BullMQ 5's resume added no marker for it, and
+    the worker slept until its drain delay ended (5 s by default, 10 s here)."""
+    client = make_client(registry)
+    await node5("pause")
+    make_worker(registry, drain_delay_s=10.0)
+    job_id = await client.enqueue("echo", {})
+    await node5("resume")
+    resumed = time.monotonic()
+
+    await settled(client, job_id, JobState.COMPLETED, timeout=3)
+    assert runs.starts[job_id][0] - resumed < 3
