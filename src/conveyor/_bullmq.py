@@ -69,18 +69,17 @@ _PAUSED_LAYOUT_LUA = """
 local function conveyorPausedLayout(metaKey, resuming)
   local rcall = redis.call
   local meta = rcall("HMGET", metaKey, "paused", "version")
+  if not meta[1] and not resuming then return end
   local base = string.sub(metaKey, 1, -5)
   local waitKey, pausedKey = base .. "wait", base .. "paused"
   if not meta[1] then
-    if resuming then
-      while rcall("EXISTS", pausedKey) == 1 do
-        if rcall("EXISTS", waitKey) == 0 then
-          rcall("RENAME", pausedKey, waitKey)
-        else
-          local jobs = rcall("LRANGE", pausedKey, 0, 6999)
-          rcall("RPUSH", waitKey, unpack(jobs))
-          rcall("LTRIM", pausedKey, #jobs, -1)
-        end
+    while rcall("EXISTS", pausedKey) == 1 do
+      if rcall("EXISTS", waitKey) == 0 then
+        rcall("RENAME", pausedKey, waitKey)
+      else
+        local jobs = rcall("LRANGE", pausedKey, 0, 6999)
+        rcall("RPUSH", waitKey, unpack(jobs))
+        rcall("LTRIM", pausedKey, #jobs, -1)
       end
     end
     return
