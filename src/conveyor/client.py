@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from conveyor._bullmq import RESERVED_JOB_IDS, BullQueue, JobInfo, dumps, is_job_id
@@ -159,6 +161,30 @@ def build_options(
     return final_id, opts
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def stored_payload(model: BaseModel, given: Any) -> str:
+    """The JSON stored for a payload its task's model accepted: the model's validated values
+    (the fields that were given, by alias), so the stored JSON matches the task's published
+    schema (``"5"`` for an int field is stored as ``5``) and a Node.js consumer reads what the
+    Python handler gets. Encoded once, by pydantic-core; NaN and Infinity stay refused
+    (pydantic would write them as null)."""
+    if not _finite(given):
+        raise JobOptionsError("job data must be JSON (no NaN or Infinity)")
+    try:
+        return model.model_dump_json(by_alias=True, exclude_unset=True, round_trip=True)
+    except ValueError as exc:
+        raise JobOptionsError(f"job data must be JSON: {exc}") from exc
+
+
 def encode_data(data: Any) -> str:
     try:
         return dumps(data if data is not None else {})
@@ -248,12 +274,14 @@ class QueueClient:
         policy = self.default_policy
         if self.registry is not None:
             task = self.registry.get(spec.name)
-            task.validate(spec.data)
+            data_json = stored_payload(task.validate(spec.data), spec.data)
             policy = task.retry_policy(policy)
         elif not isinstance(spec.name, str) or not spec.name:
             raise JobOptionsError("a job needs a name")
+        else:
+            data_json = encode_data(spec.data)
         job_id, opts = build_options(spec.options, policy)
-        return job_id, encode_data(spec.data), opts
+        return job_id, data_json, opts
 
     async def enqueue(
         self, name: str, data: Any = None, options: dict[str, Any] | None = None
