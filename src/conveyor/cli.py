@@ -235,6 +235,46 @@ def up(
     raise typer.Exit(_guard(go))
 
 
+redis_app = typer.Typer(
+    name="redis",
+    help="The embedded Redis (used when CONVEYOR_REDIS_URL is unset).",
+    no_args_is_help=True,
+)
+app.add_typer(redis_app)
+
+
+@redis_app.command("status")
+def redis_status() -> None:
+    """Say whether the embedded Redis of CONVEYOR_DATA_DIR runs, where, and for how many."""
+    from conveyor.embedded import EmbeddedRedis
+
+    def go() -> None:
+        embedded = EmbeddedRedis(_settings().data_dir)
+        port = embedded.running_port()
+        if port is None:
+            typer.echo(f"not running (data in {embedded.folder})")
+            return
+        typer.echo(
+            f"redis://127.0.0.1:{port}/0 (data in {embedded.folder}; "
+            f"{embedded.users()} conveyor processes use it)"
+        )
+
+    _guard(go)
+
+
+@redis_app.command("stop")
+def redis_stop() -> None:
+    """Stop the embedded Redis now (it also stops when the last command using it exits)."""
+    from conveyor.embedded import EmbeddedRedis
+
+    def go() -> None:
+        embedded = EmbeddedRedis(_settings().data_dir)
+        stopped = embedded.stop()
+        typer.echo("stopped" if stopped else f"not running (data in {embedded.folder})")
+
+    _guard(go)
+
+
 def import_from_cwd() -> None:
     """Let CONVEYOR_TASKS name modules in the current directory, as uvicorn and celery do.
 

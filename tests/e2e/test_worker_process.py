@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from conveyor.client import JobSpec, QueueClient
 from conveyor.config import Settings
+from conveyor.embedded import running_url
 from conveyor.jobs import JobState
 from conveyor.registry import load_registry
 from conveyor.testing import wait_for
@@ -182,4 +183,4 @@ def test_embedded_redis_is_started_and_stopped(service_env: dict[str, str], tmp_
     assert "embedded_redis_stopped" in result.stderr
     aof = list((tmp_path / "data" / "redis").glob("appendonly*"))
     assert aof, "AOF is on: the jobs are on disk"
-    assert not (tmp_path / "data" / "redis" / "port").exists()
+    assert running_url(tmp_path / "data") is None

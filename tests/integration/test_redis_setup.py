@@ -43,14 +43,16 @@ async def test_waiting_for_an_absent_redis_is_bounded() -> None:
         )
 
 
-def test_embedded_redis_is_shared_and_stopped_by_its_owner(tmp_path: Path) -> None:
-    with EmbeddedRedis(tmp_path) as first:
-        port = int(first.url.rsplit(":", 1)[1].split("/")[0])
-        with EmbeddedRedis(tmp_path) as second:
-            assert second.url == first.url
-            assert second.server is None  # found, not started
-        assert ping(port)  # the second user does not stop it
-    assert not ping(port)
+def test_embedded_redis_is_shared_and_stopped_by_its_last_user(tmp_path: Path) -> None:
+    first = EmbeddedRedis(tmp_path).__enter__()
+    port = int(first.url.rsplit(":", 1)[1].split("/")[0])
+    with EmbeddedRedis(tmp_path) as second:
+        assert second.url == first.url
+        assert first.started
+        assert not second.started  # found, not started
+        first.__exit__(None, None, None)  # the one that started it leaves first
+        assert ping(port)  # still used by the second
+    assert not ping(port)  # the last user stopped it
     assert list((tmp_path / "redis").glob("appendonly*"))
 
 
