@@ -9,6 +9,7 @@ acknowledged job completed exactly once (``node5/queue.mjs`` pins BullMQ 5.81.5)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -18,12 +19,12 @@ from redis.asyncio import Redis
 from conveyor.client import JobSpec, QueueClient
 from conveyor.config import Settings
 from conveyor.jobs import JobState
-from conveyor.registry import TaskRegistry
+from conveyor.registry import EmptyPayload, JobContext, TaskRegistry
 from conveyor.testing import wait_for
 from conveyor.worker import Worker
 from tests.interop.conftest import NodeCall
 from tests.interop.helpers import settled
-from tests.interop.tasks import Runs
+from tests.interop.tasks import InteropFailure, Runs, build_registry
 from tests.support.api import api_client
 
 
@@ -141,3 +142,79 @@ async def test_a_conveyor_worker_starts_at_once_after_a_bullmq5_resume(
 
     await settled(client, job_id, JobState.COMPLETED, timeout=3)
     assert runs.starts[job_id][0] - resumed < 3
+
+
+async def _is_not_active(client: QueueClient, job_id: str) -> bool:
+    return await client.get_state(job_id) is not JobState.ACTIVE
+
+
+def _gated_registry(runs: Runs, gate: asyncio.Event, *, fail_first: bool) -> TaskRegistry:
+    """``gated``: the first run waits for ``gate`` (then fails, with ``fail_first``); later
+    runs answer at once. Plus the interop tasks."""
+    registry = build_registry(runs)
+
+    @registry.task("gated")
+    async def gated(payload: EmptyPayload, ctx: JobContext) -> str:
+        runs.record(ctx)
+        if len(runs.starts[ctx.job_id]) == 1:
+            await gate.wait()
+            if fail_first:
+                raise InteropFailure("first attempt fails after the pause")
+        return "done"
+
+    return registry
+
+
+async def test_a_retry_during_a_bullmq5_pause_survives_its_resume(
+    node5: NodeCall,
+    runs: Runs,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+) -> None:
+    """An attempt fails while BullMQ 5 has the queue paused: the retry (no backoff) goes back
+    to the waiting jobs and must still be there after BullMQ 5's resume."""
+    gate = asyncio.Event()
+    registry = _gated_registry(runs, gate, fail_first=True)
+    client = make_client(registry)
+    await node5("getters")
+    make_worker(registry)
+    job_id = await client.enqueue("gated", {}, {"attempts": 2, "backoff": 0})
+    await wait_for(lambda: runs.starts[job_id], message="the first attempt never started")
+    await node5("pause")
+    [node_id] = (await node5("add", [{"name": "echo", "data": {}}]))["ids"]
+    gate.set()
+    await wait_for(
+        lambda: _is_not_active(client, job_id), message="the failed attempt was never retried"
+    )
+    await node5("resume")
+
+    await settled(client, job_id, JobState.COMPLETED)
+    await settled(client, node_id, JobState.COMPLETED)
+    assert len(runs.starts[job_id]) == 2
+
+
+async def test_a_job_released_at_shutdown_during_a_bullmq5_pause_survives_its_resume(
+    node5: NodeCall,
+    runs: Runs,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+) -> None:
+    """A worker stops while BullMQ 5 has the queue paused and hands its running job back;
+    BullMQ 5 resumes; another worker runs the job."""
+    gate = asyncio.Event()  # never set: the first run only ends when it is cancelled
+    registry = _gated_registry(runs, gate, fail_first=False)
+    client = make_client(registry)
+    await node5("getters")
+    first = make_worker(registry, grace_s=0.2)
+    job_id = await client.enqueue("gated", {})
+    await wait_for(lambda: runs.starts[job_id], message="the job never started")
+    await node5("pause")
+    [node_id] = (await node5("add", [{"name": "echo", "data": {}}]))["ids"]
+    first.stop()
+    await wait_for(lambda: not first.running, message="the worker never stopped")
+    assert await client.get_state(job_id) is JobState.WAITING  # released, not failed
+    await node5("resume")
+    make_worker(registry)
+
+    await settled(client, job_id, JobState.COMPLETED)
+    await settled(client, node_id, JobState.COMPLETED)
