@@ -3,28 +3,39 @@
 Everything that can be wrong with a request is found by ``prepare`` (task, payload, options,
 idempotency) before a byte is sent; Redis is only asked to add jobs that are known good.
 
-Idempotency: an ``Idempotency-Key`` header becomes the job id ``idem-<sha256 of the key>``
-(``-<index>`` appended in a bulk request). BullMQ's add scripts leave an existing id
-untouched, so a retried request finds the job the first one created and gets it back (200
-instead of 201). The same holds for a client's own ``options.jobId``. A key reused for a
-different task or payload is refused (422) and changes nothing. The guarantee lasts as long
-as the job exists: once it is removed (removeOnComplete, DELETE, cleanup) the key is free.
+Idempotency: an ``Idempotency-Key`` header stands for its whole request (``idempotency.py``):
+its jobs get ids derived from the key and carry the request's fingerprint, and a request under
+a key is checked against them under WATCH before anything is added. A retried request finds
+the jobs the first one created and gets them back (200 instead of 201); a different request
+under the same key (task, payload, options, batch size or endpoint) is refused (422) and
+changes nothing. The guarantee lasts as long as the jobs exist: once they are removed
+(removeOnComplete, DELETE, cleanup) the key is free. A client's own ``options.jobId`` follows
+BullMQ's duplicate rule instead: an existing job is returned as it is.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
 from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import ConveyorError, JobOptionsError
 from conveyor.services.api.batcher import PipelineBatcher
 from conveyor.services.api.gate import RedisGate
+from conveyor.services.api.idempotency import (
+    FINGERPRINT_FIELD,
+    PROBE_LUA,
+    Endpoint,
+    fingerprint,
+    idempotent_job_id,
+    job_digest,
+    probe_ids,
+)
 from conveyor.services.api.models import EnqueueRequest
 from conveyor.services.api.problems import (
     IDEMPOTENCY_KEY_REUSED,
@@ -32,13 +43,10 @@ from conveyor.services.api.problems import (
     from_conveyor_error,
 )
 
-IDEMPOTENT_PREFIX = "idem-"
+#: Probe-and-add rounds an idempotent request makes when other writers keep changing its jobs.
+WATCH_ROUNDS = 5
 
-
-def idempotent_job_id(key: str, index: int | None = None) -> str:
-    """The job id an Idempotency-Key stands for (``index``: the job's place in a bulk)."""
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    return f"{IDEMPOTENT_PREFIX}{digest}" + ("" if index is None else f"-{index}")
+__all__ = ["Accepted", "Enqueuer", "PreparedJob", "idempotent_job_id"]
 
 
 @dataclass(frozen=True)
@@ -51,8 +59,10 @@ class PreparedJob:
     options: dict[str, Any]
     #: The caller chose the id (Idempotency-Key or jobId): it may exist already.
     client_id: bool
-    #: An existing job must have the same task and payload (Idempotency-Key).
-    must_match: bool
+    #: The Idempotency-Key the job was made under, if any.
+    key: str | None = None
+    #: This job's part of its request's fingerprint (with a key).
+    digest: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -75,21 +85,36 @@ def _same_job(job: PreparedJob, name: str | None, data_json: str | None) -> bool
         return False
 
 
-def _check_match(job: PreparedJob, existing: Any) -> bool:
-    """Whether the job existed before the add; raises if an Idempotency-Key was reused."""
+def _existed(existing: Any) -> bool:
+    """Whether a client-chosen id (``options.jobId``) named a job before the add."""
     if isinstance(existing, Exception):
         raise existing
-    name, data_json = existing
-    if name is None:
-        return False
-    if job.must_match and not _same_job(job, name, data_json):
-        raise ProblemError(
-            IDEMPOTENCY_KEY_REUSED,
-            f"this Idempotency-Key already made job {job.job_id} with another task or payload; "
-            "use a new key for a new job",
-            extra={"job_id": job.job_id},
-        )
-    return True
+    name, _ = existing
+    return name is not None
+
+
+def _judge(jobs: Sequence[PreparedJob], probes: list[str], found: list[Any], fp: str) -> list[bool]:
+    """Which of the request's jobs exist already; raises 422 when a probed job was made by
+    another request under the same key."""
+    existed: list[bool] = []
+    for index, (probe, row) in enumerate(zip(probes, found, strict=True)):
+        own = jobs[index] if index < len(jobs) else None
+        if row:
+            if isinstance(row, str):
+                same = row == fp
+            else:  # a job without a fingerprint: made before them, compared the old way
+                same = own is not None and _same_job(own, row[0], row[1])
+            if not same:
+                raise ProblemError(
+                    IDEMPOTENCY_KEY_REUSED,
+                    f"this Idempotency-Key already made job {probe} for another request "
+                    "(another task, payload, options, batch or endpoint); use a new key for "
+                    "a new request",
+                    extra={"job_id": probe},
+                )
+        if own is not None:
+            existed.append(bool(row))
+    return existed
 
 
 class Enqueuer:
@@ -101,13 +126,15 @@ class Enqueuer:
         self.client = client
         self.batcher = batcher
         self.gate = gate
+        self._probe = client.redis.register_script(PROBE_LUA)
 
     def prepare(
         self, request: EnqueueRequest, idempotency_key: str | None, index: int | None = None
     ) -> PreparedJob:
         """Check one job completely; ProblemError (422) tells what is wrong and where."""
         prefix = "" if index is None else f"jobs.{index}."
-        options = request.options.to_bullmq() if request.options else {}
+        sent = request.options.to_bullmq() if request.options else {}
+        options = dict(sent)
         given_id = "jobId" in options
         if idempotency_key is not None:
             if given_id:
@@ -131,7 +158,8 @@ class Enqueuer:
             data_json=data_json,
             options=opts,
             client_id=given_id or idempotency_key is not None,
-            must_match=idempotency_key is not None,
+            key=idempotency_key,
+            digest=b"" if idempotency_key is None else job_digest(request.name, data_json, sent),
         )
 
     async def _queue(self, job: PreparedJob, pipe: Pipeline) -> int:
@@ -144,12 +172,16 @@ class Enqueuer:
 
     async def add(self, job: PreparedJob) -> Accepted:
         """Add one job; answers once Redis has it (or raises: RedisError, TimeoutError)."""
+        if job.key is not None:
+            async with self.gate.open():
+                (existed,) = await self._add_once([job], "enqueue", job.key)
+            return Accepted(job_id=job.job_id, name=job.name, created=not existed)
         if self.batcher is not None:  # answers within the gate's time bound by itself
             results = await self.batcher.run(lambda pipe: self._queue(job, pipe))
         else:
             async with self.gate.open():
                 results = await self._add_alone(job)
-        existed = _check_match(job, results[0]) if job.client_id else False
+        existed = _existed(results[0]) if job.client_id else False
         stored = results[-1]
         if isinstance(stored, Exception):
             raise stored
@@ -171,18 +203,50 @@ class Enqueuer:
             raise from_conveyor_error(
                 JobOptionsError("the same jobId appears twice in one bulk request")
             )
+        key = jobs[0].key if jobs else None
         async with self.gate.open():
-            existed = await self._existing(jobs)
-            async with self.client.redis.pipeline(transaction=True) as pipe:
-                for job in jobs:
-                    await self.client.bull.add_job(
-                        job.job_id, job.name, job.data_json, job.options, pipe=pipe
-                    )
-                stored = await pipe.execute()
+            if key is not None:
+                existed = await self._add_once(jobs, "bulk", key)
+            else:
+                existed = await self._existing(jobs)
+                async with self.client.redis.pipeline(transaction=True) as pipe:
+                    for job in jobs:
+                        await self.client.bull.add_job(
+                            job.job_id, job.name, job.data_json, job.options, pipe=pipe
+                        )
+                    await pipe.execute()
         return [
-            Accepted(job_id=str(s), name=job.name, created=not e)
-            for job, s, e in zip(jobs, stored, existed, strict=True)
+            Accepted(job_id=job.job_id, name=job.name, created=not e)
+            for job, e in zip(jobs, existed, strict=True)
         ]
+
+    async def _add_once(
+        self, jobs: Sequence[PreparedJob], endpoint: Endpoint, key: str
+    ) -> list[bool]:
+        """Add the jobs of one request under an Idempotency-Key, unless the key already made
+        them; answers which existed. Probe and adds are one optimistic transaction (WATCH):
+        if another writer touched a probed job in between, it probes again."""
+        bull = self.client.bull
+        probes = probe_ids(key, endpoint, len(jobs))
+        keys = [bull.job_key(job_id) for job_id in probes]
+        fp = fingerprint(endpoint, [job.digest for job in jobs])
+        for _ in range(WATCH_ROUNDS):
+            async with self.client.redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(*keys)
+                found = await self._probe(keys=keys, client=pipe)
+                existed = _judge(jobs, probes, list(found), fp)
+                if all(existed):
+                    return existed
+                pipe.multi()  # type: ignore[no-untyped-call]
+                for job in jobs:
+                    await bull.add_job(job.job_id, job.name, job.data_json, job.options, pipe=pipe)
+                    pipe.hset(bull.job_key(job.job_id), FINGERPRINT_FIELD, fp)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                return existed
+        raise TimeoutError("the Idempotency-Key's jobs kept changing while they were added")
 
     async def _existing(self, jobs: Sequence[PreparedJob]) -> list[bool]:
         chosen = [job for job in jobs if job.client_id]
@@ -192,5 +256,5 @@ class Enqueuer:
             for job in chosen:
                 pipe.hmget(self.client.bull.job_key(job.job_id), "name", "data")
             found = await pipe.execute()
-        seen = {job.job_id: _check_match(job, row) for job, row in zip(chosen, found, strict=True)}
+        seen = {job.job_id: _existed(row) for job, row in zip(chosen, found, strict=True)}
         return [seen.get(job.job_id, False) for job in jobs]
