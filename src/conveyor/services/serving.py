@@ -87,24 +87,43 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.limits: ConnectionLimits = getattr(config, "limits", ConnectionLimits())
-        self._deadline: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._phase: str | None = None  # headers, body, linger or refused; None: no deadline
+        self._due = 0.0
         self._body_pending = False  # between a request's headers and the end of its body
         self._lingering = False
         self._refused = False
         self._dropped = 0
 
     # --- deadlines -------------------------------------------------------------------------
+    # One timer per connection, moved lazily: arming a phase only records its due time (a
+    # request costs two attribute writes, not two timers); the timer, when it fires early,
+    # re-arms itself for the current phase's due time, and drops itself when none is running.
     def _arm(self, seconds: float, phase: str) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired, phase)
+        self._phase = phase
+        self._due = self.loop.time() + seconds
+        timer = self._timer
+        if timer is not None and timer.when() > self._due:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = self.loop.call_at(self._due, self._tick)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._phase = None
+
+    def _tick(self) -> None:
+        self._timer = None
+        phase = self._phase
+        if phase is None:
+            return
+        if self.loop.time() < self._due:
+            self._timer = self.loop.call_at(self._due, self._tick)
+            return
+        self._expired(phase)
 
     def _expired(self, phase: str) -> None:
-        self._deadline = None
+        self._phase = None
         if self.transport is None or self.transport.is_closing():
             return
         if phase in ("linger", "refused"):
@@ -162,7 +181,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm(REFUSED_LINGER_S, "refused")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._phase = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -186,7 +208,7 @@ class GuardedProtocol(HttpToolsProtocol):
     # --- requests --------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._deadline is None and not self._lingering:
+        if self._phase is None and not self._lingering:
             self._arm(self.limits.header_timeout_s, "headers")
 
     def on_headers_complete(self) -> None:
