@@ -58,7 +58,10 @@ async def queued_ids(url: str, settings: Settings) -> set[str]:
 @pytest.mark.timeout(600)
 def test_fuzzing_from_the_openapi_document(settings: Settings, redis_url: str) -> None:
     app = create_app(
-        settings.model_copy(update={"api_bulk_max_jobs": 50}), redis_url, registry=registry
+        # schemathesis calls the app as http://testserver (see services/guard.py)
+        settings.model_copy(update={"api_bulk_max_jobs": 50, "http_allowed_hosts": ["testserver"]}),
+        redis_url,
+        registry=registry,
     )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     accepted: set[str] = set()

@@ -61,20 +61,28 @@ async def explode(payload: EchoPayload, ctx: JobContext) -> None:
     raise RuntimeError(f"boom: {payload.value}")
 
 
+#: What a script (not a browser form) sends: see services/guard.py.
+SCRIPT = {"X-Conveyor-Action": "1"}
+
+
 @contextlib.asynccontextmanager
 async def api_client(
     settings: Settings,
     redis_url: str,
     *,
     tasks: TaskRegistry | None = registry,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | None = SCRIPT,
     **overrides: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app, started (lifespan) against ``redis_url``, behind an httpx client."""
+    """The real app, started (lifespan) against ``redis_url``, behind an httpx client.
+
+    The client sends ``X-Conveyor-Action`` as a script would (body-less POSTs and DELETEs
+    need it or a JSON content type); pass ``headers={}`` to act as a bare browser form.
+    """
     app = create_app(settings.model_copy(update=overrides), redis_url, registry=tasks)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://api", headers=headers
+            transport=transport, base_url="http://localhost", headers=headers
         ) as client:
             yield client

@@ -7,7 +7,7 @@ shutting down lets the pipelines on the wire finish and closes the client.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import Scope
 
 from conveyor import __version__
 from conveyor.client import QueueClient
@@ -24,15 +26,22 @@ from conveyor.config import Settings
 from conveyor.errors import ConveyorError
 from conveyor.redis import redact_url
 from conveyor.registry import TaskRegistry, load_registry
-from conveyor.services.api.auth import ApiKeyMiddleware, ApiKeys
+from conveyor.services.api.auth import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
 from conveyor.services.api.batcher import PipelineBatcher
 from conveyor.services.api.enqueue import Enqueuer
 from conveyor.services.api.fastpath import EnqueueFastPath
 from conveyor.services.api.gate import RedisGate
 from conveyor.services.api.openapi import build_openapi
-from conveyor.services.api.problems import ProblemError, make_handler
+from conveyor.services.api.problems import (
+    CROSS_SITE_REQUEST,
+    HOST_NOT_ALLOWED,
+    ProblemError,
+    make_handler,
+    render,
+)
 from conveyor.services.api.routes import router
 from conveyor.services.api.state import ApiState
+from conveyor.services.guard import GuardMiddleware, Refusal, RequestGuard, Verdict
 from conveyor.services.runtime import default_policy, open_checked
 
 log = logging.getLogger("conveyor.api")
@@ -57,6 +66,21 @@ HANDLED = (
     StarletteHTTPException,
     Exception,
 )
+
+
+#: The paths whose body is JSON, checked (415) by the routes themselves.
+JSON_BODY_PATHS = frozenset({"/enqueue", "/enqueue/bulk"})
+
+
+def _refusal(retry_after_s: int) -> Callable[[Verdict, Scope], Response]:
+    kinds = {Refusal.HOST: HOST_NOT_ALLOWED, Refusal.CROSS_SITE: CROSS_SITE_REQUEST}
+
+    def render_refusal(verdict: Verdict, scope: Scope) -> Response:
+        return render(
+            ProblemError(kinds[verdict.refusal], verdict.detail), scope["path"], retry_after_s
+        )
+
+    return render_refusal
 
 
 def create_app(
@@ -155,6 +179,16 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
             expose_headers=["Location", "Retry-After"],
         )
+
+    guard = RequestGuard(
+        allowed_hosts=settings.http_allowed_hosts,
+        bound_host=settings.api_host,
+        trusted_origins=settings.api_cors_origins,
+        public_paths=PUBLIC_PATHS,
+        json_paths=JSON_BODY_PATHS,
+        accept_bearer=True,
+    )
+    app.add_middleware(GuardMiddleware, guard=guard, render=_refusal(settings.api_retry_after_s))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

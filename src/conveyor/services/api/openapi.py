@@ -18,14 +18,30 @@ from pydantic.json_schema import models_json_schema
 from conveyor.registry import TaskRegistry
 from conveyor.services.api.models import EnqueueRequest, JobOptions
 from conveyor.services.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, Problem
+from conveyor.services.guard import ACTION_HEADER, UNSAFE_METHODS
 
 REF = "#/components/schemas/{model}"
 #: Statuses every operation may answer.
 COMMON_ERRORS = {
     500: "Unexpected server error",
+    421: "The Host header names a host this server does not answer to "
+    "(CONVEYOR_HTTP_ALLOWED_HOSTS)",
     503: "Redis unreachable or too slow, or too many enqueues waiting (see Retry-After)",
 }
 AUTH_ERROR = {401: "Missing or invalid API key"}
+CROSS_SITE_ERROR = (
+    "Refused as a possible cross-site request: sent from another site, or without "
+    "Content-Type: application/json, X-Conveyor-Action or an API key"
+)
+#: Documented on the state-changing operations that take no body (see services/guard.py).
+ACTION_PARAMETER = {
+    "name": ACTION_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Any non-empty value: marks the request as made by a script, not a "
+    "cross-site form (needed unless Content-Type is application/json or an API key is sent).",
+    "schema": {"type": "string", "minLength": 1},
+}
 
 
 def _task_envelope(task: str, payload: type[BaseModel], taken: set[str]) -> type[BaseModel]:
@@ -119,8 +135,11 @@ def build_openapi(app: FastAPI, registry: TaskRegistry, *, bulk_max: int, auth: 
         schemas.pop(name, None)
     extra = {**COMMON_ERRORS, **(AUTH_ERROR if auth else {})}
     for path, item in doc.get("paths", {}).items():
-        for operation in item.values():
+        for method, operation in item.items():
             body = operation.pop("x-conveyor-body", None)
+            unsafe = method.upper() in UNSAFE_METHODS
+            if unsafe and not body:
+                operation.setdefault("parameters", []).append(ACTION_PARAMETER)
             if body:
                 operation["requestBody"] = {
                     "required": True,
@@ -142,9 +161,11 @@ def build_openapi(app: FastAPI, registry: TaskRegistry, *, bulk_max: int, auth: 
                 responses["422"] = _problem_response("Invalid parameter")
             public = path in ("/healthz", "/readyz")
             for code, description in extra.items():
-                if public and code == 401:
+                if public and code in (401, 421):
                     continue
                 responses.setdefault(str(code), _problem_response(description))
+            if unsafe:
+                responses.setdefault("403", _problem_response(CROSS_SITE_ERROR))
             if auth and not public:
                 operation["security"] = [{"bearer": []}]
     if auth:

@@ -65,6 +65,9 @@ INVALID_OPTIONS = ProblemType("invalid-options", 422, "Invalid job options")
 IDEMPOTENCY_KEY_REUSED = ProblemType(
     "idempotency-key-reused", 422, "Idempotency-Key reused for a different job"
 )
+#: Answered by the request guard (services/guard.py): CSRF and DNS rebinding.
+CROSS_SITE_REQUEST = ProblemType("cross-site-request", 403, "Cross-site request refused")
+HOST_NOT_ALLOWED = ProblemType("host-not-allowed", 421, "Host not served here")
 #: Answered by the server's protocol (services/serving.py), before the app sees a request.
 MALFORMED_REQUEST = ProblemType("malformed-request", 400, "Malformed HTTP request")
 REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "Request timeout")
@@ -94,6 +97,8 @@ ALL_TYPES = (
     MALFORMED_REQUEST,
     REQUEST_TIMEOUT,
     TOO_MANY_CONNECTIONS,
+    CROSS_SITE_REQUEST,
+    HOST_NOT_ALLOWED,
 )
 _BY_STATUS = {
     400: MALFORMED_JSON,

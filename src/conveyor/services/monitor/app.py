@@ -23,6 +23,7 @@ from conveyor.config import Settings
 from conveyor.errors import ConveyorError, JobNotFoundError, JobStateError
 from conveyor.observability.metrics import METRICS_CONTENT_TYPE, render_metrics
 from conveyor.observability.stats import read_history
+from conveyor.services.guard import GuardMiddleware, Refusal, RequestGuard, Verdict
 from conveyor.services.monitor.actions import Actions
 from conveyor.services.monitor.auth import ACTION_HEADER, REALM, Access, Principal
 from conveyor.services.monitor.inspector import Inspector, UnknownQueueError
@@ -57,6 +58,11 @@ def _problem(status: int, title: str, detail: str, **headers: str) -> JSONRespon
         media_type="application/problem+json",
         headers=headers or None,
     )
+
+
+def _refusal(verdict: Verdict, _: object) -> JSONResponse:
+    title = "HostNotAllowed" if verdict.refusal is Refusal.HOST else "CrossSiteRequest"
+    return _problem(verdict.status, title, verdict.detail)
 
 
 # --- who is asking ------------------------------------------------------------------------------
@@ -129,6 +135,12 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.access = access
+    guard = RequestGuard(
+        allowed_hosts=settings.http_allowed_hosts,
+        bound_host=settings.monitor_host,
+        public_paths=("/healthz", "/readyz"),
+    )
+    app.add_middleware(GuardMiddleware, guard=guard, render=_refusal)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # --- errors ------------------------------------------------------------------------------

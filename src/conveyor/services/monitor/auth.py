@@ -14,9 +14,10 @@ import secrets
 from dataclasses import dataclass
 
 from conveyor.config import Settings, split_account
+from conveyor.services.guard import ACTION_HEADER
 
-#: The header every action request must carry (any non-empty value).
-ACTION_HEADER = "X-Conveyor-Action"
+__all__ = ["ACTION_HEADER", "REALM", "Access", "Principal"]
+
 REALM = "Conveyor monitor"
 
 
