@@ -300,6 +300,12 @@ class Settings(BaseSettings):
         description="Comma-separated queues the monitor always shows (besides CONVEYOR_QUEUE "
         "and the queues it discovers).",
     )
+    monitor_redis_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Longest the monitor's /readyz waits on Redis before it answers 503 (seconds).",
+    )
     monitor_discover_queues: bool = Field(
         default=True, description="Find the prefix's other queues by scanning for their keys."
     )

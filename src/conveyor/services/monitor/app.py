@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -13,7 +14,14 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -130,9 +138,9 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     app = FastAPI(
         title="Conveyor monitor",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # served below, behind the same credentials as everything else
         redoc_url=None,
-        openapi_url="/api/openapi.json",
+        openapi_url=None,
     )
     app.state.access = access
     guard = RequestGuard(
@@ -174,11 +182,23 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
+        bound = settings.monitor_redis_timeout_s
         try:
-            await rt.redis.ping()
+            async with asyncio.timeout(bound):
+                await rt.redis.ping()
+        except TimeoutError:
+            return _problem(503, "NotReady", f"Redis did not answer within {bound:g} s")
         except (RedisError, OSError) as exc:
             return _problem(503, "NotReady", f"Redis did not answer: {exc}")
         return JSONResponse({"status": "ready"})
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi_document(_: Viewer) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def openapi_page(_: Viewer) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title=f"{app.title} API")
 
     @app.get("/metrics", tags=["metrics"])
     async def metrics(request: Request) -> Response:
