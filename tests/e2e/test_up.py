@@ -210,7 +210,7 @@ async def test_up_runs_the_whole_system_restarts_crashes_and_stops_in_order(
     # The workers share the one Redis that `up` started.
     redis = connect(redis_url)
     try:
-        assert await redis.zcard("bull:taskQueue:completed") >= 1
+        assert await redis.zcard("bull:demoQueue:completed") >= 1
     finally:
         await redis.aclose()
 

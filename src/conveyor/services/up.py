@@ -65,6 +65,8 @@ DEMO_PRODUCE = (
 )
 #: Demo jobs get 3 attempts, so permanent failures (and their records) show up within seconds.
 DEMO_ENV = {"CONVEYOR_RETRIES": "2"}
+#: ``up --demo`` runs on a queue of its own, so demo jobs never mix with an app's.
+DEMO_QUEUE = "demoQueue"
 
 Restart = Literal["always", "on-failure"]
 
@@ -446,7 +448,12 @@ def banner(settings: Settings, plan: UpPlan, specs: Sequence[ChildSpec], url: st
 
 async def supervise(settings: Settings, plan: UpPlan, url: str, out: TextIO) -> None:
     specs = children(settings, plan)
-    env = {**os.environ, "CONVEYOR_REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "CONVEYOR_REDIS_URL": url,
+        "CONVEYOR_QUEUE": settings.queue,  # --queue, or the demo's own
+        "PYTHONUNBUFFERED": "1",
+    }
     supervisor = Supervisor(specs, env, out=out)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # HUP: the terminal closed
@@ -460,6 +467,8 @@ async def supervise(settings: Settings, plan: UpPlan, url: str, out: TextIO) -> 
 
 def run(settings: Settings, plan: UpPlan, out: TextIO | None = None) -> int:
     """Run until SIGINT/SIGTERM; answers the exit code (0 after an orderly stop)."""
+    if plan.demo:
+        settings = settings.model_copy(update={"queue": DEMO_QUEUE})
     check_ports_free(children(settings, plan))
     # A catalogue that does not import is one error here, before any child starts.
     load_registry(settings.tasks)
