@@ -717,6 +717,19 @@ class BullQueue:
         if isinstance(raw, int) and raw < 0:
             raise script_error(raw, job_id, command, queue=self.name)
 
+    async def put_back(
+        self, job_id: str, token: str, *, delay_ms: int, fields: dict[str, str]
+    ) -> None:
+        """Move an active job to delayed without counting an attempt (BullMQ's moveToDelayed
+        with skipAttempt), setting ``fields`` on its hash in the same script."""
+        keys = self._keys("marker", "active", "prioritized", "delayed")
+        keys += [self.job_key(job_id)]
+        keys += self._keys("events", "meta", "stalled", "wait", "limiter", "pc")
+        args = [self.base, str(now_ms()), job_id, token, delay_ms, "1", _pack(_flat(fields)), "0"]
+        raw = await self._run("moveToDelayed", keys, args, None)
+        if isinstance(raw, int) and raw < 0:
+            raise script_error(raw, job_id, "moveToDelayed", queue=self.name)
+
     async def release_to_wait(self, job_id: str, token: str) -> None:
         """Give an active job back to the queue unfinished (used at shutdown)."""
         keys = self._keys(

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     job_timeout_s: float | None = Field(
         default=None, gt=0, description="Default per-attempt timeout for tasks that set none."
     )
+    unknown_task_timeout_s: float = Field(
+        default=604_800.0,
+        gt=0,
+        description="A job whose task this worker does not know is put back (not an attempt) "
+        "for a worker that does, every minute at most; it fails for good only after waiting "
+        "this long (seconds; 604800 = 7 days).",
+    )
     watchdog_s: float | None = Field(
         default=None,
         gt=0,

@@ -21,6 +21,8 @@ class JobEvent:
     duration_ms: float = 0.0
     error: str | None = None
     retry_delay_ms: int | None = None
+    #: How many times the job has been put back for want of its task (``job_deferred``).
+    deferrals: int = 0
 
 
 class WorkerHooks(Protocol):
@@ -30,6 +32,10 @@ class WorkerHooks(Protocol):
     def job_completed(self, event: JobEvent) -> None: ...
     def job_retrying(self, event: JobEvent) -> None: ...
     def job_failed(self, event: JobEvent) -> None: ...
+    def job_deferred(self, event: JobEvent) -> None:
+        """The worker does not know the job's task: it was put back for another worker (not
+        an attempt), to run in ``retry_delay_ms``."""
+        ...
 
 
 class NoHooks:
@@ -45,6 +51,9 @@ class NoHooks:
         pass
 
     def job_failed(self, event: JobEvent) -> None:
+        pass
+
+    def job_deferred(self, event: JobEvent) -> None:
         pass
 
 
@@ -69,3 +78,7 @@ class HookChain:
     def job_failed(self, event: JobEvent) -> None:
         for hook in self.hooks:
             hook.job_failed(event)
+
+    def job_deferred(self, event: JobEvent) -> None:
+        for hook in self.hooks:
+            hook.job_deferred(event)

@@ -88,7 +88,12 @@ async def test_json_output_through_the_cli(
     assert done.returncode == 0, done.stderr
     queues = {q["name"]: q for q in json.loads(done.stdout)["queues"]}
     assert queues[settings.queue]["counts"]["waiting"] == 2
-    assert queues[settings.queue]["totals"] == {"completed": 0, "failed": 0, "retried": 0}
+    assert queues[settings.queue]["totals"] == {
+        "completed": 0,
+        "failed": 0,
+        "retried": 0,
+        "deferred": 0,
+    }
 
 
 async def test_watch_refreshes_as_counts_change(

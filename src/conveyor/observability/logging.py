@@ -334,3 +334,15 @@ class LoggingHooks:
             "job_failed",
             _job_fields(event, duration_ms=round(event.duration_ms, 1), error=event.error),
         )
+
+    def job_deferred(self, event: JobEvent) -> None:
+        self._emit(
+            logging.WARNING,
+            "job_deferred",
+            _job_fields(
+                event,
+                reason=event.error,
+                deferrals=event.deferrals,
+                retry_in_ms=event.retry_delay_ms,
+            ),
+        )

@@ -66,6 +66,10 @@ class SnapshotCollector(Collector):
                 ("completed", "Jobs completed."),
                 ("failed", "Jobs failed for good (no attempts left, or unrecoverable)."),
                 ("retried", "Failed attempts sent back for a retry."),
+                (
+                    "deferred",
+                    "Jobs put back (not an attempt) by a worker that does not know their task.",
+                ),
             )
         }
         run = HistogramMetricFamily(
@@ -87,6 +91,7 @@ class SnapshotCollector(Collector):
                 counters["completed"].add_metric(labels, totals.completed)
                 counters["failed"].add_metric(labels, totals.failed)
                 counters["retried"].add_metric(labels, totals.retried)
+                counters["deferred"].add_metric(labels, totals.deferred)
                 run.add_metric(labels, totals.run.cumulative(), totals.run.sum_s)
                 wait.add_metric(labels, totals.wait.cumulative(), totals.wait.sum_s)
         yield from (depth, paused, oldest, workers, *counters.values(), run, wait)

@@ -12,7 +12,8 @@ Keys, per queue:
   ``f`` failed for good, ``r`` retried, ``n`` attempts timed, ``w`` wait ms summed, ``d`` run
   ms summed. The charts read these.
 - ``…:conveyor:totals`` (a hash, never expiring, bounded by task names and buckets): field
-  ``{metric}:{task}``, metrics ``completed``, ``failed``, ``retried``, ``run_sum_ms``,
+  ``{metric}:{task}``, metrics ``completed``, ``failed``, ``retried``, ``deferred`` (put
+  back for want of the task, not an attempt), ``run_sum_ms``,
   ``wait_sum_ms`` and ``run_le_{bound}`` / ``wait_le_{bound}`` (a histogram bucket,
   not cumulative). ``/metrics`` reads these.
 """
@@ -53,7 +54,7 @@ UNKNOWN_TASK = "_unknown"
 _TTL_MARGIN_S = 120
 
 _SECOND_METRICS = ("c", "f", "r", "n", "w", "d")
-_TOTAL_COUNTERS = ("completed", "failed", "retried")
+_TOTAL_COUNTERS = ("completed", "failed", "retried", "deferred")
 
 
 def stats_base(prefix: str, queue: str) -> str:
@@ -146,6 +147,13 @@ class StatsHooks:
 
     def job_failed(self, event: JobEvent) -> None:
         self._record(event, "f", "failed")
+
+    def job_deferred(self, event: JobEvent) -> None:
+        # Not an attempt: only counted (by task, which is `_unknown` here by definition).
+        task = event.name
+        if self.task_names is not None and task not in self.task_names:
+            task = UNKNOWN_TASK
+        self._pending.totals[event.queue]["deferred:" + task] += 1
 
     def _record(self, event: JobEvent, short: str, counter: str) -> None:
         second = int(self.clock())
@@ -315,6 +323,8 @@ class TaskTotals:
     completed: float = 0.0
     failed: float = 0.0
     retried: float = 0.0
+    #: Times a job was put back because the worker did not know its task (not attempts).
+    deferred: float = 0.0
     run: Histogram = field(default_factory=Histogram)
     wait: Histogram = field(default_factory=Histogram)
 

@@ -51,6 +51,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         max_stalled_count=settings.max_stalled_count,
         failed_key_prefix=settings.failed_key_prefix,
         job_timeout_s=settings.job_timeout_s,
+        unknown_task_timeout_s=settings.unknown_task_timeout_s,
     )
 
 

@@ -6,6 +6,8 @@ Delivery is at-least-once. What happens if the process dies:
   and it runs again. Handlers must be idempotent.
 - while finishing: each finish is one BullMQ script (atomic); a permanent failure and its
   ``failedJobs:{jobId}`` record are written in one MULTI, so they cannot disagree.
+
+A job whose task this worker does not know is put back for another worker (see ``unknown``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from conveyor.errors import (
     JobLockLostError,
     PayloadValidationError,
     TaskError,
+    UnknownTaskError,
     Unrecoverable,
 )
 from conveyor.hooks import JobEvent, NoHooks, WorkerHooks
@@ -48,6 +51,7 @@ from conveyor.jobs import (
 )
 from conveyor.registry import Task, TaskRegistry
 from conveyor.resp import RespConnection
+from conveyor.worker.unknown import next_deferral
 
 log = logging.getLogger("conveyor.worker")
 
@@ -81,6 +85,8 @@ class WorkerOptions:
     max_stalled_count: int = 1
     failed_key_prefix: str = "failedJobs"
     job_timeout_s: float | None = None
+    #: A job whose task no worker knows fails after waiting this long (see ``unknown``).
+    unknown_task_timeout_s: float = 7 * 24 * 3600.0
     drain_delay_s: float = DRAIN_DELAY_S
     name: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -462,7 +468,12 @@ class Worker:
             job.id, job.name, self.options.queue, attempt, self._max_attempts(None, job), wait_ms
         )
         try:
-            task = self.registry.get(job.name)
+            try:
+                task = self.registry.get(job.name)
+            except UnknownTaskError as unknown:
+                if await self._put_back(job, token, event, unknown):
+                    return None
+                raise  # it waited long enough: it fails for good below
             if task.retries is not None:
                 event = JobEvent(
                     job.id,
@@ -503,6 +514,33 @@ class Worker:
             return await self._failed(job, token, exc, policy, event, duration, unrecoverable)
         duration = (time.monotonic() - started) * 1000
         return await self._completed(job, token, return_json, event, duration)
+
+    async def _put_back(
+        self, job: JobInfo, token: str, event: JobEvent, unknown: UnknownTaskError
+    ) -> bool:
+        """Put a job of an unknown task back for another worker; False when its time is up."""
+        deferral = next_deferral(job.raw, now_ms(), self.options.unknown_task_timeout_s)
+        if deferral is None:
+            return False
+        try:
+            await self._persist(
+                job.id,
+                lambda first: self.bull.put_back(
+                    job.id, token, delay_ms=deferral.delay_ms, fields=deferral.fields
+                ),
+            )
+        except JobLockLostError as lost:
+            self._lock_lost(job, lost)
+            return True
+        self.hooks.job_deferred(
+            replace(
+                event,
+                error=str(unknown),
+                retry_delay_ms=deferral.delay_ms,
+                deferrals=deferral.count,
+            )
+        )
+        return True
 
     async def _call(self, task: Task, payload: BaseModel, ctx: _Context) -> Any:
         timeout = task.timeout_s or self.options.job_timeout_s

@@ -75,6 +75,7 @@ class QueueSummary:
                 "completed": sum(t.completed for t in self.totals.values()),
                 "failed": sum(t.failed for t in self.totals.values()),
                 "retried": sum(t.retried for t in self.totals.values()),
+                "deferred": sum(t.deferred for t in self.totals.values()),
             },
         }
 

@@ -208,6 +208,10 @@
         el("span", {}, "processed all-time ", el("b", { text: num(s.totals.completed) })),
         el("span", {}, "failed all-time ", el("b", { text: num(s.totals.failed) })),
         el("span", {}, "retried attempts ", el("b", { text: num(s.totals.retried) })));
+      if (s.totals.deferred) {
+        meta.append(el("span", { title: "jobs put back by a worker that does not know their task (waiting for one that does)" },
+          "deferred (unknown task) ", el("b", { text: num(s.totals.deferred) })));
+      }
     }
     $("#btn-retry-all").disabled = !(s && s.counts.failed);
   }
