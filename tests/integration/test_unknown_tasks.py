@@ -48,7 +48,7 @@ async def test_a_job_for_another_app_waits_for_it_and_runs_there(
     # The worker that does not know it puts it back: delayed, no attempt used, nothing failed.
     view = await wait_for_state(client, job_id, JobState.DELAYED)
     assert view.info.attempts_made == 0
-    assert view.info.raw[COUNT_FIELD] == "1"
+    assert int(view.info.raw[COUNT_FIELD]) >= 1
     assert SINCE_FIELD in view.info.raw
     assert await client.failure_record(job_id) is None
     deferred = [r for r in caplog.records if r.getMessage() == "job_deferred"]
