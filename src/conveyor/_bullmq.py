@@ -245,6 +245,10 @@ _KEY_TYPES = (
 _OTHER_KEY_NAMES = ("migrations", "delay", "metrics", "dn")
 #: Conveyor's own keys under a queue's prefix all start ``{prefix}:{queue}:conveyor:``.
 CONVEYOR_KEY_SPACE = "conveyor"
+#: A job hash field of Conveyor's own: when the job sent back for a retry (or put back) is due
+#: again, in ms. BullMQ keeps only the creation time and the last delay, which would count a
+#: retry's wait from the first enqueue, earlier attempts and backoff included.
+DUE_FIELD = "cvDue"
 #: Ids no job may have: each one is (or roots) one of the queue's own keys, which a job hash
 #: (``{prefix}:{queue}:{id}``) would overwrite or a removal would delete.
 RESERVED_JOB_IDS = frozenset({*_KEY_TYPES, *_OTHER_KEY_NAMES, CONVEYOR_KEY_SPACE} - {""})
@@ -354,6 +358,15 @@ class JobInfo:
     @cached_property
     def return_value(self) -> Any:
         return _loads(self.raw.get("returnvalue"), None)
+
+    @property
+    def due_ms(self) -> int:
+        """When the current (or last) attempt became due: enqueue time plus delay for the
+        first; for a retry or a put-back, the due time recorded when it was sent back."""
+        recorded = self.raw.get(DUE_FIELD)
+        if recorded is not None and recorded.isdigit():
+            return int(recorded)
+        return self.timestamp + self.delay
 
     @cached_property
     def stacktrace(self) -> list[str]:
@@ -696,12 +709,21 @@ class BullQueue:
         lifo: bool = False,
     ) -> None:
         """Send a failed attempt back: to delayed (with backoff) or straight to wait."""
-        fields = _pack(_flat({"failedReason": error, "stacktrace": dumps(stacktrace)}))
+        now = now_ms()
+        fields = _pack(
+            _flat(
+                {
+                    "failedReason": error,
+                    "stacktrace": dumps(stacktrace),
+                    DUE_FIELD: str(now + max(delay_ms, 0)),
+                }
+            )
+        )
         if delay_ms > 0:
             keys = self._keys("marker", "active", "prioritized", "delayed")
             keys += [self.job_key(job_id)]
             keys += self._keys("events", "meta", "stalled", "wait", "limiter", "pc")
-            args: list[Any] = [self.base, str(now_ms()), job_id, token, delay_ms, "0", fields, "0"]
+            args: list[Any] = [self.base, str(now), job_id, token, delay_ms, "0", fields, "0"]
             raw = await self._run("moveToDelayed", keys, args, None)
             command = "moveToDelayed"
         else:
@@ -711,7 +733,7 @@ class BullQueue:
             )
             push = "RPUSH" if lifo else "LPUSH"
             raw = await self._run(
-                "retryJob", keys, [self.base, now_ms(), push, job_id, token, fields], None
+                "retryJob", keys, [self.base, now, push, job_id, token, fields], None
             )
             command = "retryJob"
         if isinstance(raw, int) and raw < 0:
@@ -725,7 +747,9 @@ class BullQueue:
         keys = self._keys("marker", "active", "prioritized", "delayed")
         keys += [self.job_key(job_id)]
         keys += self._keys("events", "meta", "stalled", "wait", "limiter", "pc")
-        args = [self.base, str(now_ms()), job_id, token, delay_ms, "1", _pack(_flat(fields)), "0"]
+        now = now_ms()
+        packed = _pack(_flat({**fields, DUE_FIELD: str(now + delay_ms)}))
+        args = [self.base, str(now), job_id, token, delay_ms, "1", packed, "0"]
         raw = await self._run("moveToDelayed", keys, args, None)
         if isinstance(raw, int) and raw < 0:
             raise script_error(raw, job_id, "moveToDelayed", queue=self.name)

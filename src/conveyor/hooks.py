@@ -15,7 +15,8 @@ class JobEvent:
     queue: str
     attempt: int
     max_attempts: int
-    #: Milliseconds from enqueue (or from becoming due) to the start of this attempt.
+    #: Milliseconds from this attempt's due time (enqueue, end of a delay or of a retry's
+    #: backoff) to its start.
     wait_ms: float = 0.0
     #: Milliseconds the attempt ran.
     duration_ms: float = 0.0

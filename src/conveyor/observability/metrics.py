@@ -77,7 +77,8 @@ class SnapshotCollector(Collector):
         )
         wait = HistogramMetricFamily(
             "conveyor_job_wait_seconds",
-            "Time from enqueue (or from becoming due) to the start of each attempt.",
+            "Time from each attempt's due time (enqueue, end of a delay or of a retry's "
+            "backoff) to its start.",
             labels=["queue", "task"],
         )
         for queue in self.queues:

@@ -463,7 +463,10 @@ class Worker:
         attempt = job.attempts_made + 1
         task: Task | None = None
         started = time.monotonic()
-        wait_ms = max(0.0, now_ms() - job.timestamp - job.delay)
+        # From the attempt's due time: a retry's or a put-back's was recorded when it was sent
+        # back (a first attempt without delay, the common case, skips the look-up).
+        due = job.due_ms if job.attempts_made or job.delay else job.timestamp
+        wait_ms = max(0.0, now_ms() - due)
         event = JobEvent(
             job.id, job.name, self.options.queue, attempt, self._max_attempts(None, job), wait_ms
         )

@@ -63,9 +63,12 @@ def error_pattern(reason: str | None) -> str:
 
 
 def _wait_ms(info: JobInfo) -> int | None:
+    """From the last attempt's due time to its start; None while that attempt has not begun
+    (a retry waiting in delayed: its due time is after the last start)."""  # docs/monitor.md
     if info.processed_on is None or not info.timestamp:
         return None
-    return max(0, info.processed_on - info.timestamp - info.delay)
+    wait = info.processed_on - info.due_ms
+    return wait if wait >= 0 else None
 
 
 def _run_ms(info: JobInfo) -> int | None:
