@@ -18,7 +18,9 @@ from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
     NoScriptError,
+    OutOfMemoryError,
     RedisError,
+    ResponseError,
     TimeoutError,
 )
 
@@ -30,6 +32,36 @@ log = logging.getLogger("conveyor.redis")
 
 #: How long one connection attempt may take before it counts as a failure.
 CONNECT_TIMEOUT_S = 2.0
+
+
+#: What Redis answers a write when ``maxmemory`` is reached under ``noeviction`` (also inside
+#: a script's error or a pipeline's: those come back as a plain ResponseError).
+OOM_REPLY = "OOM command not allowed"
+
+
+def is_out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it was raised from) is Redis refusing a write: it is full."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, OutOfMemoryError):
+            return True
+        if isinstance(exc, ResponseError) and OOM_REPLY in str(exc):
+            return True
+        exc = exc.__cause__
+        seen += 1
+    return False
+
+
+def memory_full(info: dict[str, Any]) -> str | None:
+    """From ``INFO memory``: why Redis refuses writes now (maxmemory reached), or None."""
+    limit = int(info.get("maxmemory", 0) or 0)
+    if not limit:
+        return None
+    used = int(info.get("used_memory", 0)) - int(info.get("mem_not_counted_for_evict", 0))
+    if used <= limit:
+        return None
+    policy = info.get("maxmemory_policy", "noeviction")
+    return f"Redis is full: {used} bytes used of maxmemory {limit} ({policy}); writes are refused"
 
 
 def redact_url(url: str) -> str:

@@ -27,6 +27,7 @@ COMMON_ERRORS = {
     421: "The Host header names a host this server does not answer to "
     "(CONVEYOR_HTTP_ALLOWED_HOSTS)",
     503: "Redis unreachable or too slow, or too many enqueues waiting (see Retry-After)",
+    507: "Redis is full (maxmemory reached under noeviction) and refuses writes",
 }
 AUTH_ERROR = {401: "Missing or invalid API key"}
 CROSS_SITE_ERROR = (

@@ -29,6 +29,7 @@ from conveyor.errors import (
     RedisUnavailableError,
     UnknownTaskError,
 )
+from conveyor.redis import is_out_of_memory
 from conveyor.services.api.models import UNION_OPTIONS
 
 log = logging.getLogger("conveyor.api")
@@ -74,6 +75,7 @@ REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "Request timeout")
 TOO_MANY_CONNECTIONS = ProblemType("too-many-connections", 503, "Too many connections")
 INTERNAL = ProblemType("internal-error", 500, "Internal server error")
 REDIS_UNAVAILABLE = ProblemType("redis-unavailable", 503, "Redis is unavailable")
+REDIS_FULL = ProblemType("redis-full", 507, "Redis is full")
 OVERLOADED = ProblemType("overloaded", 503, "Too many enqueues waiting for Redis")
 
 ALL_TYPES = (
@@ -94,6 +96,7 @@ ALL_TYPES = (
     INTERNAL,
     REDIS_UNAVAILABLE,
     OVERLOADED,
+    REDIS_FULL,
     MALFORMED_REQUEST,
     REQUEST_TIMEOUT,
     TOO_MANY_CONNECTIONS,
@@ -227,6 +230,11 @@ def problem_for(exc: BaseException) -> ProblemError:
     """The problem that answers ``exc``, whatever raised it."""
     if isinstance(exc, ProblemError):
         return exc
+    if is_out_of_memory(exc):
+        return ProblemError(
+            REDIS_FULL,
+            "Redis is full (maxmemory reached, noeviction) and refuses writes; nothing was written",
+        )
     if isinstance(exc, ConveyorError):
         return from_conveyor_error(exc)
     if isinstance(exc, RequestValidationError):

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from conveyor.errors import JobNotFoundError
 from conveyor.jobs import COUNTED_STATES, JobState
+from conveyor.redis import memory_full
 from conveyor.services.api.body import (
     check_declared_length,
     check_media_type,
@@ -40,6 +41,7 @@ from conveyor.services.api.models import (
 from conveyor.services.api.problems import (
     INVALID_REQUEST,
     QUEUE_NOT_FOUND,
+    REDIS_FULL,
     FieldProblem,
     ProblemError,
 )
@@ -290,5 +292,7 @@ async def healthz() -> Health:
 @router.get("/readyz", summary="Redis answers: ready to take jobs", tags=["health"])
 async def readyz(request: Request) -> Readiness:
     state = state_of(request)
-    await state.bounded(state.client.redis.ping())
+    full = memory_full(await state.bounded(state.client.redis.info("memory")))
+    if full:
+        raise ProblemError(REDIS_FULL, full)
     return Readiness()

@@ -31,6 +31,7 @@ from conveyor.config import Settings
 from conveyor.errors import ConveyorError, JobNotFoundError, JobStateError
 from conveyor.observability.metrics import METRICS_CONTENT_TYPE, render_metrics
 from conveyor.observability.stats import read_history
+from conveyor.redis import is_out_of_memory, memory_full
 from conveyor.services.guard import GuardMiddleware, Refusal, RequestGuard, Verdict
 from conveyor.services.monitor.actions import Actions
 from conveyor.services.monitor.auth import ACTION_HEADER, REALM, Access, Principal
@@ -160,6 +161,10 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     @app.exception_handler(RedisError)
     async def redis_error(_: Request, exc: RedisError) -> JSONResponse:
         log.warning("monitor_redis_error", extra={"fields": {"error": str(exc)}})
+        if is_out_of_memory(exc):
+            return _problem(
+                507, "RedisFull", "Redis is full (maxmemory reached) and refuses writes"
+            )
         return _problem(503, "RedisUnavailable", f"Redis did not answer: {exc}")
 
     @app.exception_handler(HTTPException)
@@ -185,11 +190,14 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
         bound = settings.monitor_redis_timeout_s
         try:
             async with asyncio.timeout(bound):
-                await rt.redis.ping()
+                memory = await rt.redis.info("memory")
         except TimeoutError:
             return _problem(503, "NotReady", f"Redis did not answer within {bound:g} s")
         except (RedisError, OSError) as exc:
             return _problem(503, "NotReady", f"Redis did not answer: {exc}")
+        full = memory_full(memory)
+        if full:
+            return _problem(507, "RedisFull", full)
         return JSONResponse({"status": "ready"})
 
     @app.get("/api/openapi.json", include_in_schema=False)
