@@ -24,7 +24,8 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
-from conveyor.jobs import JobState, failure_index_key, failure_record_key
+from conveyor.failures import FailureStore, parse_sweep
+from conveyor.jobs import FailureKeys, JobState
 from conveyor.redis import AutoPipeline
 from conveyor.resp import RespConnection, ignore_reply
 
@@ -140,71 +141,6 @@ def _script_source(name: str) -> str:
         "return conveyorResult\n"
     )
 
-
-#: Written in the same MULTI as the move to "failed", so the record and BullMQ's failed set
-#: can never disagree: the record is written only when the job really is failed now (or was
-#: removed on failure by removeOnFail).
-_RECORD_FAILURE_LUA = """
-local jobKey, failedSet, recordKey, indexKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local jobId = ARGV[1]
-if redis.call("EXISTS", jobKey) == 1 and not redis.call("ZSCORE", failedSet, jobId) then
-  return 0
-end
-redis.call("HSET", recordKey, "job_id", jobId, "name", ARGV[2], "queue", ARGV[3],
-  "data", ARGV[4], "error", ARGV[5], "stack", ARGV[6], "attempts", ARGV[7],
-  "failed_at", ARGV[8], "failed_at_ms", ARGV[9], "prefix", ARGV[10])
-redis.call("ZADD", indexKey, ARGV[9], recordKey)
-return 1
-"""
-
-#: Drops a failure record once its job has left the failed set (retried or removed).
-_FORGET_FAILURE_LUA = """
-local failedSet, recordKey, indexKey = KEYS[1], KEYS[2], KEYS[3]
-if redis.call("ZSCORE", failedSet, ARGV[1]) then
-  return 0
-end
-redis.call("ZREM", indexKey, recordKey)
-return redis.call("DEL", recordKey)
-"""
-
-#: Cleanup's record removal. Walks one window of the failure index (records that failed at or
-#: before the cutoff, from ``offset``) plus any record keys given explicitly, and deletes the
-#: records of this queue whose job is no longer in the failed set (cleaned just before in the
-#: same MULTI, retried, or removed on failure), with their index entries. A record whose job is
-#: still failed is kept, so the two stores never disagree; index entries whose record is gone
-#: are dropped. Answers {records removed, window entries kept, dangling entries dropped,
-#: window entries examined}.
-_SWEEP_FAILURES_LUA = """
-local indexKey, failedSet = KEYS[1], KEYS[2]
-local cutoff, offset, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local queue, prefix = ARGV[4], ARGV[5]
-local removed, kept, dangling = 0, 0, 0
-local function consider(recordKey, explicit)
-  local f = redis.call("HMGET", recordKey, "job_id", "queue", "prefix")
-  if not f[1] then
-    if not explicit then
-      redis.call("ZREM", indexKey, recordKey)
-      dangling = dangling + 1
-    end
-    return
-  end
-  if f[2] ~= queue or f[3] ~= prefix or redis.call("ZSCORE", failedSet, f[1]) then
-    if not explicit then kept = kept + 1 end
-    return
-  end
-  redis.call("DEL", recordKey)
-  redis.call("ZREM", indexKey, recordKey)
-  removed = removed + 1
-end
-local examined = 0
-if limit > 0 then
-  local entries = redis.call("ZRANGEBYSCORE", indexKey, "-inf", cutoff, "LIMIT", offset, limit)
-  examined = #entries
-  for _, recordKey in ipairs(entries) do consider(recordKey, false) end
-end
-for i = 6, #ARGV do consider(ARGV[i], true) end
-return {removed, kept, dangling, examined}
-"""
 
 #: The first keys of moveToActive and moveToFinished, in BullMQ's order.
 _FETCH_KEY_TYPES = (
@@ -482,12 +418,14 @@ class BullQueue:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(_script_source(name)) for name in _SCRIPT_FILES
         }
-        self._record_failure = redis.register_script(_RECORD_FAILURE_LUA)
-        self._forget_failure = redis.register_script(_FORGET_FAILURE_LUA)
-        self._sweep_failures = redis.register_script(_SWEEP_FAILURES_LUA)
 
     def job_key(self, job_id: str) -> str:
         return self.base + job_id
+
+    def failure_store(self, failed_key_prefix: str = "failedJobs") -> FailureStore:
+        """The failure records of this queue (see ``conveyor.jobs.FailureKeys``)."""
+        keys = FailureKeys(self.prefix, self.name, failed_key_prefix)
+        return FailureStore(self.redis, keys, failed_set=self.keys["failed"])
 
     def _keys(self, *kinds: str) -> list[str]:
         return [self.keys[k] for k in kinds]
@@ -644,8 +582,7 @@ class BullQueue:
         attempts: int,
         keep: dict[str, Any],
         lock_duration_ms: int,
-        record_key: str,
-        index_key: str,
+        records: FailureStore,
         failed_at_iso: str,
         failed_at_ms: int,
         fetch_next: bool = False,
@@ -670,7 +607,7 @@ class BullQueue:
             fetch_next=fetch_next,
             fields={"failedReason": error, "stacktrace": dumps(stacktrace)},
         )
-        record_keys = [self.job_key(job.id), self.keys["failed"], record_key, index_key]
+        record_keys = records.record_keys(job.id, self.job_key(job.id))
         record_args: list[Any] = [
             job.id,
             job.name,
@@ -688,7 +625,7 @@ class BullQueue:
         moved, _ = await self._auto.transaction(
             [
                 (self._scripts["moveToFinished"], keys, args),
-                (self._record_failure, record_keys, record_args),
+                (records.record_script, record_keys, record_args),
             ],
             by_sha=1,
         )
@@ -882,12 +819,7 @@ class BullQueue:
             ids.extend(str(j) for j in part)
         return ids
 
-    async def _forget(self, job_id: str, record_key: str, index_key: str, pipe: Pipeline) -> None:
-        await self._forget_failure(
-            keys=[self.keys["failed"], record_key, index_key], args=[job_id], client=pipe
-        )
-
-    async def remove(self, job_id: str, *, record_key: str, index_key: str) -> bool:
+    async def remove(self, job_id: str, *, records: FailureStore) -> bool:
         """Remove a job that is not locked (and its failure record); False when a worker holds
         it."""
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -897,12 +829,12 @@ class BullQueue:
                 [job_id, 1, self.base],
                 pipe,
             )
-            await self._forget(job_id, record_key, index_key, pipe)
+            await records.forget(job_id, pipe)
             removed, _ = await pipe.execute()
         return bool(removed and int(removed) == 1)
 
     async def reprocess(
-        self, job_id: str, state: JobState, *, record_key: str, index_key: str, lifo: bool = False
+        self, job_id: str, state: JobState, *, records: FailureStore, lifo: bool = False
     ) -> None:
         """Move a finished (failed or completed) job back to wait, as BullMQ's Job.retry, and
         drop its failure record in the same transaction."""
@@ -912,7 +844,7 @@ class BullQueue:
         args = [job_id, "RPUSH" if lifo else "LPUSH", prop, state.value, "1", "0"]
         async with self.redis.pipeline(transaction=True) as pipe:
             await self._run("reprocessJob", keys, args, pipe)
-            await self._forget(job_id, record_key, index_key, pipe)
+            await records.forget(job_id, pipe)
             raw, _ = await pipe.execute()
         if isinstance(raw, int) and raw < 0:
             raise script_error(raw, job_id, "reprocessJob", queue=self.name)
@@ -967,32 +899,66 @@ class BullQueue:
         return [str(j) for j in raw or []] if pipe is None else []
 
     async def clean_failed(
-        self, older_than_ms: int, limit: int, *, failed_key_prefix: str, offset: int = 0
+        self,
+        older_than_ms: int,
+        limit: int,
+        *,
+        records: FailureStore,
+        index: str | None = None,
+        offset: int = 0,
     ) -> CleanedBatch:
         """One bounded step of failure cleanup, consistent across both stores.
 
         In one MULTI: up to ``limit`` failed jobs older than the cutoff are removed, then one
-        window of the failure index (``offset``, ``limit``) is swept of records whose job is
-        gone. The records of the jobs just removed are then removed by key (in case their
-        record was written a moment after the job's finishedOn, or sits outside the window).
+        window of a failure index (``index``: the queue's own by default, or the legacy one
+        being drained; ``offset``, ``limit``) is swept of this queue's records whose job is
+        gone. The records of the jobs just removed are then removed by key, at their key and
+        their legacy key (in case their record was written a moment after the job's
+        finishedOn, or sits outside the window).
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        index_key = failure_index_key(failed_key_prefix)
-        sweep_keys = [index_key, self.keys["failed"]]
-        sweep_args: list[Any] = [older_than_ms, offset, limit, self.name, self.prefix]
+        walked = index or records.keys.index
         async with self.redis.pipeline(transaction=True) as pipe:
             await self.clean(JobState.FAILED, older_than_ms, limit, pipe=pipe)
-            await self._sweep_failures(keys=sweep_keys, args=sweep_args, client=pipe)
+            await records.sweep(
+                walked,
+                cutoff_ms=older_than_ms,
+                offset=offset,
+                limit=limit,
+                keep_removed=False,
+                pipe=pipe,
+            )
             cleaned, swept = await pipe.execute()
         job_ids = [str(j) for j in cleaned or []]
-        removed, kept, dropped, examined = (int(n) for n in swept)
+        window = parse_sweep(swept)
+        removed = window.removed
         if job_ids:
-            record_keys = [
-                failure_record_key(failed_key_prefix, j, queue=self.name) for j in job_ids
-            ]
-            explicit = await self._sweep_failures(
-                keys=sweep_keys, args=[older_than_ms, 0, 0, self.name, self.prefix, *record_keys]
+            keys = records.keys
+            record_keys = [keys.record(j) for j in job_ids]
+            record_keys += [keys.legacy_record(j) for j in job_ids]
+            explicit = await records.sweep(
+                walked, cutoff_ms=older_than_ms, keep_removed=False, record_keys=record_keys
             )
-            removed += int(explicit[0])
-        return CleanedBatch(job_ids, removed, kept, dropped, examined)
+            assert explicit is not None
+            removed += explicit.removed
+        return CleanedBatch(job_ids, removed, window.kept, window.dangling, window.examined)
+
+    # --- the event stream ---------------------------------------------------------------------
+    async def read_events(self, after: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        """Up to ``count`` entries of the queue's event stream after the entry id ``after``
+        (``"0"``: from the start), oldest first."""
+        start = "-" if after in ("", "0", "0-0") else _next_stream_id(after)
+        raw: Any = await self.redis.xrange(self.keys["events"], start, "+", count=count)
+        return [(str(i), {str(k): str(v) for k, v in (f or {}).items()}) for i, f in raw or []]
+
+    async def last_event_id(self) -> str:
+        """The id of the newest entry of the queue's event stream ("0" when it is empty)."""
+        raw = await self.redis.xrevrange(self.keys["events"], "+", "-", count=1)
+        return str(raw[0][0]) if raw else "0"
+
+
+def _next_stream_id(entry_id: str) -> str:
+    """The smallest stream id after ``entry_id`` (XRANGE's exclusive start needs Redis 6.2)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"

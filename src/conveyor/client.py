@@ -24,8 +24,6 @@ from conveyor.jobs import (
     COUNTED_STATES,
     JobState,
     RetryPolicy,
-    failure_index_key,
-    failure_record_key,
     policy_from_job_options,
 )
 from conveyor.redis import connect
@@ -221,6 +219,8 @@ class QueueClient:
         # concurrent enqueues cost a few round trips, not one each. Closed by close().
         self._hot_path = RespConnection.like(redis) if pipelined else None
         self.bull = BullQueue(redis, queue, prefix, hot_path=self._hot_path)
+        #: This queue's failure records (``conveyor.jobs.FailureKeys`` says where they live).
+        self.records = self.bull.failure_store(failed_key_prefix)
         self._owns_redis = owns_redis
 
     @classmethod
@@ -344,14 +344,12 @@ class QueueClient:
         return await self.bull.get_logs(job_id)
 
     async def failure_record(self, job_id: str) -> dict[str, str] | None:
-        """The record of a permanently failed job, if any: ``failedJobs:{jobId}``, or
-        ``failedJobs:{queue}:{jobId}`` for BullMQ counter ids (see ``failure_record_key``)."""
+        """The record of a permanently failed job, if any: ``failedJobs:{jobId}`` on the seed's
+        queue, ``{prefix}:{queue}:conveyor:failed:{jobId}`` on any other (see
+        ``conveyor.jobs.FailureKeys``); a record an earlier version wrote is found too."""
         if not is_job_id(job_id):
             return None
-        raw = await self.redis.hgetall(
-            failure_record_key(self.failed_key_prefix, job_id, queue=self.queue)
-        )
-        return {str(k): str(v) for k, v in raw.items()} if raw else None
+        return await self.records.read(job_id)
 
     # --- act ------------------------------------------------------------------------------------
     async def retry(self, job_id: str) -> None:
@@ -366,8 +364,7 @@ class QueueClient:
         await self.bull.reprocess(
             job_id,
             state,
-            record_key=failure_record_key(self.failed_key_prefix, job_id, queue=self.queue),
-            index_key=failure_index_key(self.failed_key_prefix),
+            records=self.records,
         )
 
     async def retry_all_failed(self, *, batch: int = 1000) -> RetriedFailed:
@@ -407,8 +404,7 @@ class QueueClient:
             raise JobNotFoundError(job_id, self.queue)
         removed = await self.bull.remove(
             job_id,
-            record_key=failure_record_key(self.failed_key_prefix, job_id, queue=self.queue),
-            index_key=failure_index_key(self.failed_key_prefix),
+            records=self.records,
         )
         if not removed:
             raise JobStateError(f"job {job_id} is locked by a worker and cannot be removed now")

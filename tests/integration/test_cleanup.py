@@ -14,7 +14,7 @@ from conveyor._bullmq import now_ms
 from conveyor.client import JobSpec, QueueClient
 from conveyor.config import Settings
 from conveyor.errors import Unrecoverable
-from conveyor.jobs import JobState, failure_index_key, failure_record_key
+from conveyor.jobs import JobState
 from conveyor.maintenance import Cleaner, RetentionPolicy
 from conveyor.registry import JobContext, TaskRegistry
 from conveyor.testing import wait_for
@@ -116,26 +116,24 @@ async def finished_on(client: QueueClient, ids: list[str]) -> int:
 async def assert_consistent(redis: Redis, client: QueueClient, failed_prefix: str) -> None:
     """Every record of this queue in the index has its job in the failed set and vice versa
     (for jobs that were not removed on failure), and every index entry has a record."""
-    index = failure_index_key(failed_prefix)
+    index = client.records.keys.index
     failed_ids = set(await redis.zrange(client.bull.keys["failed"], 0, -1))
     for record_key in await redis.zrange(index, 0, -1):
         record = await redis.hgetall(record_key)
         assert record, f"index entry {record_key} has no record"
         assert record["job_id"] in failed_ids, f"{record_key}: its job left the failed set"
     for job_id in failed_ids:
-        assert await redis.exists(failure_record_key(failed_prefix, job_id, queue=client.queue)), (
-            job_id
-        )
+        assert await redis.exists(client.records.keys.record(job_id)), job_id
         assert await redis.exists(client.bull.job_key(job_id)), job_id
 
 
 async def gone(redis: Redis, client: QueueClient, failed_prefix: str, job_id: str) -> bool:
-    record_key = failure_record_key(failed_prefix, job_id, queue=client.queue)
+    record_key = client.records.keys.record(job_id)
     return (
         not await redis.exists(client.bull.job_key(job_id))
         and await redis.zscore(client.bull.keys["failed"], job_id) is None
         and not await redis.exists(record_key)
-        and await redis.zscore(failure_index_key(failed_prefix), record_key) is None
+        and await redis.zscore(client.records.keys.index, record_key) is None
     )
 
 
@@ -169,7 +167,7 @@ async def test_old_failures_go_recent_ones_stay(
     last = await cleaner.run(await finished_on(client, recent) + WEEK_MS)
     assert (last.failed_jobs_removed, last.failure_records_removed) == (4, 4)
     assert await redis.zcard(client.bull.keys["failed"]) == 0
-    assert await redis.zcard(failure_index_key(failed_prefix)) == 0
+    assert await redis.zcard(client.records.keys.index) == 0
 
 
 async def test_dry_run_predicts_the_run_and_changes_nothing(
@@ -180,14 +178,14 @@ async def test_dry_run_predicts_the_run_and_changes_nothing(
     await wait_for(lambda: now_ms() > boundary + 1)
     await fail_jobs(client, 2)
     cleaner = make_cleaner(redis, settings, failed_prefix, batch_size=2)
-    before = await redis.zrange(failure_index_key(failed_prefix), 0, -1, withscores=True)
+    before = await redis.zrange(client.records.keys.index, 0, -1, withscores=True)
 
     preview = await cleaner.preview(boundary + WEEK_MS)
 
     assert preview.dry_run
     assert (preview.failed_jobs_removed, preview.failure_records_removed) == (5, 5)
     assert set(preview.sample_job_ids) == set(old)
-    assert await redis.zrange(failure_index_key(failed_prefix), 0, -1, withscores=True) == before
+    assert await redis.zrange(client.records.keys.index, 0, -1, withscores=True) == before
     assert await redis.zcard(client.bull.keys["failed"]) == 7
     report = await cleaner.run(boundary + WEEK_MS)
     assert (report.failed_jobs_removed, report.failure_records_removed) == (5, 5)
@@ -200,7 +198,7 @@ async def test_a_single_batch_leaves_both_stores_consistent(
     ids = await fail_jobs(client, 6)
     cutoff = await finished_on(client, ids)
 
-    batch = await client.bull.clean_failed(cutoff, 2, failed_key_prefix=failed_prefix)
+    batch = await client.bull.clean_failed(cutoff, 2, records=client.records)
 
     assert len(batch.job_ids) == 2
     assert batch.records_removed == 2
@@ -265,8 +263,8 @@ async def test_a_record_written_just_after_the_cutoff_goes_with_its_job(
     on the old side of the cutoff takes its record along even if the record is a bit newer."""
     [job_id] = await fail_jobs(client, 1)
     finished = int(await redis.zscore(client.bull.keys["failed"], job_id) or 0)
-    record_key = failure_record_key(failed_prefix, job_id, queue=client.queue)
-    await redis.zadd(failure_index_key(failed_prefix), {record_key: finished + 5})
+    record_key = client.records.keys.record(job_id)
+    await redis.zadd(client.records.keys.index, {record_key: finished + 5})
 
     report = await make_cleaner(redis, settings, failed_prefix).run(finished + WEEK_MS)
 
@@ -277,7 +275,7 @@ async def test_a_record_written_just_after_the_cutoff_goes_with_its_job(
 async def test_index_entries_without_a_record_are_dropped(
     redis: Redis, settings: Settings, client: QueueClient, failed_prefix: str
 ) -> None:
-    index = failure_index_key(failed_prefix)
+    index = client.records.keys.index
     await redis.zadd(index, {f"{failed_prefix}:lost": 1000, f"{failed_prefix}:young": now_ms()})
 
     report = await make_cleaner(redis, settings, failed_prefix).run(now_ms())
@@ -329,5 +327,6 @@ async def test_a_large_backlog_goes_in_bounded_batches(
 
     assert report.failed_jobs_removed == 60
     assert max(calls) <= 7
-    assert len(calls) == 9  # 8 full batches and the rest
-    assert await redis.zcard(failure_index_key(failed_prefix)) == 0
+    # 8 full batches and the rest; then one look at the index earlier versions shared
+    assert len(calls) == 9 + 1
+    assert await redis.zcard(client.records.keys.index) == 0

@@ -149,6 +149,8 @@ async def test_retry_remove_and_the_failure_record(
     worker = make_worker(registry)
     await wait_for_state(client, job_id, JobState.FAILED)
     assert await client.failure_record(job_id) is not None
+    keys = client.records.keys
+    assert await redis.zscore(keys.index, keys.record(job_id)) is not None
 
     worker.stop()
     await wait_for(lambda: not worker.running)
@@ -157,7 +159,7 @@ async def test_retry_remove_and_the_failure_record(
     assert view.state is JobState.WAITING
     assert view.info.attempts_made == 0
     assert await client.failure_record(job_id) is None
-    assert await redis.zscore("failedJobs-index", f"failedJobs:{job_id}") is None
+    assert await redis.zscore(keys.index, keys.record(job_id)) is None
 
     await client.remove(job_id)
     with pytest.raises(JobNotFoundError):

@@ -127,7 +127,10 @@ async def test_always_failing_job_gets_six_attempts_with_growing_delays_then_fai
     assert "Boom" in record["stack"]
     assert record["attempts"] == "6"
     assert record["failed_at"].endswith("Z")
-    score = await redis.zscore("failedJobs-index", f"failedJobs:{job_id}")
+    # Not the seed's queue: the record lives in the queue's own key space.
+    key = f"{settings.prefix}:{settings.queue}:conveyor:failed:{job_id}"
+    assert await redis.hgetall(key) == record
+    score = await redis.zscore(f"{settings.prefix}:{settings.queue}:conveyor:failed-index", key)
     assert score == pytest.approx(int(record["failed_at_ms"]))
 
 

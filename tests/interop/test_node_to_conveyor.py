@@ -114,9 +114,11 @@ async def test_node_job_fails_for_good_on_conveyor_with_a_failure_record(
     assert job["failedReason"] == "InteropFailure: conveyor failure on attempt 2"
     assert len(job["stacktrace"]) == 2
 
-    # A counter id gets a queue-scoped record key; the seed's key stays free.
-    key = f"failedJobs:{settings.queue}:{job_id}"
+    # Not the seed's queue: the record lives in the queue's own key space, so Node's counter
+    # ids, which repeat in every queue, never share a key; failedJobs:* stays untouched.
+    key = f"{settings.prefix}:{settings.queue}:conveyor:failed:{job_id}"
     assert await redis.exists(f"failedJobs:{job_id}") == 0
+    assert await redis.exists(f"failedJobs:{settings.queue}:{job_id}") == 0
     record = await redis.hgetall(key)
     assert record == await client.failure_record(job_id)
     assert record["job_id"] == job_id
@@ -126,7 +128,7 @@ async def test_node_job_fails_for_good_on_conveyor_with_a_failure_record(
     assert json.loads(record["data"]) == UNICODE
     assert record["error"] == job["failedReason"]
     assert record["attempts"] == "2"
-    assert await redis.zscore("failedJobs-index", key) is not None
+    assert await redis.zscore(f"{settings.prefix}:{settings.queue}:conveyor:failed-index", key)
 
     getters = await node("getters")
     assert getters["ids"]["failed"] == [job_id]

@@ -7,13 +7,14 @@ import pytest
 from conveyor.errors import JobOptionsError
 from conveyor.jobs import (
     MAX_BACKOFF_MS,
+    FailureKeys,
     RetryPolicy,
     backoff_delay_ms,
-    failure_record_key,
     policy_from_job_options,
     should_retry,
 )
 
+IDX = "conveyor:failed-index"
 EXP_1S = RetryPolicy.from_retries(5, "exponential", 1000)
 
 
@@ -96,21 +97,52 @@ def test_to_job_options_is_bullmq_shaped() -> None:
 
 
 @pytest.mark.parametrize(
+    ("prefix", "queue", "job_id", "record", "index"),
+    [
+        # The seed's deployment: exactly failedJobs:{jobId}, counter ids included.
+        ("bull", "taskQueue", "42", "failedJobs:42", "failedJobs-index"),
+        ("bull", "taskQueue", "order-42", "failedJobs:order-42", "failedJobs-index"),
+        ("bull", "taskQueue", "3f2c9a4e", "failedJobs:3f2c9a4e", "failedJobs-index"),
+        # Any other queue (or prefix): inside its own key space, its own index.
+        ("bull", "emails", "42", "bull:emails:conveyor:failed:42", f"bull:emails:{IDX}"),
+        ("bull", "emails", "o-42", "bull:emails:conveyor:failed:o-42", f"bull:emails:{IDX}"),
+        ("acme", "taskQueue", "42", "acme:taskQueue:conveyor:failed:42", f"acme:taskQueue:{IDX}"),
+        ("bull", "taskqueue", "7", "bull:taskqueue:conveyor:failed:7", f"bull:taskqueue:{IDX}"),
+    ],
+)  # fmt: skip
+def test_failure_keys_seed_queue_keeps_the_seed_key_others_their_own_space(
+    prefix: str, queue: str, job_id: str, record: str, index: str
+) -> None:
+    keys = FailureKeys(prefix, queue)
+    assert keys.record(job_id) == record
+    assert keys.index == index
+
+
+def test_the_same_id_on_two_queues_never_shares_a_record_key() -> None:
+    queues = [FailureKeys("bull", q) for q in ("taskQueue", "emails", "reports")]
+    queues.append(FailureKeys("other", "taskQueue"))
+    for job_id in ("1", "order-42", "3f2c9a4e"):
+        assert len({k.record(job_id) for k in queues}) == len(queues)
+
+
+def test_the_failed_key_prefix_names_the_seed_part() -> None:
+    keys = FailureKeys("bull", "taskQueue", "deadJobs")
+    assert (keys.record("42"), keys.index) == ("deadJobs:42", "deadJobs-index")
+
+
+@pytest.mark.parametrize(
     ("job_id", "key"),
     [
         ("3f2c9a4e-8d1b-4c55-9e0a-1b2c3d4e5f60", "failedJobs:3f2c9a4e-8d1b-4c55-9e0a-1b2c3d4e5f60"),
         ("order-42", "failedJobs:order-42"),
-        ("1", "failedJobs:taskQueue:1"),  # BullMQ counter ids repeat across queues
-        ("12345", "failedJobs:taskQueue:12345"),
-        ("-1", "failedJobs:-1"),
+        ("1", "failedJobs:emails:1"),
         ("\u0661", "failedJobs:\u0661"),  # an Arabic-Indic digit is not a counter id
-        ("repeat:abc:1700000000000", "failedJobs:repeat:abc:1700000000000"),
     ],
 )
-def test_failure_record_key_is_the_seed_key_unless_the_id_is_a_counter(
-    job_id: str, key: str
-) -> None:
-    assert failure_record_key("failedJobs", job_id, queue="taskQueue") == key
+def test_legacy_record_is_where_earlier_versions_wrote(job_id: str, key: str) -> None:
+    keys = FailureKeys("bull", "emails")
+    assert keys.legacy_record(job_id) == key
+    assert keys.legacy_index == "failedJobs-index"
 
 
 def test_exponential_backoff_is_capped() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from conveyor._bullmq import BullQueue
-from conveyor.jobs import JobState, failure_index_key
+from conveyor.jobs import JobState
 from conveyor.maintenance.cleanup import (
     CleanupReport,
     FailureEntry,
@@ -59,7 +59,7 @@ class Cleaner:
         self.queue = queue
         self.prefix = prefix
         self.failed_key_prefix = failed_key_prefix
-        self.index_key = failure_index_key(failed_key_prefix)
+        self.records = self.bull.failure_store(failed_key_prefix)
         self.policy = policy
         self.batch_size = batch_size
         #: Pause between batches, to leave Redis to the workers on a big backlog.
@@ -104,20 +104,24 @@ class Cleaner:
         """Remove everything that has expired at ``now_ms``; answers what went."""
         started = time.monotonic()
         cutoff = self.policy.failed_cutoff_ms(now_ms)
-        failed = records = dropped = offset = 0
+        failed = records = dropped = 0
         sample: list[str] = []
-        while True:
-            batch = await self.bull.clean_failed(
-                cutoff, self.batch_size, failed_key_prefix=self.failed_key_prefix, offset=offset
-            )
-            failed += len(batch.job_ids)
-            records += batch.records_removed
-            dropped += batch.index_entries_dropped
-            sample.extend(batch.job_ids[: SAMPLE_SIZE - len(sample)])
-            offset += batch.records_kept
-            if len(batch.job_ids) < self.batch_size and batch.examined < self.batch_size:
-                break
-            await self._between_batches()
+        # The queue's own index, then (other queues than the seed's) the index an earlier
+        # version shared between queues, drained of this queue's expired records.
+        for index in self.records.indexes:
+            offset = 0
+            while True:
+                batch = await self.bull.clean_failed(
+                    cutoff, self.batch_size, records=self.records, index=index, offset=offset
+                )
+                failed += len(batch.job_ids)
+                records += batch.records_removed
+                dropped += batch.index_entries_dropped
+                sample.extend(batch.job_ids[: SAMPLE_SIZE - len(sample)])
+                offset += batch.records_kept
+                if len(batch.job_ids) < self.batch_size and batch.examined < self.batch_size:
+                    break
+                await self._between_batches()
         completed = 0
         completed_cutoff = self.policy.completed_cutoff_ms(now_ms)
         if completed_cutoff is not None:
@@ -147,19 +151,21 @@ class Cleaner:
         sample = await self.redis.zrangebyscore(
             self.bull.keys["failed"], 0, cutoff, start=0, num=SAMPLE_SIZE
         )
-        records = dropped = offset = 0
-        while True:
-            entries = await self.failure_entries(cutoff, offset, self.batch_size)
-            for entry in select_expired(
-                entries, now_ms, self.policy, queue=self.queue, prefix=self.prefix
-            ):
-                if entry.dangling:
-                    dropped += 1
-                else:
-                    records += 1
-            offset += len(entries)
-            if len(entries) < self.batch_size:
-                break
+        records = dropped = 0
+        for index in self.records.indexes:
+            offset = 0
+            while True:
+                entries = await self.failure_entries(cutoff, offset, self.batch_size, index=index)
+                for entry in select_expired(
+                    entries, now_ms, self.policy, queue=self.queue, prefix=self.prefix
+                ):
+                    if entry.dangling:
+                        dropped += 1
+                    else:
+                        records += 1
+                offset += len(entries)
+                if len(entries) < self.batch_size:
+                    break
         completed = 0
         completed_cutoff = self.policy.completed_cutoff_ms(now_ms)
         if completed_cutoff is not None:
@@ -178,11 +184,18 @@ class Cleaner:
             sample=[str(s) for s in sample],
         )
 
-    async def failure_entries(self, cutoff_ms: int, offset: int, limit: int) -> list[FailureEntry]:
-        """One window of the failure index (failed at or before the cutoff), with each record's
-        queue and its job's place in this queue's failed set."""
+    async def failure_entries(
+        self, cutoff_ms: int, offset: int, limit: int, *, index: str | None = None
+    ) -> list[FailureEntry]:
+        """One window of a failure index (the queue's own by default; failed at or before the
+        cutoff), with each record's queue and its job's place in this queue's failed set."""
         raw: list[Any] = await self.redis.zrangebyscore(
-            self.index_key, "-inf", cutoff_ms, start=offset, num=limit, withscores=True
+            index or self.records.keys.index,
+            "-inf",
+            cutoff_ms,
+            start=offset,
+            num=limit,
+            withscores=True,
         )
         window: list[tuple[str, float]] = [(str(k), float(v)) for k, v in raw]
         if not window:

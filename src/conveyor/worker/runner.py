@@ -5,7 +5,8 @@ Delivery is at-least-once. What happens if the process dies:
 - while a job runs: its lock expires; the stalled-job check (any worker's) puts it back in wait
   and it runs again. Handlers must be idempotent.
 - while finishing: each finish is one BullMQ script (atomic); a permanent failure and its
-  ``failedJobs:{jobId}`` record are written in one MULTI, so they cannot disagree.
+  failure record (``conveyor.jobs.FailureKeys``) are written in one MULTI, so they cannot
+  disagree.
 
 A job whose task this worker does not know is put back for another worker (see ``unknown``).
 """
@@ -44,13 +45,12 @@ from conveyor.hooks import JobEvent, NoHooks, WorkerHooks
 from conveyor.jobs import (
     RetryPolicy,
     backoff_delay_ms,
-    failure_index_key,
-    failure_record_key,
     policy_from_job_options,
     should_retry,
 )
 from conveyor.registry import Task, TaskRegistry
 from conveyor.resp import RespConnection
+from conveyor.worker.reconciler import FailureReconciler
 from conveyor.worker.unknown import next_deferral
 
 log = logging.getLogger("conveyor.worker")
@@ -239,6 +239,8 @@ class Worker:
         self._hot_path = RespConnection.like(redis)
         self.bull = BullQueue(redis, options.queue, options.prefix, hot_path=self._hot_path)
         self.bull.worker_name = options.name
+        self._records = self.bull.failure_store(options.failed_key_prefix)
+        self._reconciler = FailureReconciler(self.bull, self._records)
         # The connection that blocks on the queue's marker while idle: named as BullMQ names
         # worker connections (the monitor's and Node's worker lists), and with its CLIENT ID so
         # a timer can end the wait at a delayed job's due time.
@@ -638,10 +640,7 @@ class Worker:
                     attempts=policy.attempts,
                     keep=_keep(job.options.get("removeOnFail")),
                     lock_duration_ms=self.options.lock_duration_ms,
-                    record_key=failure_record_key(
-                        self.options.failed_key_prefix, job.id, queue=self.options.queue
-                    ),
-                    index_key=failure_index_key(self.options.failed_key_prefix),
+                    records=self._records,
                     failed_at_iso=failed_at.isoformat(timespec="milliseconds").replace(
                         "+00:00", "Z"
                     ),
@@ -734,4 +733,16 @@ class Worker:
                         "fields": {"count": len(recovered), "job_ids": ",".join(recovered[:20])}
                     },
                 )
+            try:
+                # Failure records of jobs that other BullMQ tools moved out of "failed".
+                await self._reconciler.tick()
+            except Exception as exc:  # Redis trouble or worse: try again next round
+                log.warning(
+                    "redis_error",
+                    extra={"fields": {"where": "reconcile_failures", "error": _describe(exc)}},
+                )
+            if _cancelled_by_worker():
+                # redis-py (8.1) can swallow a cancellation that lands inside one of its
+                # commands; the task is still marked as cancelled, so end it here.
+                raise asyncio.CancelledError
             await asyncio.sleep(interval)

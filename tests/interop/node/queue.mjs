@@ -10,6 +10,10 @@
 //   addBulk  [{name, data, opts}, ...]  Queue.addBulk              -> {ids}
 //   jobs     [id, ...]                  Queue.getJob + getState    -> {jobs: {id: job|null}}
 //   getters  (none)                     the Queue getters a dashboard uses
+//   retry    [id, ...]                  Job.retry() (what Bull Board's retry runs)  -> {}
+//   retryJobs (none)                    Queue.retryJobs (Bull Board's retry-all)    -> {}
+//   remove   [id, ...]                  Job.remove()                                -> {}
+//   clean    (none)                     Queue.clean(0, 1000, 'failed')      -> {ids}
 import { createInterface } from 'node:readline';
 import { disconnect, emit, openQueue, view } from './lib.mjs';
 
@@ -52,6 +56,25 @@ async function run(queue, command, arg) {
         isPaused: await queue.isPaused(),
         workers: workers.map((w) => w.rawname),
       };
+    }
+    case 'retry': {
+      for (const id of arg) {
+        await (await queue.getJob(id)).retry('failed');
+      }
+      return {};
+    }
+    case 'retryJobs': {
+      await queue.retryJobs({ state: 'failed' });
+      return {};
+    }
+    case 'remove': {
+      for (const id of arg) {
+        await (await queue.getJob(id)).remove();
+      }
+      return {};
+    }
+    case 'clean': {
+      return { ids: await queue.clean(0, 1000, 'failed') };
     }
     default:
       throw new Error(`unknown command ${command}`);
