@@ -7,7 +7,9 @@ The functions take plain values so the routes and the ASGI fast path share them.
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+import re
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -15,8 +17,10 @@ from starlette.types import Receive
 
 from conveyor.services.api.problems import (
     BODY_TOO_LARGE,
+    INVALID_REQUEST,
     MALFORMED_JSON,
     UNSUPPORTED_MEDIA_TYPE,
+    FieldProblem,
     ProblemError,
     from_validation_error,
 )
@@ -72,14 +76,63 @@ async def receive_body(receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+#: Every string of a JSON text without backslashes, in order, and whether a ':' follows (a key).
+_STRINGS = re.compile(rb'"([^"]*)"(\s*:)?')
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def duplicate_key(raw: bytes) -> str | None:
+    """A key that appears twice in one object of the JSON text ``raw``, if any.
+
+    JSON parsers keep the last of two equal keys (``{"name": "nope", "name": "simulate"}`` is
+    a ``simulate`` job to pydantic and to Node), so such a body means different things to
+    different readers: it is refused. Most bodies never pay for the exact check: without a
+    backslash (no escaped quotes or \\u escapes) the key tokens are found by one regex, and
+    if no key text repeats anywhere in the body, no object can hold a duplicate.
+    """
+    if b"\\" not in raw:
+        keys = [key for key, colon in _STRINGS.findall(raw) if colon]
+        if len(keys) == len(set(keys)):
+            return None
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        return exc.key
+    except (ValueError, RecursionError):
+        return None  # not JSON (pydantic has said so already) or too deep to matter
+    return None
+
+
 def parse(model: type[M], raw: bytes) -> M:
-    """``raw`` as ``model``: 400 if it is not JSON, 422 with field paths if it does not fit."""
+    """``raw`` as ``model``: 400 if it is not JSON, 422 with field paths if it does not fit
+    or if an object repeats a key."""
     if not raw.strip():
         raise ProblemError(MALFORMED_JSON, "the request body is empty; send a JSON object")
     try:
-        return model.model_validate_json(raw)
+        value = model.model_validate_json(raw)
     except ValidationError as exc:
         raise from_validation_error(exc) from exc
+    key = duplicate_key(raw)
+    if key is not None:
+        message = f"the key {key[:100]!r} appears twice in one object; send each key once"
+        problem = FieldProblem(path="", message=message, type="json_duplicate_key")
+        raise ProblemError(INVALID_REQUEST, message, [problem])
+    return value
 
 
 async def read_json(request: Request, model: type[M], limit: int) -> M:
