@@ -167,3 +167,19 @@ def test_report_round_trips_through_json() -> None:
     assert CleanupReport.from_json(doc) == report
     assert report.log_fields()["older_than"] == "1w"
     assert report.log_fields()["cutoff"] == iso_ms(NOW - 7 * DAY_MS)
+    assert report.log_fields()["failed_jobs_removed"] == 3
+
+
+def test_a_dry_runs_log_says_would_remove() -> None:
+    """It logged failed_jobs_removed=88 beside dry_run=True."""
+    report = CleanupReport(
+        queue="q", prefix="bull", trigger="manual", dry_run=True, started_at_ms=NOW,
+        finished_at_ms=NOW + 1, failed_retention_s=7 * 86400, failed_cutoff_ms=NOW - 7 * DAY_MS,
+        completed_retention_s=None, completed_cutoff_ms=None, failed_jobs_removed=88,
+        failure_records_removed=88, completed_jobs_removed=0, index_entries_dropped=2,
+    )  # fmt: skip
+    fields = report.log_fields()
+    assert fields["would_remove_failed_jobs"] == 88
+    assert fields["would_remove_failure_records"] == 88
+    assert fields["would_drop_index_entries"] == 2
+    assert not [name for name in fields if name.endswith(("_removed", "_dropped"))]

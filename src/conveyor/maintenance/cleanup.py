@@ -189,14 +189,23 @@ class CleanupReport:
         return cls(**{k: v for k, v in doc.items() if k in known})
 
     def log_fields(self) -> dict[str, Any]:
+        """The log line's fields; a dry run says what it *would* remove, having removed none."""
+        counts = {
+            "failed_jobs": self.failed_jobs_removed,
+            "failure_records": self.failure_records_removed,
+            "completed_jobs": self.completed_jobs_removed,
+        }
+        if self.dry_run:
+            done = {f"would_remove_{name}": n for name, n in counts.items()}
+            done["would_drop_index_entries"] = self.index_entries_dropped
+        else:
+            done = {f"{name}_removed": n for name, n in counts.items()}
+            done["index_entries_dropped"] = self.index_entries_dropped
         return {
             "queue": self.queue,
             "trigger": self.trigger,
             "dry_run": self.dry_run,
-            "failed_jobs_removed": self.failed_jobs_removed,
-            "failure_records_removed": self.failure_records_removed,
-            "completed_jobs_removed": self.completed_jobs_removed,
-            "index_entries_dropped": self.index_entries_dropped,
+            **done,
             "older_than": format_duration(self.failed_retention_s),
             "cutoff": iso_ms(self.failed_cutoff_ms),
             "duration_ms": self.duration_ms,
