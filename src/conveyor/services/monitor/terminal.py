@@ -7,6 +7,7 @@ import contextlib
 import json
 from datetime import UTC, datetime
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -29,8 +30,11 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-#: States always shown; the others get a column only when some queue has such jobs.
-_ALWAYS = frozenset({"waiting", "active", "completed", "failed"})
+#: States always shown (so columns do not come and go between ``--watch`` frames); the others
+#: get a column only when some queue has such jobs.
+_ALWAYS = frozenset({"waiting", "delayed", "active", "completed", "failed"})
+#: Headers kept short so a usual table fits 80 columns.
+_HEADERS = {"prioritized": "prio", "waiting-children": "children", "completed": "done"}
 
 
 def stats_table(summaries: list[QueueSummary], *, title: str | None = None) -> Table:
@@ -40,11 +44,20 @@ def stats_table(summaries: list[QueueSummary], *, title: str | None = None) -> T
         for s in COUNTED_STATES
         if s.value in _ALWAYS or any(x.counts.get(s.value) for x in summaries)
     ]
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("queue", no_wrap=True)
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0),
+    )
+    table.add_column("queue", no_wrap=True, overflow="fold")
     for state in states:
-        table.add_column(state, justify="right", style=_COLOURS.get(state), no_wrap=True)
-    table.add_column("workers", justify="right")
+        table.add_column(
+            _HEADERS.get(state, state), justify="right", style=_COLOURS.get(state), no_wrap=True
+        )
+    table.add_column("workers", justify="right", no_wrap=True)
     table.add_column("oldest", justify="right", no_wrap=True)
     for summary in summaries:
         name = f"{summary.name} [bold yellow](paused)[/]" if summary.paused else summary.name
@@ -65,8 +78,29 @@ def stats_table(summaries: list[QueueSummary], *, title: str | None = None) -> T
     return table
 
 
+def _queue_json(summary: QueueSummary) -> dict[str, object]:
+    """A queue in the HTTP API's words (``GET /queues/{name}``): snake_case states, whole
+    numbers, and the same ``total``; then what only the monitor knows."""
+    counts = {
+        s.value.replace("-", "_"): int(summary.counts.get(s.value, 0)) for s in COUNTED_STATES
+    }
+    totals = summary.totals.values()
+    return {
+        "name": summary.name,
+        "paused": summary.paused,
+        "counts": counts,
+        "total": sum(counts.values()),
+        "workers": summary.workers,
+        "oldest_waiting_s": round(summary.oldest_waiting_s, 3),
+        "totals": {
+            name: int(sum(getattr(t, name) for t in totals))
+            for name in ("completed", "failed", "retried", "deferred")
+        },
+    }
+
+
 def stats_json(summaries: list[QueueSummary]) -> str:
-    return json.dumps({"queues": [s.to_json() for s in summaries]}, indent=2)
+    return json.dumps({"queues": [_queue_json(s) for s in summaries]}, indent=2)
 
 
 async def show(
