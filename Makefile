@@ -3,14 +3,18 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: setup up test check lint fmt typecheck layers pytest compose-test bench docs reliability clean
+.PHONY: uv setup up test check lint fmt typecheck layers pytest compose-test bench docs reliability clean
 
-setup: ## Install uv (if missing) and the locked dependencies into .venv
+uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
+
+setup: uv ## Install uv (if missing) and the locked dependencies into .venv
 	$(UV) sync --frozen --inexact
 
-up: setup ## Start the whole system on an embedded Redis, with demo jobs flowing
-	$(RUN) conveyor up --demo
+# Only what running needs (no test or lint tools); options with UP_ARGS="--api-port 8010".
+up: uv ## Start the whole system on an embedded Redis, with demo jobs flowing
+	$(UV) sync --frozen --inexact --no-dev
+	$(RUN) --no-dev conveyor up --demo $(UP_ARGS)
 
 test: setup check pytest ## Everything CI runs: lint, types, layers, then the whole test suite
 

@@ -20,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: flags without a `<bool>` metavar, and within 80 columns.
+    rich_markup_mode=None,
 )
 
 R = TypeVar("R")
@@ -209,10 +211,28 @@ def up(
         int, typer.Option("--workers", "-w", min=0, max=64, help="Worker processes.")
     ] = 2,
     demo: Annotated[
-        bool, typer.Option("--demo", help="Also run a producer: jobs flow, some fail and retry.")
+        bool,
+        typer.Option(
+            "--demo",
+            help="Also run a producer, all on the queue 'demoQueue': jobs flow, some fail and "
+            "retry.",
+        ),
     ] = False,
-    api_port: Annotated[int | None, typer.Option("--api-port", min=1, max=65535)] = None,
-    monitor_port: Annotated[int | None, typer.Option("--monitor-port", min=1, max=65535)] = None,
+    api_port: Annotated[
+        int | None,
+        typer.Option(
+            "--api-port", min=1, max=65535, help="The API's port [CONVEYOR_API_PORT, 8000]."
+        ),
+    ] = None,
+    monitor_port: Annotated[
+        int | None,
+        typer.Option(
+            "--monitor-port",
+            min=1,
+            max=65535,
+            help="The monitor's port [CONVEYOR_MONITOR_PORT, 8001].",
+        ),
+    ] = None,
     no_api: Annotated[bool, typer.Option("--no-api", help="Do not run the API.")] = False,
     no_monitor: Annotated[
         bool, typer.Option("--no-monitor", help="Do not run the monitor.")

@@ -195,7 +195,8 @@ def check_ports_free(specs: Sequence[ChildSpec], host: str = "127.0.0.1") -> Non
             except OSError as exc:
                 raise ConfigurationError(
                     f"port {spec.port} for the {spec.name} is in use ({exc.strerror}); "
-                    f"choose another with --{spec.name}-port or stop what uses it"
+                    f'choose another with --{spec.name}-port (make up UP_ARGS="--{spec.name}-port '
+                    f'N") or stop what uses it'
                 ) from exc
 
 
