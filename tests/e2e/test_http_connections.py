@@ -40,7 +40,7 @@ LIMITS = {
     "CONVEYOR_HTTP_KEEP_ALIVE_S": "60",
     "CONVEYOR_HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
 }
-Serve = Callable[[str], int]
+Serve = Callable[..., int]
 
 
 def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
@@ -56,7 +56,7 @@ def serve(settings: Settings, redis_url: str) -> Iterator[Serve]:
     """Start ``conveyor api`` or ``conveyor monitor`` with small limits; answer its port."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(service: str) -> int:
+    def start(service: str, **limits: str) -> int:
         port = free_port()
         env = {
             **os.environ,
@@ -66,6 +66,7 @@ def serve(settings: Settings, redis_url: str) -> Iterator[Serve]:
             "CONVEYOR_TASKS": "tests.support.api",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             **LIMITS,
+            **limits,
         }
         proc = subprocess.Popen(
             [CONVEYOR, service, "--host", "127.0.0.1", "--port", str(port)],
@@ -216,3 +217,13 @@ def test_malformed_http_is_answered_in_problem_json(serve: Serve, service: str) 
             status, problem = _problem(_read_all(sock))
         assert status == 400
         assert problem["type"] == "urn:conveyor:problem:malformed-request"
+
+
+def test_an_idle_keep_alive_connection_is_closed(serve: Serve) -> None:
+    port = serve("api", CONVEYOR_HTTP_KEEP_ALIVE_S="1")
+    with _connect(port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        started = time.monotonic()
+        answer = _read_all(sock)  # the answer, then the server closes the idle connection
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert 0.9 <= time.monotonic() - started < 1 + SLACK_S
