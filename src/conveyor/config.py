@@ -200,6 +200,13 @@ class Settings(BaseSettings):
         le=60,
         description="Longest a request waits on Redis before it answers 503 (seconds).",
     )
+    api_redis_bulk_ms_per_job: float = Field(
+        default=0.5,
+        ge=0,
+        le=100,
+        description="Extra time a POST /enqueue/bulk gets on Redis per job, beyond "
+        "api_redis_timeout_s (ms), so a big batch is not cut off while Redis writes it.",
+    )
     api_retry_after_s: int = Field(
         default=1, ge=0, le=3600, description="Retry-After (seconds) sent with every 503."
     )

@@ -118,7 +118,12 @@ def create_app(
             settings=settings,
             registry=tasks,
             client=client,
-            enqueuer=Enqueuer(client, batcher, gate),
+            enqueuer=Enqueuer(
+                client,
+                batcher,
+                gate,
+                bulk_s_per_job=settings.api_redis_bulk_ms_per_job / 1000,
+            ),
             batcher=batcher,
             gate=gate,
         )

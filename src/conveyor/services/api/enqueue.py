@@ -15,14 +15,18 @@ BullMQ's duplicate rule instead: an existing job is returned as it is.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
+from conveyor._bullmq import CONVEYOR_KEY_SPACE
 from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import ConveyorError, JobOptionsError
 from conveyor.services.api.batcher import PipelineBatcher
@@ -43,8 +47,14 @@ from conveyor.services.api.problems import (
     from_conveyor_error,
 )
 
+log = logging.getLogger("conveyor.api")
+
 #: Probe-and-add rounds an idempotent request makes when other writers keep changing its jobs.
 WATCH_ROUNDS = 5
+#: How long a bulk's commit receipt lives (s): it only has to outlast the answer.
+RECEIPT_TTL_S = 300
+#: How often a cut-off bulk looks whether Redis has let go of its connection (s).
+CONNECTION_GONE_POLL_S = 0.005
 
 __all__ = ["Accepted", "Enqueuer", "PreparedJob", "idempotent_job_id"]
 
@@ -117,15 +127,32 @@ def _judge(jobs: Sequence[PreparedJob], probes: list[str], found: list[Any], fp:
     return existed
 
 
+@dataclass
+class _Sending:
+    """What a bulk knows before its MULTI goes out: which jobs existed already, and the Redis
+    client id of the connection that sends it (to tell, if the answer is cut off, when Redis
+    has read everything that connection sent)."""
+
+    existed: list[bool] = field(default_factory=list)
+    connection: int | None = None
+
+
 class Enqueuer:
     """Validates and adds jobs for the API, batching single adds per event-loop tick."""
 
     def __init__(
-        self, client: QueueClient, batcher: PipelineBatcher | None, gate: RedisGate
+        self,
+        client: QueueClient,
+        batcher: PipelineBatcher | None,
+        gate: RedisGate,
+        *,
+        bulk_s_per_job: float = 0.0,
     ) -> None:
         self.client = client
         self.batcher = batcher
         self.gate = gate
+        #: Extra Redis time a bulk gets per job, beyond the gate's bound.
+        self.bulk_s_per_job = bulk_s_per_job
         self._probe = client.redis.register_script(PROBE_LUA)
 
     def prepare(
@@ -173,9 +200,10 @@ class Enqueuer:
     async def add(self, job: PreparedJob) -> Accepted:
         """Add one job; answers once Redis has it (or raises: RedisError, TimeoutError)."""
         if job.key is not None:
+            sending = _Sending()
             async with self.gate.open():
-                (existed,) = await self._add_once([job], "enqueue", job.key)
-            return Accepted(job_id=job.job_id, name=job.name, created=not existed)
+                await self._add_once([job], "enqueue", job.key, sending)
+            return Accepted(job_id=job.job_id, name=job.name, created=not sending.existed[0])
         if self.batcher is not None:  # answers within the gate's time bound by itself
             results = await self.batcher.run(lambda pipe: self._queue(job, pipe))
         else:
@@ -197,35 +225,79 @@ class Enqueuer:
             return list(await pipe.execute(raise_on_error=False))
 
     async def add_bulk(self, jobs: Sequence[PreparedJob]) -> list[Accepted]:
-        """Add every job in one MULTI (all or nothing), after checking reused ids."""
+        """Add every job in one MULTI (all or nothing), after checking reused ids.
+
+        The Redis bound grows with the batch (``bulk_s_per_job``), and the MULTI writes a
+        receipt: if the answer is cut off anyway (bound, connection), a commit the receipt
+        proves is answered as the success it is, never 503 for jobs Redis holds.
+        """
         ids = [job.job_id for job in jobs]
         if len(set(ids)) != len(ids):
             raise from_conveyor_error(
                 JobOptionsError("the same jobId appears twice in one bulk request")
             )
         key = jobs[0].key if jobs else None
-        async with self.gate.open():
-            if key is not None:
-                existed = await self._add_once(jobs, "bulk", key)
-            else:
-                existed = await self._existing(jobs)
-                async with self.client.redis.pipeline(transaction=True) as pipe:
-                    for job in jobs:
-                        await self.client.bull.add_job(
-                            job.job_id, job.name, job.data_json, job.options, pipe=pipe
-                        )
-                    await pipe.execute()
+        receipt = f"{self.client.bull.base}{CONVEYOR_KEY_SPACE}:bulk:{uuid.uuid4().hex}"
+        sending = _Sending()
+        try:
+            async with self.gate.open(self.gate.timeout_s + len(jobs) * self.bulk_s_per_job):
+                if key is not None:
+                    await self._add_once(jobs, "bulk", key, sending, receipt)
+                else:
+                    existed = await self._existing(jobs)
+                    async with self.client.redis.pipeline(transaction=True) as pipe:
+                        await pipe.watch(receipt)  # holds one connection; nothing else writes it
+                        sending.connection = int(await pipe.client_id())
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        for job in jobs:
+                            await self.client.bull.add_job(
+                                job.job_id, job.name, job.data_json, job.options, pipe=pipe
+                            )
+                        pipe.set(receipt, 1, ex=RECEIPT_TTL_S)
+                        sending.existed = existed
+                        await pipe.execute()
+        except (TimeoutError, RedisError, OSError) as exc:
+            if not sending.existed or not await self._committed(receipt, sending.connection):
+                raise
+            log.warning(
+                "api_bulk_committed_late",
+                extra={"fields": {"jobs": len(jobs), "error": f"{type(exc).__name__}: {exc}"}},
+            )
         return [
             Accepted(job_id=job.job_id, name=job.name, created=not e)
-            for job, e in zip(jobs, existed, strict=True)
+            for job, e in zip(jobs, sending.existed, strict=True)
         ]
 
+    async def _committed(self, receipt: str, connection: int | None) -> bool:
+        """Whether the MULTI that writes ``receipt`` ran. Redis runs what a connection sent
+        before it notices the connection closed, so once ``connection`` is gone from CLIENT
+        LIST the receipt tells for sure. False when Redis cannot tell us in time."""
+        redis = self.client.redis
+        try:
+            async with self.gate.open():
+                if await redis.exists(receipt):
+                    return True
+                while connection is not None:  # Redis state: no event to wait on
+                    if not await redis.client_list(client_id=[connection]):
+                        break
+                    await asyncio.sleep(CONNECTION_GONE_POLL_S)
+                return bool(await redis.exists(receipt))
+        except (TimeoutError, RedisError, OSError):
+            return False
+
     async def _add_once(
-        self, jobs: Sequence[PreparedJob], endpoint: Endpoint, key: str
-    ) -> list[bool]:
+        self,
+        jobs: Sequence[PreparedJob],
+        endpoint: Endpoint,
+        key: str,
+        sending: _Sending,
+        receipt: str | None = None,
+    ) -> None:
         """Add the jobs of one request under an Idempotency-Key, unless the key already made
-        them; answers which existed. Probe and adds are one optimistic transaction (WATCH):
-        if another writer touched a probed job in between, it probes again."""
+        them; fills ``sending`` (which existed, the connection) before the adds are sent.
+        Probe and adds are one optimistic transaction (WATCH): if another writer touched a
+        probed job in between, it probes again. ``receipt``: a key the MULTI sets, to prove
+        the commit."""
         bull = self.client.bull
         probes = probe_ids(key, endpoint, len(jobs))
         keys = [bull.job_key(job_id) for job_id in probes]
@@ -236,16 +308,23 @@ class Enqueuer:
                 found = await self._probe(keys=keys, client=pipe)
                 existed = _judge(jobs, probes, list(found), fp)
                 if all(existed):
-                    return existed
+                    sending.existed = existed
+                    return
+                if receipt is not None:
+                    sending.connection = int(await pipe.client_id())
                 pipe.multi()  # type: ignore[no-untyped-call]
                 for job in jobs:
                     await bull.add_job(job.job_id, job.name, job.data_json, job.options, pipe=pipe)
                     pipe.hset(bull.job_key(job.job_id), FINGERPRINT_FIELD, fp)
+                if receipt is not None:
+                    pipe.set(receipt, 1, ex=RECEIPT_TTL_S)
+                sending.existed = existed
                 try:
                     await pipe.execute()
                 except WatchError:
+                    sending.existed = []
                     continue
-                return existed
+                return
         raise TimeoutError("the Idempotency-Key's jobs kept changing while they were added")
 
     async def _existing(self, jobs: Sequence[PreparedJob]) -> list[bool]:

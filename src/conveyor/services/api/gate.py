@@ -22,10 +22,12 @@ class RedisGate:
         self._slots = asyncio.Semaphore(connections)
 
     @asynccontextmanager
-    async def open(self) -> AsyncIterator[None]:
-        """A slot for the block's Redis calls; TimeoutError when the bound runs out."""
-        async with asyncio.timeout(self.timeout_s), self._slots:
-            yield
+    async def open(self, timeout_s: float | None = None) -> AsyncIterator[None]:
+        """A slot for the block's Redis calls; TimeoutError when the bound (``timeout_s``,
+        by default the gate's) runs out."""
+        async with asyncio.timeout(self.timeout_s if timeout_s is None else timeout_s):
+            async with self._slots:
+                yield
 
     async def run(self, call: Awaitable[T]) -> T:
         async with self.open():

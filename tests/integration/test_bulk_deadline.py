@@ -1,0 +1,93 @@
+"""A bulk that Redis committed is never answered 503: the Redis bound grows with the batch,
+and a commit cut off anyway is proven by the receipt its MULTI writes. Real app, real Redis;
+a short CONVEYOR_API_REDIS_TIMEOUT_S stands in for a batch at the allowed maximum."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from conveyor.client import QueueClient
+from conveyor.config import Settings
+from conveyor.services.api.models import EnqueueRequest
+from tests.support.api import api_client
+
+JOBS = 5000
+#: Keeps Redis busy for ARGV[1] microseconds.
+BUSY_LUA = """
+local t = redis.call("TIME")
+local start = t[1] * 1000000 + t[2]
+repeat
+  local now = redis.call("TIME")
+until now[1] * 1000000 + now[2] - start > tonumber(ARGV[1])
+return 1
+"""
+
+
+def bulk(count: int) -> dict[str, object]:
+    return {"jobs": [{"name": "simulate", "data": {"duration_ms": 5}}] * count}
+
+
+async def total(queue: QueueClient) -> int:
+    return sum((await queue.counts()).values())
+
+
+@pytest.fixture
+def queue(make_client: Callable[..., QueueClient]) -> QueueClient:
+    return make_client()
+
+
+async def test_the_bound_of_a_bulk_grows_with_its_size(
+    settings: Settings, redis_url: str, redis: Redis, queue: QueueClient
+) -> None:
+    """Redis is busy for 300 ms (a script on another connection) when a 2,000-job bulk goes
+    out under a 50 ms bound: the batch's own allowance (0.5 ms a job) outlasts it, so the
+    jobs are added (the fixed 50 ms alone answered TimeoutError, then 503)."""
+    async with api_client(
+        settings, redis_url, api_redis_timeout_s=0.05, api_bulk_max_jobs=JOBS
+    ) as api:
+        state = api._transport.app.state.api
+        request = EnqueueRequest(name="simulate", data={"duration_ms": 5})
+        prepared = [state.enqueuer.prepare(request, None, i) for i in range(2000)]
+        busy = redis.connection_pool.make_connection()
+        await busy.connect()
+        try:
+            await busy.send_command("EVAL", BUSY_LUA, 0, 300_000)
+            accepted = await state.enqueuer.add_bulk(prepared)
+            assert await busy.read_response() == 1
+        finally:
+            await busy.disconnect()
+    assert len(accepted) == 2000
+    assert await total(queue) == 2000
+
+
+async def test_a_big_bulk_under_a_short_bound_is_answered_201(
+    settings: Settings, redis_url: str, queue: QueueClient
+) -> None:
+    async with api_client(
+        settings, redis_url, api_redis_timeout_s=0.05, api_bulk_max_jobs=JOBS
+    ) as api:
+        response = await api.post("/enqueue/bulk", json=bulk(JOBS), timeout=60)
+    assert response.status_code == 201, response.text
+    assert await total(queue) == JOBS
+
+
+@pytest.mark.parametrize("key", [None, "bulk-key"])
+async def test_a_commit_cut_off_by_the_bound_is_answered_as_committed(
+    settings: Settings, redis_url: str, queue: QueueClient, key: str | None
+) -> None:
+    """No allowance per job: the 50 ms bound runs out while Redis runs the MULTI. The answer
+    must agree with Redis: 201 with every job, or 503 with none, never 503 with the jobs."""
+    headers = {"Idempotency-Key": key} if key else {}
+    async with api_client(
+        settings,
+        redis_url,
+        api_redis_timeout_s=0.05,
+        api_redis_bulk_ms_per_job=0,
+        api_bulk_max_jobs=JOBS,
+    ) as api:
+        response = await api.post("/enqueue/bulk", json=bulk(JOBS), headers=headers, timeout=60)
+    held = await total(queue)
+    assert (response.status_code, held) in ((201, JOBS), (503, 0)), response.text
