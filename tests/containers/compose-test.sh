@@ -27,14 +27,15 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d /tmp/conveyor-compose-test.XXXXXX)
 PROJECT=conveyor-test-$$
 IMAGE=localhost/conveyor-compose-test:latest
-STANDIN_REV=1   # bump when the stand-in base images below change
+STANDIN_REV=3   # bump when the stand-in base images below change
 PODMAN_COMPOSE_VERSION=1.6.0
 VENV=${CONVEYOR_COMPOSE_TEST_VENV:-/var/cache/conveyor-compose-test/venv}
 T0=$SECONDS
 step() { printf '\n== [%3ss] %s\n' "$((SECONDS - T0))" "$*"; }
 fail() { echo "COMPOSE TEST FAILED: $*" >&2; exit 1; }
 has() { [[ "$1" == *"$2"* ]]; }   # not `... | grep -q`: with pipefail, grep's early exit fails the pipe
-timed() { local t=$SECONDS rc=0; "$@" || rc=$?; echo "   ($((SECONDS - t))s)" >&2; return $rc; }
+exec 3>&1   # timed's report goes here even when the command's output is redirected
+timed() { local t=$SECONDS rc=0; "$@" || rc=$?; echo "   $1: $((SECONDS - t))s" >&3; return $rc; }
 
 [ "$(id -u)" = 0 ] || fail "needs root (rootful Podman); CI runs as root"
 
@@ -50,7 +51,7 @@ fi
 if ! has "$("$VENV/bin/podman-compose" version 2>/dev/null)" "$PODMAN_COMPOSE_VERSION"; then
   rm -rf "$VENV" && mkdir -p "$(dirname "$VENV")"
   python3 -m venv "$VENV" || fail "python3 -m venv"
-  "$VENV/bin/pip" install -q "podman-compose==$PODMAN_COMPOSE_VERSION" || fail "pip install podman-compose"
+  timed "$VENV/bin/pip" install -q "podman-compose==$PODMAN_COMPOSE_VERSION" || fail "pip install podman-compose"
 fi
 podman --version
 
@@ -79,24 +80,27 @@ if ! standin_ok localhost/conveyor-debian:bookworm; then
   echo "debootstrap --variant=minbase bookworm from $MIRROR"
   timed debootstrap --variant=minbase bookworm "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
     { tail -20 "$WORK/debootstrap.log"; fail debootstrap; }
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then   # the host's suites (updates, security)
-    rm -f "$WORK/rootfs/etc/apt/sources.list"
-    cp /etc/apt/sources.list.d/debian.sources "$WORK/rootfs/etc/apt/sources.list.d/"
-  fi
-  rm -rf "$WORK"/rootfs/var/cache/apt/archives/*.deb "$WORK"/rootfs/var/lib/apt/lists/*
-  tar -C "$WORK/rootfs" -c . | podman import -q --change 'CMD ["/bin/bash"]' \
+  # debootstrap's package lists are lent to the builds below (mounted, not in any image), so
+  # they need no `apt-get update` of their own; dpkg skips fsync, as in Docker's Debian images.
+  rm -rf "$WORK"/rootfs/var/cache/apt/archives/*.deb
+  for name in python redis; do cp -a "$WORK/rootfs/var/lib/apt/lists" "$WORK/lists-$name"; done
+  rm -rf "$WORK"/rootfs/var/lib/apt/lists/*
+  echo force-unsafe-io >"$WORK/rootfs/etc/dpkg/dpkg.cfg.d/unsafe-io"
+  import_rootfs() { tar -C "$WORK/rootfs" -c . | podman import "$@"; }
+  timed import_rootfs -q --change 'CMD ["/bin/bash"]' \
     --change "LABEL conveyor.stand-in=$STANDIN_REV" - localhost/conveyor-debian:bookworm >/dev/null
   rm -rf "$WORK/rootfs"
 fi
 mkdir -p "$WORK/python" "$WORK/redis"
+# apt-get install with the base's lists; if they have gone stale (a cached base), update first.
+apt_install() { echo "(apt-get install -y --no-install-recommends $* || (apt-get update && apt-get install -y --no-install-recommends $*))"; }
 # python:3.11-slim: Debian's python3 (3.11) with pip, without Debian's "externally managed"
 # marker, as in the official image.
 cat >"$WORK/python/Containerfile" <<EOF
 FROM localhost/conveyor-debian:bookworm
 LABEL conveyor.stand-in=$STANDIN_REV
 ENV LANG=C.UTF-8
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip \\
-      python-is-python3 ca-certificates \\
+RUN $(apt_install python3 python3-pip python-is-python3 ca-certificates) \\
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /usr/lib/python3.11/EXTERNALLY-MANAGED
 CMD ["python3"]
 EOF
@@ -104,7 +108,7 @@ EOF
 cat >"$WORK/redis/Containerfile" <<EOF
 FROM localhost/conveyor-debian:bookworm
 LABEL conveyor.stand-in=$STANDIN_REV
-RUN apt-get update && apt-get install -y --no-install-recommends redis-server redis-tools \\
+RUN $(apt_install redis-server redis-tools) \\
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb && mkdir -p /data && chown redis:redis /data \\
  && printf '#!/bin/sh\nif [ "\$1" = redis-server ]; then shift; exec redis-server "\$@" --protected-mode no; fi\nexec "\$@"\n' \\
       >/usr/local/bin/docker-entrypoint.sh && chmod +x /usr/local/bin/docker-entrypoint.sh
@@ -114,14 +118,16 @@ USER redis
 ENTRYPOINT ["docker-entrypoint.sh"]
 CMD ["redis-server"]
 EOF
-for pair in python:3.11-slim redis:7-alpine; do
-  name=${pair%%:*}
-  if ! standin_ok "localhost/$pair"; then
-    echo "building localhost/$pair"
-    timed podman build -q --network host -t "localhost/$pair" "$WORK/$name" >"$WORK/$name.log" 2>&1 ||
-      { tail -20 "$WORK/$name.log"; fail "stand-in $pair"; }
-  fi
-done
+build_standin() {   # build_standin NAME:TAG (from $WORK/NAME/Containerfile) unless it is current
+  local name=${1%%:*}
+  standin_ok "localhost/$1" && return 0
+  mkdir -p "$WORK/lists-$name"   # empty if the base came from the cache: apt_install updates
+  timed podman build -q --network host -v "$WORK/lists-$name:/var/lib/apt/lists" \
+    -t "localhost/$1" "$WORK/$name" >"$WORK/$name.log" 2>&1 ||
+    { tail -20 "$WORK/$name.log"; echo "stand-in $1 failed" >&2; return 1; }
+}
+build_standin redis:7-alpine & redis_job=$!   # not needed before `up`: built meanwhile
+build_standin python:3.11-slim || fail "stand-in python:3.11-slim"
 
 # --- the stack -----------------------------------------------------------------------------------
 dump_logs() {
@@ -205,6 +211,8 @@ wait_logged() {   # wait_logged SECONDS EVENT CONTAINER...: until each container
   done
 }
 
+wait $redis_job || fail "stand-in redis:7-alpine"
+
 step "workers first, with no Redis yet: they must wait for it by themselves"
 "${PC[@]}" up -d --no-deps worker >"$WORK/compose.log" 2>&1 || fail "compose up worker"
 workers=($(ids worker))
@@ -273,14 +281,14 @@ step "stop in order: intake, then workers (a job in flight finishes), then Redis
 slow=$(enqueue 3000) || fail "POST /enqueue (slow job)"
 for _ in $(seq 50); do [ "$(state_of "$slow")" = active ] && break; sleep 0.1; done
 [ "$(state_of "$slow")" = active ] || fail "slow job $slow is not active"
-stage() {   # stop these services' containers (all must be running), check each exited 0
+stage() {   # podman-compose stop these services (all running until then); each must exit 0
   local c cs
   mapfile -t cs < <(ids "$@")
   [ ${#cs[@]} -gt 0 ] || fail "no containers for $*"
   for c in "${cs[@]}"; do
     [ "$(field "$c" '{{.State.Status}}')" = running ] || fail "$(field "$c" '{{.Name}}') was not running before its stop"
   done
-  podman stop -t 40 "${cs[@]}" >/dev/null
+  "${PC[@]}" --profile demo stop "$@" >>"$WORK/compose.log" 2>&1 || fail "compose stop $*"
   for c in "${cs[@]}"; do
     field "$c" '   {{.Name}} exit={{.State.ExitCode}}'
     [ "$(field "$c" '{{.State.ExitCode}}')" = 0 ] || fail "$(field "$c" '{{.Name}}') exited $(field "$c" '{{.State.ExitCode}}') on SIGTERM"
