@@ -16,7 +16,8 @@
 # up without a restart; every container becomes healthy (Podman 4.3 runs no healthchecks
 # without systemd, so this script runs them); an enqueue through the API is completed by a
 # worker; the monitor serves its page and counts 3 workers in /metrics; the demo producer's
-# jobs are processed; the published ports listen on 127.0.0.1 only; and a stop in order
+# jobs are processed; the published ports listen on 127.0.0.1 only; the API and the monitor
+# answer other containers by service name and refuse an unknown Host; and a stop in order
 # (intake, then workers with a job in flight that still completes, then Redis) in which every
 # container exits 0, after which `down` leaves no container, network or volume behind.
 #
@@ -241,14 +242,19 @@ for s in api monitor; do
   [ "$(echo $ports)" = 127.0.0.1 ] || fail "$s is published on '$ports', not 127.0.0.1"
 done
 
-step "service to service: the API and the monitor answer other containers by service name"
+step "host names: other containers by service name are answered, a foreign Host is refused (421)"
 podman exec "${workers[0]}" python -c '
 import urllib.request
-for url in ("http://api:8000/readyz", "http://monitor:8001/readyz"):
+for url in ("http://api:8000/tasks", "http://monitor:8001/"):
     with urllib.request.urlopen(url, timeout=5) as answer:
         assert answer.status == 200, (url, answer.status)
         print("  ", url, answer.status)
 ' || fail "a container could not reach the API or the monitor by service name"
+for url in "$API/tasks" "$MONITOR/"; do
+  code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' -H 'Host: rebound.example' "$url")
+  [ "$code" = 421 ] || fail "$url with Host: rebound.example answered $code, not 421"
+done
+echo "   Host: rebound.example -> 421 from both"
 
 step "enqueue through the API -> completed by a worker"
 json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
