@@ -382,7 +382,7 @@ class CleanedBatch:
 
     #: Failed jobs removed (hash, logs, set entry), by BullMQ's cleanJobsInSet.
     job_ids: list[str]
-    #: ``failedJobs:{id}`` records removed with their index entries.
+    #: Failure records removed with their index entries.
     records_removed: int
     #: Index entries in the window that stay (another queue's, or their job is still failed).
     records_kept: int

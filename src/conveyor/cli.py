@@ -179,7 +179,7 @@ def cleanup(
     ] = False,
     queue: QueueOpt = None,
 ) -> None:
-    """Remove old failed jobs and their failedJobs:* records, on schedule or --once.
+    """Remove old failed jobs and their failure records, on schedule or --once.
 
     Runs once per CONVEYOR_CLEANUP_INTERVAL_S across all replicas (the schedule is in Redis).
     """

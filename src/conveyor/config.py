@@ -112,8 +112,10 @@ class Settings(BaseSettings):
     failed_key_prefix: str = Field(
         default="failedJobs",
         min_length=1,
-        description="Permanent failure records live at <failed_key_prefix>:<jobId> "
-        "(<failed_key_prefix>:<queue>:<jobId> for BullMQ counter ids such as Node's).",
+        description="The seed's queue (taskQueue under prefix bull) keeps its permanent "
+        "failure records at <failed_key_prefix>:<jobId>, indexed in <failed_key_prefix>-index; "
+        "every other queue at <prefix>:<queue>:conveyor:failed:<jobId>. Also where records "
+        "of earlier versions are looked for.",
     )
     tasks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [DEFAULT_TASKS],
@@ -374,7 +376,7 @@ class Settings(BaseSettings):
     failed_retention_s: float = Field(
         default=604_800.0,
         ge=0,
-        description="Failed jobs and their failedJobs:* records older than this are removed "
+        description="Failed jobs and their failure records older than this are removed "
         "(seconds; 604800 = 7 days).",
     )
     completed_retention_s: float | None = Field(

@@ -188,22 +188,28 @@ class FailureStore:
         ]
 
     async def read(self, job_id: str) -> dict[str, str] | None:
-        """The job's record, if it has one: at its key, else at its legacy key; only a record
-        whose ``queue`` and ``prefix`` fields are this queue's."""
-        record_key, legacy_key = self.keys.record(job_id), self.keys.legacy_record(job_id)
+        """The job's record, if it has one (see ``locate``)."""
+        found = await self.locate(job_id)
+        return found[1] if found is not None else None
+
+    async def locate(self, job_id: str) -> tuple[str, dict[str, str]] | None:
+        """The job's record and its key: at its key, else at its legacy key; only a record
+        whose ``job_id``, ``queue`` and ``prefix`` fields are this queue's and this job's."""
+        keys = [self.keys.record(job_id)]
+        if self.keys.legacy_record(job_id) != keys[0]:
+            keys.append(self.keys.legacy_record(job_id))
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(record_key)
-            if legacy_key != record_key:
-                pipe.hgetall(legacy_key)
+            for key in keys:
+                pipe.hgetall(key)
             found: list[dict[Any, Any]] = await pipe.execute()
-        for raw in found:
+        for key, raw in zip(keys, found, strict=True):
             record = {str(k): str(v) for k, v in raw.items()}
             if (
                 record.get("job_id") == job_id
                 and record.get("queue") == self.keys.queue
                 and record.get("prefix", self.keys.prefix) == self.keys.prefix
             ):
-                return record
+                return key, record
         return None
 
     def _drop_call(self, job_ids: list[str]) -> tuple[list[str], list[Any]]:

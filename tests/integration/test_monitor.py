@@ -221,6 +221,10 @@ async def test_job_detail_has_payload_attempts_logs_and_failure(
     assert "raise ConnectionError" in job["stacktrace"][-1]
     assert job["logs"] == ["about to fail"]
     assert job["failure_record"]["job_id"] == job_id
+    # Not the seed's queue: the page names the record's key in the queue's own key space.
+    assert (
+        job["failure_record_key"] == f"{settings.prefix}:{settings.queue}:conveyor:failed:{job_id}"
+    )
     assert job["run_ms"] is not None
     assert job["wait_ms"] is not None
     missing = await monitor.get(f"/api/queues/{settings.queue}/jobs/nope")

@@ -1,7 +1,7 @@
 """Cleanup's rules, as pure functions of their arguments and ``now`` (tested by tables).
 
 What goes: failed jobs that finished at or before ``now - retention`` and the
-``failedJobs:{jobId}`` records that failed at or before it; completed jobs likewise when a
+failure records that failed at or before it; completed jobs likewise when a
 completed retention is set. When: a run is due once ``interval`` has passed since the last
 successful run (the time of that run lives in Redis, see ``schedule.py``).
 """

@@ -606,7 +606,7 @@ class Worker:
         duration_ms: float,
         unrecoverable: bool,
     ) -> JobInfo | None:
-        """Record a failed attempt (retry later, or fail for good with the failedJobs record);
+        """Record a failed attempt (retry later, or fail for good with its failure record);
         answers the next job when the final failure fetched one."""
         error = _utf8(_describe(exc))
         stack = [*job.stacktrace, _utf8(_stack_text(exc))][-STACKTRACE_LIMIT:]

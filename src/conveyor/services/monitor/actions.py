@@ -1,7 +1,7 @@
 """What an operator may do from the dashboard, each logged with who did it.
 
 Every action goes through ``QueueClient`` (BullMQ's own scripts), so a retried job is exactly
-what Node's ``job.retry()`` makes and its ``failedJobs:{jobId}`` record is dropped with it.
+what Node's ``job.retry()`` makes and its failure record is dropped with it.
 """
 
 from __future__ import annotations

@@ -182,7 +182,8 @@ async def job_detail(client: QueueClient, job_id: str) -> dict[str, Any]:
     view = await client.get_job(job_id)
     info = view.info
     logs = await client.bull.get_logs(job_id, -LOG_LINES, -1)
-    record = await client.failure_record(job_id) if view.state is JobState.FAILED else None
+    found = await client.records.locate(job_id) if view.state is JobState.FAILED else None
+    record_key, record = found if found is not None else (None, None)
     return {
         **job_row(info, view.state),
         "queue": client.queue,
@@ -195,6 +196,7 @@ async def job_detail(client: QueueClient, job_id: str) -> dict[str, Any]:
         "stacktrace": info.stacktrace,
         "logs": logs,
         "failure_record": record,
+        "failure_record_key": record_key,
     }
 
 

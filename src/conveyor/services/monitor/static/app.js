@@ -439,7 +439,7 @@
       j.return_value !== null ? el("section", { class: "panel" }, el("h2", { text: "Return value" }), pre(j.return_value)) : null,
       el("section", { class: "panel" }, el("h2", { text: "Logs" }),
         j.logs.length ? pre(j.logs.join("\n")) : el("p", { class: "empty", text: "No log lines." })),
-      j.failure_record ? el("section", { class: "panel" }, el("h2", {}, "Failure record ", el("code", { text: "failedJobs:" + j.id })),
+      j.failure_record ? el("section", { class: "panel" }, el("h2", {}, "Failure record ", el("code", { text: j.failure_record_key })),
         el("table", { class: "grid compact" }, el("tbody", {}, Object.entries(j.failure_record).filter(([k]) => k !== "stack").map(([k, v]) =>
           el("tr", {}, el("th", { text: k }), el("td", { class: "mono", text: v })))))) : null,
     ].filter((node) => node !== null));
