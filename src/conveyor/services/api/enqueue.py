@@ -99,8 +99,7 @@ def _existed(existing: Any) -> bool:
     """Whether a client-chosen id (``options.jobId``) named a job before the add."""
     if isinstance(existing, Exception):
         raise existing
-    name, _ = existing
-    return name is not None
+    return bool(existing)
 
 
 def _judge(jobs: Sequence[PreparedJob], probes: list[str], found: list[Any], fp: str) -> list[bool]:
@@ -192,7 +191,7 @@ class Enqueuer:
     async def _queue(self, job: PreparedJob, pipe: Pipeline) -> int:
         count = 1
         if job.client_id:
-            pipe.hmget(self.client.bull.job_key(job.job_id), "name", "data")
+            pipe.hexists(self.client.bull.job_key(job.job_id), "name")
             count = 2
         await self.client.bull.add_job(job.job_id, job.name, job.data_json, job.options, pipe=pipe)
         return count
@@ -333,7 +332,7 @@ class Enqueuer:
             return [False] * len(jobs)
         async with self.client.redis.pipeline(transaction=False) as pipe:
             for job in chosen:
-                pipe.hmget(self.client.bull.job_key(job.job_id), "name", "data")
+                pipe.hexists(self.client.bull.job_key(job.job_id), "name")
             found = await pipe.execute()
         seen = {job.job_id: _existed(row) for job, row in zip(chosen, found, strict=True)}
         return [seen.get(job.job_id, False) for job in jobs]
