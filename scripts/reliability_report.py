@@ -69,7 +69,7 @@ NOTES = """
   it. The watchdog (`CONVEYOR_WATCHDOG_S`, default the lock duration) ends the process; the
   supervisor (`--processes N`, `conveyor up`, or your orchestrator) starts a new one, and the
   stalled-job check puts the job back. Stalled more than `CONVEYOR_MAX_STALLED_COUNT` (1) times,
-  it fails for good with a `failedJobs` record. Jobs that shared the blocked process are
+  it fails for good with a failure record. Jobs that shared the blocked process are
   recovered too, and would also fail for good if stalled twice: keep blocking code in sync
   handlers (they run in threads).
 - **Crash storms and `CONVEYOR_MAX_STALLED_COUNT`**: BullMQ fails a job for good once it has
