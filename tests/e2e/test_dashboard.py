@@ -142,7 +142,8 @@ def test_dashboard_shows_live_counts_and_retries_a_failed_job(
     if os.environ.get("CONVEYOR_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["CONVEYOR_SCREENSHOT"])
 
-    # pause, so the retried job stays visible in waiting
+    # pause, so the retried job stays visible (in the paused list: BullMQ 5's layout, see
+    # docs/interop.md)
     page.get_by_test_id("pause").click()
     _confirm(page)
     expect(page.locator("#paused-badge")).to_be_visible(timeout=UI_TIMEOUT_MS)
@@ -152,7 +153,8 @@ def test_dashboard_shows_live_counts_and_retries_a_failed_job(
     page.get_by_test_id(f"retry-{job_id}").click()
     _confirm(page)
     expect(_count(page, "failed")).to_have_text("2", timeout=UI_TIMEOUT_MS)
-    expect(_count(page, "waiting")).to_have_text("1", timeout=UI_TIMEOUT_MS)
+    expect(_count(page, "paused")).to_have_text("1", timeout=UI_TIMEOUT_MS)
+    expect(_count(page, "waiting")).to_have_text("0")
     expect(rows).to_have_count(2, timeout=UI_TIMEOUT_MS)
     status = httpx.get(f"{api}/jobs/{job_id}", timeout=10).json()
     assert (status["state"], status["attempts_made"]) == ("waiting", 0)
@@ -163,6 +165,7 @@ def test_dashboard_shows_live_counts_and_retries_a_failed_job(
     expect(page.locator("#paused-badge")).to_be_hidden(timeout=UI_TIMEOUT_MS)
     expect(_count(page, "failed")).to_have_text("3", timeout=UI_TIMEOUT_MS)
     expect(_count(page, "waiting")).to_have_text("0")
+    expect(_count(page, "paused")).to_have_text("0")
 
     # the job's own page: payload, attempts and the failure
     page.locator(f'#jobs a[title="{job_id}"]').click()
