@@ -176,3 +176,54 @@ def test_dashboard_shows_live_counts_and_retries_a_failed_job(
     assert page.evaluate("window.__sameDocument") == "yes", "the page was reloaded"
     assert errors == []
     page.close()
+
+
+def test_first_tab_has_jobs_and_a_job_completed_after_a_retry_reads_as_completed(
+    spawn: Callable[..., subprocess.Popen[str]],
+    browser: Browser,
+    settings: Settings,
+) -> None:
+    """The default tab was an empty `waiting` beside failures, and a job that succeeded after
+    a retry showed a red FAILURE block with every stack trace."""
+    monitor_port, api_port = _free_port(), _free_port()
+    monitor = f"http://127.0.0.1:{monitor_port}"
+    api = f"http://127.0.0.1:{api_port}"
+    monitor_proc = spawn("monitor", "--port", str(monitor_port))
+    api_proc = spawn("api", "--port", str(api_port))
+    spawn("worker")
+    _wait_ready(monitor_proc, monitor + "/readyz")
+    _wait_ready(api_proc, api + "/readyz")
+
+    def enqueue(name: str, data: dict[str, Any], options: dict[str, Any]) -> str:
+        body = {"name": name, "data": data, "options": options}
+        reply = httpx.post(api + "/enqueue", json=body, timeout=10)
+        assert reply.status_code == 201, reply.text
+        return str(reply.json()["id"])
+
+    enqueue("simulate", {"duration_ms": 0, "fail_rate": 1}, {"attempts": 1})
+    retried = enqueue("fail_first", {}, {"attempts": 2, "backoff": 50})
+    wait_for_sync(
+        lambda: httpx.get(f"{api}/jobs/{retried}", timeout=10).json()["state"] == "completed",
+        timeout=60,
+    )
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1050})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{monitor}/#/q/{settings.queue}")
+    expect(page.get_by_test_id("live")).to_have_text("live", timeout=UI_TIMEOUT_MS)
+    expect(page).to_have_url(f"{monitor}/#/q/{settings.queue}/failed", timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#jobs tbody tr[data-job-id]")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    processed = page.get_by_test_id("processed-all-time")
+    assert "completed card" in (processed.get_attribute("title") or "")
+
+    page.goto(f"{monitor}/#/q/{settings.queue}/job/{retried}")
+    expect(page.get_by_test_id("job-state")).to_have_text("completed", timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_test_id("job-reason")).to_have_count(0)  # no red failure block
+    history = page.get_by_test_id("job-attempt-history")
+    expect(history).to_contain_text("the first attempt fails")
+    assert history.locator("details").get_attribute("open") is None  # folded away
+    view = page.get_by_test_id("job-view").inner_text().lower()
+    assert view.index("return value") < view.index("attempt history")
+    assert errors == []
+    page.close()

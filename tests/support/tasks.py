@@ -81,3 +81,11 @@ async def hog_memory(payload: Empty, ctx: JobContext) -> None:
     while True:
         hoard.append(bytearray(32 * 1024 * 1024))
         await asyncio.sleep(0)
+
+
+@registry.task("fail_first")
+async def fail_first(payload: Empty, ctx: JobContext) -> str:
+    """Fails its first attempt, then succeeds: a job completed after a retry."""
+    if ctx.attempt == 1:
+        raise RuntimeError("the first attempt fails")
+    return "fine on attempt 2"

@@ -112,6 +112,10 @@
         ui.jobId = parts.slice(3).join("/");
       } else {
         ui.jobId = null;
+        if (!parts[2]) {  // no tab asked for: the one worth seeing, written into the address
+          location.replace("#/q/" + q(ui.queue) + "/" + (changed ? defaultState(summary()) : ui.state));
+          return;
+        }
         const state = LIST_STATES.includes(parts[2]) ? parts[2] : ui.state;
         if (state !== ui.state || changed) { ui.page = 0; }
         ui.state = state;
@@ -119,9 +123,19 @@
     } else {
       ui.jobId = null;
       const first = ui.overview[0];
-      if (first) { location.replace("#/q/" + q(first.name) + "/" + ui.state); return; }
+      if (first) { location.replace("#/q/" + q(first.name) + "/" + defaultState(first)); return; }
     }
     render();
+  }
+
+  // The tab to open when none is asked for: waiting jobs, else failures, else any state that
+  // has jobs (not an empty "waiting" beside a pile of failures).
+  function defaultState(s) {
+    const counts = (s && s.counts) || {};
+    for (const st of ["waiting", "failed", "active", "delayed", "prioritized", "paused", "completed"]) {
+      if (counts[st]) return st;
+    }
+    return "waiting";
   }
 
   function go(state) { location.hash = "#/q/" + q(ui.queue) + "/" + state; }
@@ -205,7 +219,8 @@
       meta.append(
         el("span", {}, el("b", { text: num(s.workers) }), s.workers === 1 ? " worker" : " workers"),
         el("span", {}, "oldest waiting ", el("b", { text: s.oldest_waiting_s ? duration(s.oldest_waiting_s * 1000) : "–" })),
-        el("span", {}, "processed all-time ", el("b", { text: num(s.totals.completed) })),
+        el("span", { "data-testid": "processed-all-time", title: "Jobs Conveyor workers have completed since this queue's history began (written once a second). The completed card counts the jobs BullMQ keeps now: removeOnComplete and cleanup take some away, Node workers add theirs." },
+          "processed all-time ", el("b", { text: num(s.totals.completed) })),
         el("span", {}, "failed all-time ", el("b", { text: num(s.totals.failed) })),
         el("span", {}, "retried attempts ", el("b", { text: num(s.totals.retried) })));
       if (s.totals.deferred) {
@@ -416,6 +431,10 @@
     }
     const fact = (label, value) => el("div", { class: "fact" }, el("span", { class: "fact-label", text: label }), el("span", { class: "fact-value" }, value));
     const pre = (value) => el("pre", { text: typeof value === "string" ? value : JSON.stringify(value, null, 2) });
+    const failedForGood = j.state === "failed" && !!j.failed_reason;
+    const lastStack = j.stacktrace.length ? j.stacktrace[j.stacktrace.length - 1] : null;
+    const earlierStacks = j.stacktrace.slice(0, -1);
+    const folded = (label, stacks) => el("details", {}, el("summary", { text: label }), stacks.map((s) => pre(s)));
     view.append(...[
       el("p", { class: "crumbs" }, back),
       el("div", { class: "queue-head" }, el("h1", { class: "mono", text: j.id }),
@@ -429,14 +448,18 @@
         fact("attempts", j.attempts_made + (j.attempts ? " of " + j.attempts : "") + " (" + j.attempts_started + " started)"),
         fact("stalled", String(j.stalled_count)), fact("delay", duration(j.delay)), fact("priority", String(j.priority || 0)),
         fact("progress", progressBar(j.progress))),
-      j.failed_reason ? el("section", { class: "panel failure" }, el("h2", { text: "Failure" }),
+      failedForGood ? el("section", { class: "panel failure" }, el("h2", { text: "Failure" }),
         el("p", { class: "reason-full", "data-testid": "job-reason", text: j.failed_reason }),
-        j.stacktrace.length ? el("details", { open: true }, el("summary", { text: "Stack traces (" + j.stacktrace.length + (j.stacktrace.length === 1 ? " attempt)" : " attempts, newest last)") }),
-          j.stacktrace.map((s) => pre(s))) : null) : null,
+        lastStack ? pre(lastStack) : null,
+        earlierStacks.length ? folded("Earlier attempts (" + earlierStacks.length + ", oldest first)", earlierStacks) : null) : null,
       el("div", { class: "columns two" },
         el("section", { class: "panel" }, el("h2", { text: "Payload" }), pre(j.data)),
         el("section", { class: "panel" }, el("h2", { text: "Options" }), pre(j.options))),
       j.return_value !== null ? el("section", { class: "panel" }, el("h2", { text: "Return value" }), pre(j.return_value)) : null,
+      // A job that is not failed (completed after a retry, or waiting for its next attempt):
+      // its own state comes first; the failed attempts are history, folded away.
+      j.failed_reason && !failedForGood ? el("section", { class: "panel", "data-testid": "job-attempt-history" }, el("h2", { text: "Attempt history" }),
+        folded((j.stacktrace.length || 1) + " failed attempt(s) before this state; the last: " + j.failed_reason, j.stacktrace)) : null,
       el("section", { class: "panel" }, el("h2", { text: "Logs" }),
         j.logs.length ? pre(j.logs.join("\n")) : el("p", { class: "empty", text: "No log lines." })),
       j.failure_record ? el("section", { class: "panel" }, el("h2", {}, "Failure record ", el("code", { text: j.failure_record_key })),
