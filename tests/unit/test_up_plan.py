@@ -15,7 +15,9 @@ from conveyor.services.up import (
     UpPlan,
     banner,
     check_ports_free,
+    child_env,
     children,
+    demo_settings,
     describe_exit,
     restart_delay_s,
 )
@@ -101,3 +103,17 @@ def test_banner_names_every_url(settings: Settings) -> None:
     assert "monitor  http://127.0.0.1:18081" in text
     assert "workers  2 processes" in text
     assert "demo" in text
+
+
+def test_the_demo_runs_on_its_own_queue_with_the_builtin_tasks(settings: Settings) -> None:
+    """Leftover demo jobs on taskQueue met an app's worker; and an app's catalogue without
+    `simulate` left the demo producer failing."""
+    app = settings.model_copy(update={"tasks": ["myapp.tasks"], "queue": "taskQueue"})
+    demo = demo_settings(app)
+    assert demo.queue == "demoQueue"
+    assert demo.tasks == ["myapp.tasks", "conveyor.tasks.builtin"]
+    assert demo_settings(settings).tasks == ["conveyor.tasks.builtin"]
+    env = child_env(demo, "redis://127.0.0.1:6390/0", {"PATH": "/bin", "CONVEYOR_QUEUE": "x"})
+    assert env["CONVEYOR_QUEUE"] == "demoQueue"  # what up decided wins over the inherited
+    assert env["CONVEYOR_TASKS"] == "myapp.tasks,conveyor.tasks.builtin"
+    assert env["PATH"] == "/bin"

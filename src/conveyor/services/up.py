@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal, TextIO
 
-from conveyor.config import Settings
+from conveyor.config import DEFAULT_TASKS, Settings
 from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.redis import redact_url
 from conveyor.registry import load_registry
@@ -449,12 +449,7 @@ def banner(settings: Settings, plan: UpPlan, specs: Sequence[ChildSpec], url: st
 
 async def supervise(settings: Settings, plan: UpPlan, url: str, out: TextIO) -> None:
     specs = children(settings, plan)
-    env = {
-        **os.environ,
-        "CONVEYOR_REDIS_URL": url,
-        "CONVEYOR_QUEUE": settings.queue,  # --queue, or the demo's own
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = child_env(settings, url, os.environ)
     supervisor = Supervisor(specs, env, out=out)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # HUP: the terminal closed
@@ -466,10 +461,28 @@ async def supervise(settings: Settings, plan: UpPlan, url: str, out: TextIO) -> 
         raise ConveyorError(supervisor.start_error)
 
 
+def child_env(settings: Settings, url: str, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every child: ``base`` plus what ``up`` decided (the Redis, the
+    queue of ``--queue`` or the demo, the catalogue)."""
+    return {
+        **base,
+        "CONVEYOR_REDIS_URL": url,
+        "CONVEYOR_QUEUE": settings.queue,
+        "CONVEYOR_TASKS": ",".join(settings.tasks),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """``--demo``: its own queue, and the built-in tasks (``simulate``) beside the app's."""
+    tasks = settings.tasks if DEFAULT_TASKS in settings.tasks else [*settings.tasks, DEFAULT_TASKS]
+    return settings.model_copy(update={"queue": DEMO_QUEUE, "tasks": tasks})
+
+
 def run(settings: Settings, plan: UpPlan, out: TextIO | None = None) -> int:
     """Run until SIGINT/SIGTERM; answers the exit code (0 after an orderly stop)."""
     if plan.demo:
-        settings = settings.model_copy(update={"queue": DEMO_QUEUE})
+        settings = demo_settings(settings)
     check_ports_free(children(settings, plan))
     # A catalogue that does not import is one error here, before any child starts.
     load_registry(settings.tasks)
