@@ -218,3 +218,27 @@ async def test_a_job_released_at_shutdown_during_a_bullmq5_pause_survives_its_re
 
     await settled(client, job_id, JobState.COMPLETED)
     await settled(client, node_id, JobState.COMPLETED)
+
+
+async def test_bullmq6_reads_and_resumes_the_bullmq5_layout(
+    node: NodeCall,
+    redis: Redis,
+    settings: Settings,
+    registry: TaskRegistry,
+    runs: Runs,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+) -> None:
+    """A queue that no Node Queue had opened, paused by Conveyor, keeps its jobs in "paused";
+    BullMQ 6.7 then counts them as paused and its resume moves them back to wait."""
+    client = make_client(registry)
+    ids = await client.enqueue_many([JobSpec("echo", {"i": i}) for i in range(3)])
+    await client.pause()
+    assert await redis.llen(f"{settings.prefix}:{settings.queue}:paused") == 3
+    getters = await node("getters")  # BullMQ 6.7 opens the queue (and writes its version)
+    assert getters["isPaused"] is True
+    assert (getters["counts"]["paused"], getters["counts"]["waiting"]) == (3, 0)
+    make_worker(registry)
+    await node("resume")
+
+    await _all_completed(client, runs, ids)

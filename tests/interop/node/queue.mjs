@@ -10,6 +10,8 @@
 //   addBulk  [{name, data, opts}, ...]  Queue.addBulk              -> {ids}
 //   jobs     [id, ...]                  Queue.getJob + getState    -> {jobs: {id: job|null}}
 //   getters  (none)                     the Queue getters a dashboard uses
+//   pause    (none)                     Queue.pause                -> {}
+//   resume   (none)                     Queue.resume               -> {}
 //   retry    [id, ...]                  Job.retry() (what Bull Board's retry runs)  -> {}
 //   retryJobs (none)                    Queue.retryJobs (Bull Board's retry-all)    -> {}
 //   remove   [id, ...]                  Job.remove()                                -> {}
@@ -76,6 +78,12 @@ async function run(queue, command, arg) {
     case 'clean': {
       return { ids: await queue.clean(0, 1000, 'failed') };
     }
+    case 'pause':
+      await queue.pause();
+      return {};
+    case 'resume':
+      await queue.resume();
+      return {};
     default:
       throw new Error(`unknown command ${command}`);
   }
