@@ -41,9 +41,9 @@ timed() { local t=$SECONDS rc=0; "$@" || rc=$?; echo "   $1: $((SECONDS - t))s" 
 [ "$(id -u)" = 0 ] || fail "needs root (rootful Podman); CI runs as root"
 
 # --- tools -------------------------------------------------------------------------------------
-step "packages: podman, runc, debootstrap (Debian); podman-compose $PODMAN_COMPOSE_VERSION (PyPI)"
+step "packages: podman, runc, debootstrap, curl (Debian); podman-compose $PODMAN_COMPOSE_VERSION (PyPI)"
 need=()
-for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || need+=("$tool"); done
+for tool in podman runc debootstrap curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   timed bash -c "apt-get update -qq && apt-get install -y -qq ${need[*]} >'$WORK/apt.log' 2>&1" ||
