@@ -40,25 +40,9 @@ timed() { local t=$SECONDS rc=0; "$@" || rc=$?; echo "   $1: $((SECONDS - t))s" 
 
 [ "$(id -u)" = 0 ] || fail "needs root (rootful Podman); CI runs as root"
 
-# --- tools -------------------------------------------------------------------------------------
-step "packages: podman, runc, debootstrap, curl (Debian); podman-compose $PODMAN_COMPOSE_VERSION (PyPI)"
-need=()
-for tool in podman runc debootstrap curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
-if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  timed bash -c "apt-get update -qq && apt-get install -y -qq ${need[*]} >'$WORK/apt.log' 2>&1" ||
-    { tail -20 "$WORK/apt.log"; fail "apt-get install ${need[*]}"; }
-fi
-if ! has "$("$VENV/bin/podman-compose" version 2>/dev/null)" "$PODMAN_COMPOSE_VERSION"; then
-  rm -rf "$VENV" && mkdir -p "$(dirname "$VENV")"
-  python3 -m venv "$VENV" || fail "python3 -m venv"
-  timed "$VENV/bin/pip" install -q "podman-compose==$PODMAN_COMPOSE_VERSION" || fail "pip install podman-compose"
-fi
-podman --version
-
-# crun 1.8 rejects these machines' hybrid cgroup v1+v2 layout -> runc. Without CAP_SYS_RESOURCE
-# podman's default rlimits (nofile/nproc 1048576) cannot be set -> cap them at what we have.
-# No systemd -> cgroupfs and file events.
+# Podman settings, in a file of the test's own. crun 1.8 rejects these machines' hybrid cgroup
+# v1+v2 layout -> runc. Without CAP_SYS_RESOURCE podman's default rlimits (nofile/nproc
+# 1048576) cannot be set -> cap them at what we have. No systemd -> cgroupfs and file events.
 nofile=$(ulimit -Hn); { [ "$nofile" = unlimited ] || [ "$nofile" -gt 1048576 ]; } && nofile=1048576
 nproc=$(ulimit -Hu); { [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; } && nproc=32768
 cat >"$WORK/containers.conf" <<EOF
@@ -71,16 +55,53 @@ events_logger = "file"
 EOF
 export CONTAINERS_CONF="$WORK/containers.conf"
 PC=("$VENV/bin/podman-compose" -p "$PROJECT" -f "$REPO/compose.yaml")
-
-# --- base images -------------------------------------------------------------------------------
 standin_ok() { [ "$(podman image inspect "$1" --format '{{index .Labels "conveyor.stand-in"}}' 2>/dev/null)" = "$STANDIN_REV" ]; }
-step "base images the Dockerfile and compose.yaml name, built locally (no registry reachable)"
-if ! standin_ok localhost/conveyor-debian:bookworm; then
+
+debootstrap_job=
+early_exit() {   # until the stack's own cleanup takes over
+  local rc=$?
+  [ -z "$debootstrap_job" ] || wait "$debootstrap_job" 2>/dev/null || true
+  rm -rf "$WORK"
+  exit $rc
+}
+trap early_exit EXIT
+
+# --- tools, and the base root file system meanwhile ------------------------------------------------
+step "packages: podman, runc, debootstrap, curl (Debian); podman-compose $PODMAN_COMPOSE_VERSION (PyPI)"
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=0
+ensure() {   # ensure TOOL...: apt-get install the ones that are missing
+  local need=() tool
+  for tool in "$@"; do command -v "$tool" >/dev/null || need+=("$tool"); done
+  [ ${#need[@]} -gt 0 ] || return 0
+  [ $apt_updated = 1 ] || timed apt-get update -qq || fail "apt-get update"
+  apt_updated=1
+  timed apt-get install -y -qq "${need[@]}" >>"$WORK/apt.log" 2>&1 ||
+    { tail -20 "$WORK/apt.log"; fail "apt-get install ${need[*]}"; }
+}
+ensure debootstrap curl
+# debootstrap is the slow part of a cold run (30-60 s): it runs while the rest is installed.
+if ! { command -v podman >/dev/null && standin_ok localhost/conveyor-debian:bookworm; }; then
   MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
   MIRROR=${MIRROR:-http://deb.debian.org/debian}
-  echo "debootstrap --variant=minbase bookworm from $MIRROR"
-  timed debootstrap --variant=minbase bookworm "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
-    { tail -20 "$WORK/debootstrap.log"; fail debootstrap; }
+  echo "debootstrap --variant=minbase bookworm from $MIRROR, in the background"
+  timed debootstrap --variant=minbase bookworm "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 &
+  debootstrap_job=$!
+fi
+ensure podman runc
+if ! has "$("$VENV/bin/podman-compose" version 2>/dev/null)" "$PODMAN_COMPOSE_VERSION"; then
+  rm -rf "$VENV" && mkdir -p "$(dirname "$VENV")"
+  python3 -m venv "$VENV" || fail "python3 -m venv"
+  timed "$VENV/bin/pip" install -q "podman-compose==$PODMAN_COMPOSE_VERSION" || fail "pip install podman-compose"
+fi
+podman --version
+
+# --- base images -------------------------------------------------------------------------------
+step "base images the Dockerfile and compose.yaml name, built locally (no registry reachable)"
+if [ -n "$debootstrap_job" ]; then
+  job=$debootstrap_job
+  debootstrap_job=
+  wait "$job" || { tail -20 "$WORK/debootstrap.log"; fail debootstrap; }
   # debootstrap's package lists are lent to the builds below (mounted, not in any image), so
   # they need no `apt-get update` of their own; dpkg skips fsync, as in Docker's Debian images.
   rm -rf "$WORK"/rootfs/var/cache/apt/archives/*.deb
@@ -139,6 +160,7 @@ dump_logs() {
 }
 cleanup() {   # whatever happened: remove everything this run created (the images stay)
   rc=$?
+  [ -z "${redis_job:-}" ] || wait "$redis_job" 2>/dev/null || true   # never under a build
   if [ $rc -ne 0 ]; then
     dump_logs || true
     echo "--- compose log"; tail -30 "$WORK/compose.log" 2>/dev/null || true
