@@ -30,6 +30,8 @@ from conveyor.redis_binary import candidate_paths
 log = logging.getLogger("conveyor.embedded")
 
 START_TIMEOUT_S = 10.0
+#: How long a started server may take to answer (it loads its AOF first).
+LOAD_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 
 
@@ -231,8 +233,10 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
     def __enter__(self) -> EmbeddedRedis:
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            port = self.running_port()
-            if port is None:
+            pid = self._pid()
+            if pid is not None and _alive(pid):
+                port = self._answering(pid)  # it runs (perhaps still loading its data)
+            else:
                 port = self._start()
                 self.started = True
             self.users_dir.mkdir(exist_ok=True)
@@ -326,8 +330,30 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
         self.port_file.write_text(f"{new}\n")
         return new
 
+    def _answering(self, pid: int, binary: str = "redis-server") -> int:
+        """Wait while this folder's server (``pid``) runs but does not answer yet (a large
+        AOF loads first): never start a second server on the same data."""
+        port = self._recorded_port()
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while port and _alive(pid) and time.monotonic() < deadline:
+            if ping(port):
+                return port
+            time.sleep(0.05)
+        logfile = self.folder / "redis.log"
+        tail = logfile.read_text()[-500:].strip() if logfile.exists() else ""
+        raise EmbeddedRedisError(
+            f"{binary} (pid {pid}) for {self.folder} did not answer on port {port}: {tail}"
+        )
+
     def _start(self) -> int:
         binary = redis_binary.choose(self.folder)
+        recorded = self._recorded_port()
+        if recorded and ping(recorded):
+            raise EmbeddedRedisError(
+                f"a Redis answers on port {recorded}, recorded in {self.port_file}, but it was not "
+                f"started as this folder's embedded Redis (one started by an older conveyor?): "
+                f"stop it, or set CONVEYOR_REDIS_URL=redis://127.0.0.1:{recorded}/0 to use it"
+            )
         server = RedisServer(self.folder, port=self._port(), binary=binary.path)
         with contextlib.suppress(OSError):
             self.pid_file.unlink()
@@ -339,19 +365,15 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
                 f"{(done.stderr or done.stdout).strip()[-500:]}"
             )
         deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if ping(server.port):
-                redis_binary.record_major(self.folder, binary.major)
-                return server.port
+        pid = self._pid()
+        while pid is None and time.monotonic() < deadline:  # written as the daemon starts
+            time.sleep(0.01)
             pid = self._pid()
-            if pid is not None and not _alive(pid):
-                break
-            time.sleep(0.02)
-        logfile = self.folder / "redis.log"
-        tail = logfile.read_text()[-500:].strip() if logfile.exists() else ""
-        raise EmbeddedRedisError(
-            f"redis-server ({binary.describe()}) did not answer on port {server.port}: {tail}"
-        )
+        if pid is None:
+            raise EmbeddedRedisError(f"redis-server ({binary.describe()}) wrote no pid file")
+        port = self._answering(pid, binary.describe())
+        redis_binary.record_major(self.folder, binary.major)
+        return port
 
     def _stop(self) -> None:
         """SIGTERM (Redis writes its AOF and exits), wait for the exit, SIGKILL when late."""

@@ -62,3 +62,18 @@ def test_no_redis_server_anywhere_is_one_clear_line(monkeypatch: pytest.MonkeyPa
     with pytest.raises(EmbeddedRedisError, match="no redis-server found") as info:
         find_redis_server()
     assert "\n" not in str(info.value)
+
+
+def test_a_redis_on_the_recorded_port_that_is_not_ours_is_never_doubled(tmp_path: Path) -> None:
+    """A Redis started by an older conveyor (no pid file) still serves the folder: starting
+    a second server on the same data would fork it."""
+    other = RedisServer(tmp_path / "other").start()
+    try:
+        (tmp_path / "redis").mkdir()
+        (tmp_path / "redis" / "port").write_text(str(other.port))
+        with pytest.raises(EmbeddedRedisError, match="not started as this folder's") as info:
+            EmbeddedRedis(tmp_path).__enter__()
+        assert f"CONVEYOR_REDIS_URL=redis://127.0.0.1:{other.port}/0" in str(info.value)
+        assert not (tmp_path / "redis" / "redis.pid").exists()
+    finally:
+        other.stop()
