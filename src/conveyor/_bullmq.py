@@ -26,7 +26,7 @@ from redis.commands.core import AsyncScript
 from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
 from conveyor.failures import FailureStore, parse_sweep
 from conveyor.jobs import FailureKeys, JobState
-from conveyor.redis import AutoPipeline
+from conveyor.pipeline import AutoPipeline
 from conveyor.resp import RespConnection, ignore_reply
 
 _COMMANDS_DIR = Path(bullmq.__file__).parent / "commands"

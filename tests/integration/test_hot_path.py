@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conveyor.redis import AutoPipeline
+from conveyor.pipeline import AutoPipeline
 from conveyor.resp import RespConnection
 
 ECHO = "return {KEYS[1], ARGV[1]}"

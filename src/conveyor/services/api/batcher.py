@@ -9,8 +9,9 @@ once (one connection each); what arrives meanwhile waits for the next one, so ba
 with the load.
 
 The first pipeline checks that Redis holds the Lua scripts (redis-py's SCRIPT EXISTS round
-trip); later ones skip that check, and commands that meet NOSCRIPT (Redis restarted or
-flushed its scripts) are sent again with the check.
+trip); later ones skip that check, and operations whose commands meet NOSCRIPT (Redis restarted
+or flushed its scripts) are sent again with the check. Why this is not the worker's
+``AutoPipeline``, and the NOSCRIPT rule both follow: ``conveyor.pipeline``.
 
 Every operation is answered within ``timeout_s`` of its submission without a timer of its own:
 it carries a deadline; one that expires before it is sent fails (TimeoutError) and is never
@@ -27,8 +28,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
+from conveyor.pipeline import resend_noscript
 from conveyor.services.api.problems import OverloadedError
 
 log = logging.getLogger("conveyor.api")
@@ -116,17 +117,12 @@ class PipelineBatcher:
         return spans
 
     async def _results(self, batch: list[_Entry]) -> list[list[Any]]:
-        spans = await self._pipeline(batch, check_scripts=not self._scripts_loaded)
-        lost = [
-            i for i, span in enumerate(spans) if any(isinstance(r, NoScriptError) for r in span)
-        ]
-        if lost:
-            # Redis lost its scripts (a restart, SCRIPT FLUSH): those commands did not run.
-            # Send the operations they belong to again, loading the scripts first.
+        async def resend(lost: list[int]) -> list[list[Any]]:
             self._scripts_loaded = False
-            again = await self._pipeline([batch[i] for i in lost], check_scripts=True)
-            for i, span in zip(lost, again, strict=True):
-                spans[i] = span
+            return await self._pipeline([batch[i] for i in lost], check_scripts=True)
+
+        spans = await self._pipeline(batch, check_scripts=not self._scripts_loaded)
+        await resend_noscript(spans, resend)
         self._scripts_loaded = True
         return spans
 
