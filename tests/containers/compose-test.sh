@@ -194,6 +194,7 @@ printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$WORK/pip.conf"
 BUILD_ARGS="--format docker --network host -v $WORK/uv.toml:/etc/uv/uv.toml:ro"
 BUILD_ARGS+=" -v $WORK/pip.conf:/etc/pip.conf:ro"
 BUILD_ARGS+=" -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro"
+previous=$(podman image inspect "$IMAGE" --format "{{.Id}}" 2>/dev/null || true)
 tb=$SECONDS
 "${PC[@]}" --podman-build-args "$BUILD_ARGS" build >"$WORK/build.log" 2>&1 ||
   { tail -40 "$WORK/build.log"; fail "build"; }
@@ -201,8 +202,11 @@ builds=$(grep -c '^\[1/2\] STEP 1/' "$WORK/build.log" || true)
 [ "$builds" = 1 ] || fail "compose built the image $builds times, not once"
 podman image exists "$IMAGE" || fail "compose did not tag $IMAGE"
 has "$(field "$IMAGE" '{{.HealthCheck}}')" 'CMD python' || fail "the image has no HEALTHCHECK"
-echo "built once in $((SECONDS - tb))s: $IMAGE $(podman image inspect "$IMAGE" --format '{{.Size}}') bytes" \
-  "($(podman images --format '{{.Size}}' "$IMAGE"))"
+size=$(field "$IMAGE" '{{.Size}}') base=$(field localhost/python:3.11-slim '{{.Size}}')
+echo "built once in $((SECONDS - tb))s: $IMAGE $size bytes, $(((size - base) / 1000000)) MB over python:3.11-slim"
+if [ -n "$previous" ] && [ "$previous" != "$(field "$IMAGE" "{{.Id}}")" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true   # the last run's image, untagged by this build
+fi
 
 wait_healthy() {   # run every container's healthcheck until all pass (Podman cannot schedule them)
   local deadline=$((SECONDS + $1)) bad c cs
