@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
@@ -23,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
+from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
 from conveyor.failures import FailureStore, parse_sweep
 from conveyor.jobs import FailureKeys, JobState
@@ -200,11 +200,6 @@ def is_job_id(job_id: object) -> bool:
         and ":" not in job_id
         and job_id not in RESERVED_JOB_IDS
     )
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds, BullMQ's unit of time."""
-    return round(time.time() * 1000)
 
 
 def dumps(value: Any) -> str:

@@ -14,8 +14,8 @@ import pytest
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from conveyor._bullmq import now_ms
 from conveyor.client import JobSpec, QueueClient
+from conveyor.clock import now_ms
 from conveyor.config import Settings
 from conveyor.errors import Unrecoverable
 from conveyor.jobs import JobState

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
 from conveyor.maintenance.cleaner import Cleaner
 from conveyor.maintenance.cleanup import CleanupReport, Trigger, is_due, iso_ms, next_due_ms
@@ -75,10 +75,6 @@ return 1
 """
 
 
-def wall_clock_ms() -> int:
-    return round(time.time() * 1000)
-
-
 class CleanupBusyError(ConveyorError):
     """Raised when a manual cleanup run finds another run in progress (the lease is held)."""
 
@@ -124,7 +120,7 @@ class CleanupScheduler:
         cleaner: Cleaner,
         *,
         interval_s: float,
-        clock: Clock = wall_clock_ms,
+        clock: Clock = now_ms,
         lease_ms: int = LEASE_MS,
         poll_s: float = POLL_S,
         runs_kept: int = RUNS_KEPT,

@@ -7,6 +7,7 @@ import signal
 
 from redis.asyncio import Redis
 
+from conveyor.clock import now_ms
 from conveyor.config import Settings
 from conveyor.maintenance import (
     Cleaner,
@@ -16,7 +17,6 @@ from conveyor.maintenance import (
     format_duration,
 )
 from conveyor.maintenance.cleanup import iso_ms
-from conveyor.maintenance.schedule import wall_clock_ms
 from conveyor.services.runtime import open_checked, redis_url
 
 
@@ -67,7 +67,7 @@ async def once(
 ) -> CleanupReport:
     redis = await open_checked(settings, url)
     try:
-        return await scheduler(settings, redis, policy).run_now(wall_clock_ms(), dry_run=dry_run)
+        return await scheduler(settings, redis, policy).run_now(now_ms(), dry_run=dry_run)
     finally:
         await redis.aclose()
 

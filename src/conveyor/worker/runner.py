@@ -32,7 +32,8 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from conveyor._bullmq import BullQueue, JobInfo, dumps, now_ms
+from conveyor._bullmq import BullQueue, JobInfo, dumps
+from conveyor.clock import now_ms
 from conveyor.errors import (
     ConveyorError,
     JobLockLostError,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from conveyor.client import QueueClient
+from conveyor.clock import now_ms
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
 from conveyor.jobs import COUNTED_STATES, RetryPolicy
@@ -212,8 +213,8 @@ class Inspector:
             for job_id in ids:
                 pipe.hmget(client.bull.job_key(job_id), ["timestamp", "delay"])
             rows = await pipe.execute()
-        now_ms = time.time() * 1000
-        ages = [(now_ms - _int(ts) - _int(delay)) / 1000 for ts, delay in rows if ts is not None]
+        now = now_ms()
+        ages = [(now - _int(ts) - _int(delay)) / 1000 for ts, delay in rows if ts is not None]
         return max(0.0, max(ages, default=0.0))
 
     # --- workers ---------------------------------------------------------------------------------
