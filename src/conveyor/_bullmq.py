@@ -47,7 +47,6 @@ _SCRIPT_FILES = {
     "getRanges": "getRanges-1.lua",
     "removeJob": "removeJob-2.lua",
     "reprocessJob": "reprocessJob-9.lua",
-    "moveJobsToWait": "moveJobsToWait-8.lua",
     "pause": "pause-7.lua",
     "updateProgress": "updateProgress-3.lua",
     "addLog": "addLog-2.lua",
@@ -114,7 +113,6 @@ _PAUSED_LAYOUT_META_KEY = {
     "moveStalledJobsToWait": 5,
     "moveJobFromActiveToWait": 5,
     "reprocessJob": 5,
-    "moveJobsToWait": 6,
     "promote": 4,
     "pause": 3,
 }
@@ -843,12 +841,6 @@ class BullQueue:
             raw, _ = await pipe.execute()
         if isinstance(raw, int) and raw < 0:
             raise script_error(raw, job_id, "reprocessJob", queue=self.name)
-
-    async def retry_all(self, state: JobState, count: int = 1000) -> int:
-        """Move up to ``count`` jobs of a finished state back to wait; answers how many remain."""
-        keys = self._keys("", "events", state.value, "wait", "paused", "meta", "active", "marker")
-        raw = await self._run("moveJobsToWait", keys, [count, now_ms(), state.value], None)
-        return int(raw or 0)
 
     async def pause(self, paused: bool) -> None:
         """Pause or resume the queue for every worker (BullMQ's pause script plus the

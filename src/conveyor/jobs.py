@@ -30,12 +30,6 @@ class JobState(StrEnum):
     UNKNOWN = "unknown"
 
 
-#: States a job can still leave by itself (it will run, or is running).
-PENDING_STATES = frozenset(
-    {JobState.WAITING, JobState.PRIORITIZED, JobState.DELAYED, JobState.PAUSED, JobState.ACTIVE}
-)
-#: States a job ends in.
-FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.FAILED})
 #: The states counted for a queue, in display order.
 COUNTED_STATES: tuple[JobState, ...] = (
     JobState.WAITING,

@@ -270,10 +270,6 @@ class Worker:
         """Ids of the jobs running now (safe to call from another thread)."""
         return list(self._active.copy())
 
-    @property
-    def active_count(self) -> int:
-        return self._slots
-
     async def run(self, grace_s: float = 30.0) -> None:
         self.running = True
         with contextlib.suppress(RedisError, OSError):

@@ -39,10 +39,6 @@ class Broadcaster:
         self._subscribers: set[asyncio.Queue[str]] = set()
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def subscribers(self) -> int:
-        return len(self._subscribers)
-
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[str]]:
         """A queue receiving each new snapshot (as SSE text) while the context is open."""
