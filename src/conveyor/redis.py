@@ -20,6 +20,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 
+from conveyor.backoff import capped_backoff
 from conveyor.config import EvictionCheck
 from conveyor.errors import ConfigurationError, RedisPolicyError, RedisUnavailableError
 
@@ -27,6 +28,9 @@ log = logging.getLogger("conveyor.redis")
 
 #: How long one connection attempt may take before it counts as a failure.
 CONNECT_TIMEOUT_S = 2.0
+#: ``wait_until_ready`` PINGs again after 50 ms, then twice as long each time, up to 1 s.
+READY_RETRY_BASE_S = 0.05
+READY_RETRY_CAP_S = 1.0
 
 
 #: What Redis answers a write when ``maxmemory`` is reached under ``noeviction`` (also inside
@@ -106,7 +110,7 @@ def connect(
 async def wait_until_ready(client: Redis, url: str, wait_s: float) -> None:
     """PING until Redis answers, for at most ``wait_s`` seconds, else RedisUnavailableError."""
     deadline = time.monotonic() + wait_s
-    delay = 0.05
+    failures = 0
     while True:
         try:
             await client.ping()
@@ -116,13 +120,14 @@ async def wait_until_ready(client: Redis, url: str, wait_s: float) -> None:
                 f"Redis at {redact_url(url)} refused the credentials: {exc}"
             ) from exc
         except (RedisError, OSError) as exc:
+            failures += 1
+            delay = capped_backoff(failures, READY_RETRY_BASE_S, READY_RETRY_CAP_S)
             if time.monotonic() + delay > deadline:
                 raise RedisUnavailableError(
                     f"Redis at {redact_url(url)} did not answer within {wait_s:g} s: {exc}"
                 ) from exc
             log.info("redis_waiting", extra={"fields": {"url": redact_url(url), "error": str(exc)}})
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 async def check_eviction_policy(client: Redis, mode: EvictionCheck) -> str:

@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from conveyor._bullmq import BullQueue, JobInfo, dumps
+from conveyor.backoff import capped_backoff
 from conveyor.clock import now_ms
 from conveyor.errors import (
     ConveyorError,
@@ -398,7 +399,7 @@ class Worker:
         return None
 
     async def _redis_trouble(self, where: str, exc: BaseException, failures: int) -> None:
-        delay = min(REDIS_RETRY_BASE_S * 2 ** (failures - 1), REDIS_RETRY_CAP_S)
+        delay = capped_backoff(failures, REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S)
         log.warning(
             "redis_error",
             extra={"fields": {"where": where, "error": _describe(exc), "retry_in_s": delay}},
@@ -674,7 +675,7 @@ class Worker:
                         extra={"fields": {"job_id": job_id, "error": _describe(exc)}},
                     )
                     return None
-                delay = min(REDIS_RETRY_BASE_S * 2 ** (failures - 1), REDIS_RETRY_CAP_S)
+                delay = capped_backoff(failures, REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S)
                 log.warning(
                     "redis_error",
                     extra={
