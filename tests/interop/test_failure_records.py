@@ -291,3 +291,46 @@ async def test_a_record_written_by_an_earlier_version_is_read_and_moved_aside(
         == 2000
     )
     assert (await emails.failure_record("report-1") or {}).get("error") == "theirs"
+
+
+async def test_a_move_whose_event_was_missed_is_caught_by_the_sweep(
+    node: NodeCall,
+    registry: TaskRegistry,
+    make_client: Callable[..., QueueClient],
+    worker: Callable[..., Worker],
+    redis: Redis,
+) -> None:
+    """Node retries a job while no Conveyor worker runs; a reconciler that starts later (at
+    the stream's end, so it never reads that event) drops the record in its first sweep."""
+    [job_id] = await node_add(node, [{"name": "fail", "data": {}, "opts": {"attempts": 1}}])
+    client = make_client(registry)
+    running = worker()
+    await settled(client, job_id, JobState.FAILED)
+    running.stop()
+    await wait_for(lambda: not running.running, message="the worker never stopped")
+
+    await node("retry", [job_id])
+    assert await redis.exists(f"failedJobs:{job_id}")  # nobody reconciles yet
+
+    report = await FailureReconciler(client.bull, client.records).tick()
+    assert (report.full_sweep, report.dropped_by_event, report.dropped_by_sweep) == (True, 0, 1)
+    assert not await redis.exists(f"failedJobs:{job_id}")
+    assert await redis.zscore("failedJobs-index", f"failedJobs:{job_id}") is None
+
+
+async def test_the_record_of_a_job_removed_on_failure_stays_until_retention(
+    registry: TaskRegistry,
+    make_client: Callable[..., QueueClient],
+    worker: Callable[..., Worker],
+) -> None:
+    """removeOnFail: BullMQ deletes the job as it fails; its record is the only trace of the
+    failure, so the reconciler keeps it (cleanup's retention removes it)."""
+    client = make_client(registry)
+    worker()
+    job_id = await client.enqueue("fail", {}, {"attempts": 1, "removeOnFail": True})
+    record = await wait_for(lambda: client.failure_record(job_id), message="no record")
+    assert record["removed_on_fail"] == "1"
+
+    report = await FailureReconciler(client.bull, client.records, start_at="0").tick()
+    assert report.dropped_by_event == report.dropped_by_sweep == 0
+    assert await client.failure_record(job_id) == record
