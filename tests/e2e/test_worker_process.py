@@ -134,7 +134,10 @@ def test_sigterm_to_the_supervisor_stops_every_process(spawn: Spawn) -> None:
             {"CONVEYOR_REDIS_URL": "redis://127.0.0.1:1/0", "CONVEYOR_REDIS_WAIT_S": "0.5"},
             "did not answer within 0.5 s",
         ),
-        ({"CONVEYOR_REDIS_URL": "redis://localhost:notaport/0"}, "invalid Redis URL"),
+        (
+            {"CONVEYOR_REDIS_URL": "redis://localhost:notaport/0"},
+            "the port 'notaport' is not a number",
+        ),
         ({"CONVEYOR_REDIS_URL": "http://localhost"}, "CONVEYOR_REDIS_URL"),
         ({"CONVEYOR_CONCURRENCY": "many"}, "CONVEYOR_CONCURRENCY"),
         ({"CONVEYOR_TASKS": "no.such.module"}, "cannot import 'no.such.module'"),
