@@ -229,31 +229,44 @@ class QueueClient:
         settings: Settings | None = None,
         redis_url: str | None = None,
         registry: TaskRegistry | None = None,
+        *,
+        redis: Redis | None = None,
+        queue: str | None = None,
+        pipelined: bool = True,
     ) -> QueueClient:
-        """A client with its own connection pool (closed by ``close()``).
+        """A client for the settings' queue, prefix, retry policy and failure-record keys.
 
         ``settings`` default to the environment's (``load_settings()``, the CONVEYOR_*
-        variables the commands read). The Redis is ``redis_url``, else the settings' URL,
-        else the embedded Redis that ``conveyor`` commands run for ``settings.data_dir``
-        (raises RedisUnavailableError when none is running)."""
+        variables the commands read). With ``redis``, the client uses that connection pool
+        and leaves it open; otherwise it opens its own (closed by ``close()``) to
+        ``redis_url``, else the settings' URL, else the embedded Redis that ``conveyor``
+        commands run for ``settings.data_dir`` (raises RedisUnavailableError when none is
+        running). ``queue`` names another queue than the settings'; ``pipelined=False``
+        keeps every call on the pool (see ``__init__``)."""
         settings = settings if settings is not None else load_settings()
-        url = redis_url or settings.redis_url or running_url(settings.data_dir)
-        if url is None:
-            raise RedisUnavailableError(
-                f"CONVEYOR_REDIS_URL is not set and no embedded Redis is running for "
-                f"{settings.data_dir.resolve()}: start `conveyor worker` or `conveyor up` from "
-                f"this folder first, or set CONVEYOR_REDIS_URL"
-            )
+        owns_redis = redis is None
+        if redis is None:
+            url = redis_url or settings.redis_url or running_url(settings.data_dir)
+            if url is None:
+                raise RedisUnavailableError(
+                    f"CONVEYOR_REDIS_URL is not set and no embedded Redis is running for "
+                    f"{settings.data_dir.resolve()}: start `conveyor worker` or `conveyor up` "
+                    f"from this folder first, or set CONVEYOR_REDIS_URL"
+                )
+            redis = connect(url, timeout_s=settings.redis_timeout_s)
+        elif redis_url is not None:
+            raise ValueError("QueueClient.from_settings: pass redis or redis_url, not both")
         return cls(
-            connect(url, timeout_s=settings.redis_timeout_s),
-            queue=settings.queue,
+            redis,
+            queue=queue if queue is not None else settings.queue,
             prefix=settings.prefix,
             registry=registry,
             default_policy=RetryPolicy.from_retries(
                 settings.retries, settings.backoff_type, settings.backoff_delay_ms
             ),
             failed_key_prefix=settings.failed_key_prefix,
-            owns_redis=True,
+            owns_redis=owns_redis,
+            pipelined=pipelined,
         )
 
     async def close(self) -> None:

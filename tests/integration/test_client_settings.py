@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from conveyor.client import QueueClient
 from conveyor.config import Settings
@@ -37,3 +38,23 @@ async def test_settings_default_to_the_environment(
     async with QueueClient.from_settings() as client:
         assert client.queue == "from-env"
         assert await client.redis.ping()
+
+
+async def test_on_a_given_pool_the_client_takes_the_settings_and_leaves_the_pool_open(
+    redis: Redis, settings: Settings
+) -> None:
+    tuned = settings.model_copy(update={"retries": 2, "failed_key_prefix": "lost"})
+    client = QueueClient.from_settings(tuned, redis=redis, queue="other", pipelined=False)
+    async with client:
+        job_id = await client.enqueue("anything", {})
+        assert client.redis is redis
+        assert (client.queue, client.bull.prefix) == ("other", settings.prefix)
+        assert client.default_policy.attempts == 3
+        assert client.failed_key_prefix == "lost"
+        assert await redis.exists(client.bull.job_key(job_id))
+    assert await redis.ping()  # close() left the caller's pool open
+
+
+def test_a_pool_and_a_url_together_are_refused(redis: Redis, redis_url: str) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        QueueClient.from_settings(Settings(), redis_url, redis=redis)

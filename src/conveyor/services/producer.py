@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from conveyor.client import JobSpec, QueueClient
 from conveyor.config import Settings
 from conveyor.registry import load_registry
-from conveyor.services.runtime import default_policy, open_checked, redis_url
+from conveyor.services.runtime import open_checked, redis_url
 
 #: Jobs sent in one round trip at most.
 BATCH_MAX = 500
@@ -87,14 +87,7 @@ async def _main(
 ) -> ProduceSummary:
     registry = load_registry(settings.tasks)
     redis = await open_checked(settings, url)
-    client = QueueClient(
-        redis,
-        queue=settings.queue,
-        prefix=settings.prefix,
-        registry=registry,
-        default_policy=default_policy(settings),
-        failed_key_prefix=settings.failed_key_prefix,
-    )
+    client = QueueClient.from_settings(settings, registry=registry, redis=redis)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -42,7 +42,7 @@ from conveyor.services.api.problems import (
 from conveyor.services.api.routes import router
 from conveyor.services.api.state import ApiState
 from conveyor.services.guard import GuardMiddleware, Refusal, RequestGuard, Verdict
-from conveyor.services.runtime import default_policy, open_checked
+from conveyor.services.runtime import open_checked
 
 log = logging.getLogger("conveyor.api")
 
@@ -97,13 +97,10 @@ def create_app(
         gate = RedisGate(settings.api_redis_connections, settings.api_redis_timeout_s)
         pool_size = settings.api_redis_connections + settings.api_redis_pipelines + 2
         redis = await open_checked(settings, redis_url, max_connections=pool_size)
-        client = QueueClient(
-            redis,
-            queue=settings.queue,
-            prefix=settings.prefix,
+        client = QueueClient.from_settings(
+            settings,
             registry=tasks,
-            default_policy=default_policy(settings),
-            failed_key_prefix=settings.failed_key_prefix,
+            redis=redis,
             pipelined=False,  # the API batches enqueues itself and bounds its Redis calls
         )
         batcher = None

@@ -20,7 +20,7 @@ from conveyor.client import QueueClient
 from conveyor.clock import now_ms
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
-from conveyor.jobs import COUNTED_STATES, RetryPolicy
+from conveyor.jobs import COUNTED_STATES
 from conveyor.observability.metrics import QueueMetrics
 from conveyor.observability.stats import TaskTotals, read_totals
 
@@ -160,16 +160,10 @@ class Inspector:
         if queue not in self._clients:
             if queue not in await self.queues():
                 raise UnknownQueueError(queue)
-            self._clients[queue] = QueueClient(
-                self.redis,
+            self._clients[queue] = QueueClient.from_settings(
+                self.settings,
+                redis=self.redis,
                 queue=queue,
-                prefix=self.prefix,
-                default_policy=RetryPolicy.from_retries(
-                    self.settings.retries,
-                    self.settings.backoff_type,
-                    self.settings.backoff_delay_ms,
-                ),
-                failed_key_prefix=self.settings.failed_key_prefix,
                 pipelined=False,  # read-mostly, one per queue, on the shared pool
             )
         return self._clients[queue]
