@@ -92,6 +92,38 @@ async def test_sigkilled_worker_job_is_recovered_by_another(
     assert await client.failure_record(job_id) is None
 
 
+async def test_a_task_raising_systemexit_or_keyboardinterrupt_does_not_end_the_process(
+    spawn: Spawn, client: QueueClient, redis: Redis, settings: Settings
+) -> None:
+    """Each is one failed attempt with its error recorded; the same process then runs the
+    next job, and still stops with exit 0 on SIGTERM."""
+    proc = spawn("worker", "--concurrency", "2")
+    exiting = await client.enqueue("exit_process", {})
+    interrupting = await client.enqueue("sync_interrupt", {})
+    for job_id, error in ((exiting, "SystemExit: 3"), (interrupting, "KeyboardInterrupt")):
+
+        async def failed(job_id: str = job_id) -> bool:
+            return (await client.get_state(job_id)) is JobState.FAILED
+
+        await wait_for(failed, timeout=30, message=output_of(proc)[-2000:])
+        view = await client.get_job(job_id)
+        assert (view.info.failed_reason, view.info.attempts_made) == (error, 1)
+        record = await client.failure_record(job_id)
+        assert record is not None
+        assert record["error"] == error
+    key = f"{settings.prefix}:executions"
+    after = await client.enqueue("count", {"key": key})
+
+    async def completed() -> bool:
+        return (await client.get_state(after)) is JobState.COMPLETED
+
+    await wait_for(completed, timeout=30, message=output_of(proc)[-2000:])
+    assert proc.poll() is None
+    assert output_of(proc).count("worker_started") == 1  # never restarted
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
 async def test_sigterm_lets_the_running_job_finish_and_exits_zero(
     spawn: Spawn, client: QueueClient, redis: Redis, settings: Settings
 ) -> None:

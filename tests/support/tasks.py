@@ -89,3 +89,15 @@ async def fail_first(payload: Empty, ctx: JobContext) -> str:
     if ctx.attempt == 1:
         raise RuntimeError("the first attempt fails")
     return "fine on attempt 2"
+
+
+@registry.task("exit_process", retries=0)
+async def exit_process(payload: Empty, ctx: JobContext) -> None:
+    """A hostile task: tries to end the worker process."""
+    raise SystemExit(3)
+
+
+@registry.task("sync_interrupt", retries=0)
+def sync_interrupt(payload: Empty, ctx: JobContext) -> None:
+    """A hostile sync task (in the worker's thread pool): raises KeyboardInterrupt."""
+    raise KeyboardInterrupt
