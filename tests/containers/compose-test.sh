@@ -268,7 +268,7 @@ for s in api monitor; do
   [ "$(echo $ports)" = 127.0.0.1 ] || fail "$s is published on '$ports', not 127.0.0.1"
 done
 
-step "host names: other containers by service name are answered, a foreign Host is refused (421)"
+step "host names: localhost and other containers by service name are answered, a foreign Host gets 421"
 podman exec "${workers[0]}" python -c '
 import urllib.request
 for url in ("http://api:8000/tasks", "http://monitor:8001/"):
@@ -281,6 +281,11 @@ for url in "$API/tasks" "$MONITOR/"; do
   [ "$code" = 421 ] || fail "$url with Host: rebound.example answered $code, not 421"
 done
 echo "   Host: rebound.example -> 421 from both"
+for url in "localhost:$API_PORT/tasks" "localhost:$MONITOR_PORT/"; do   # as a browser on the host
+  code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$url")
+  [ "$code" = 200 ] || fail "http://$url answered $code, not 200"
+done
+echo "   http://localhost:PORT -> 200 from both"
 
 step "enqueue through the API -> completed by a worker"
 json() { python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }
