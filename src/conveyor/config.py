@@ -285,7 +285,8 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="Open connections per server process; beyond it a new connection is "
-        "answered 503 and closed. Keep it below the file-descriptor limit (ulimit -n).",
+        "answered 503 and closed. The soft open-files limit is raised to fit it (within the "
+        "hard limit; a warning when that is lower).",
     )
 
     @field_validator("http_allowed_hosts", mode="before")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -40,7 +41,6 @@ LIMITS = {
     "CONVEYOR_HTTP_KEEP_ALIVE_S": "60",
     "CONVEYOR_HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
 }
-Serve = Callable[..., int]
 
 
 def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
@@ -51,18 +51,24 @@ def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
         return False
 
 
-@pytest.fixture
-def serve(settings: Settings, redis_url: str) -> Iterator[Serve]:
-    """Start ``conveyor api`` or ``conveyor monitor`` with small limits; answer its port."""
-    started: list[subprocess.Popen[bytes]] = []
+class Serve:
+    """Starts ``conveyor api`` or ``conveyor monitor`` with small limits: ``serve(service)``
+    answers its port; ``processes`` holds each port's process."""
 
-    def start(service: str, **limits: str) -> int:
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def __call__(
+        self, service: str, preexec: Callable[[], None] | None = None, **limits: str
+    ) -> int:
         port = free_port()
         env = {
             **os.environ,
-            "CONVEYOR_REDIS_URL": redis_url,
-            "CONVEYOR_QUEUE": settings.queue,
-            "CONVEYOR_PREFIX": settings.prefix,
+            "CONVEYOR_REDIS_URL": self.redis_url,
+            "CONVEYOR_QUEUE": self.settings.queue,
+            "CONVEYOR_PREFIX": self.settings.prefix,
             "CONVEYOR_TASKS": "tests.support.api",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             **LIMITS,
@@ -74,18 +80,28 @@ def serve(settings: Settings, redis_url: str) -> Iterator[Serve]:
             stderr=subprocess.PIPE,
             cwd=REPO,
             start_new_session=True,
+            preexec_fn=preexec,
         )
-        started.append(proc)
+        self.processes[port] = proc
         wait_for_sync(lambda: _ready(f"http://127.0.0.1:{port}/healthz", proc), timeout=30)
         return port
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if proc.stderr:
+                proc.stderr.close()
+
+
+@pytest.fixture
+def serve(settings: Settings, redis_url: str) -> Iterator[Serve]:
+    servers = Serve(settings, redis_url)
+    try:
+        yield servers
+    finally:
+        servers.stop()
 
 
 def _connect(port: int) -> socket.socket:
@@ -227,3 +243,36 @@ def test_an_idle_keep_alive_connection_is_closed(serve: Serve) -> None:
         answer = _read_all(sock)  # the answer, then the server closes the idle connection
         assert answer.startswith(b"HTTP/1.1 200")
         assert 0.9 <= time.monotonic() - started < 1 + SLACK_S
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-files line")
+
+
+def _limit_open_files(soft: int, hard: int | None = None) -> Callable[[], None]:
+    def apply() -> None:
+        current = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard or current))
+
+    return apply
+
+
+def test_the_open_files_limit_is_raised_to_fit_the_connection_cap(serve: Serve) -> None:
+    """A soft limit of 256 would run out long before 1000 connections."""
+    port = serve("api", _limit_open_files(256), CONVEYOR_HTTP_MAX_CONNECTIONS="1000")
+    soft, _ = _open_files_limit(serve.processes[port].pid)
+    assert soft >= 1000
+
+
+def test_a_hard_limit_below_the_cap_is_a_warning(serve: Serve) -> None:
+    port = serve("monitor", _limit_open_files(256, 512), CONVEYOR_HTTP_MAX_CONNECTIONS="1000")
+    proc = serve.processes[port]
+    assert _open_files_limit(proc.pid) == (512, 512)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert proc.stderr is not None
+    assert "http_connection_cap_above_fd_limit" in proc.stderr.read().decode()

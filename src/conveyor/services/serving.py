@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ LINGER_S = 5.0
 LINGER_MAX_BYTES = 64 * 1024 * 1024
 #: How long a connection over the cap may take to read its 503 before it is closed.
 REFUSED_LINGER_S = 1.0
+#: Descriptors kept free beyond the connection cap: Redis connections, logs, the listener.
+FD_HEADROOM = 128
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,32 @@ class ServingConfig(uvicorn.Config):
         self.limits = limits
 
 
+def ensure_descriptors(limits: ConnectionLimits) -> None:
+    """Raise this process's soft open-files limit (within the hard one) so that the connection
+    cap, not descriptor exhaustion, is what a flood of sockets meets first; warn when the hard
+    limit is too low for that. Worker processes started afterwards inherit the limit."""
+    needed = limits.max_connections + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft < needed:
+        log.warning(
+            "http_connection_cap_above_fd_limit",
+            extra={
+                "fields": {
+                    "max_connections": limits.max_connections,
+                    "open_files_limit": soft,
+                    "hint": "lower CONVEYOR_HTTP_MAX_CONNECTIONS or raise ulimit -n",
+                }
+            },
+        )
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, minus re-raising the signal it caught once it has shut down."""
 
@@ -290,6 +319,7 @@ class _Server(uvicorn.Server):
 
 def serve(config: uvicorn.Config) -> None:
     """Serve until SIGINT/SIGTERM, then return (exit 0); a server that never started exits 3."""
+    ensure_descriptors(getattr(config, "limits", ConnectionLimits()))
     config.load_app()
     server = _Server(config)
     with contextlib.suppress(KeyboardInterrupt):

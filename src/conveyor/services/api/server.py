@@ -21,7 +21,12 @@ from conveyor.observability.logging import configure_logging
 from conveyor.registry import load_registry
 from conveyor.services.api.app import create_app
 from conveyor.services.runtime import open_checked, redis_url
-from conveyor.services.serving import ConnectionLimits, ServingConfig, serve
+from conveyor.services.serving import (
+    ConnectionLimits,
+    ServingConfig,
+    ensure_descriptors,
+    serve,
+)
 
 #: Carries the parent's settings (with the resolved Redis URL) to worker processes.
 SETTINGS_ENV = "CONVEYOR_API_PROCESS_SETTINGS"
@@ -92,6 +97,7 @@ def run(settings: Settings) -> None:
             timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
             **_server_options(settings),
         )
+        ensure_descriptors(limits)
         # What uvicorn.run does for several workers, with our config (and its protocol).
         with contextlib.suppress(KeyboardInterrupt):
             Multiprocess(config, sockets=[config.bind_socket()]).run()
