@@ -91,3 +91,31 @@ async def test_a_commit_cut_off_by_the_bound_is_answered_as_committed(
         response = await api.post("/enqueue/bulk", json=bulk(JOBS), headers=headers, timeout=60)
     held = await total(queue)
     assert (response.status_code, held) in ((201, JOBS), (503, 0)), response.text
+
+
+@pytest.mark.parametrize("sent_exec", [True, False])
+async def test_the_commit_proof_waits_for_what_the_cut_connection_sent(
+    settings: Settings, redis_url: str, redis: Redis, sent_exec: bool
+) -> None:
+    """What the receipt check relies on, with the timing made certain: a connection sends its
+    MULTI (with or without the EXEC) while Redis is busy, then closes. Redis still runs what
+    it sent, and the check answers only once that connection is gone: committed exactly when
+    the EXEC was sent."""
+    async with api_client(settings, redis_url) as api:
+        enqueuer = api._transport.app.state.api.enqueuer
+        receipt = f"{settings.prefix}:{settings.queue}:conveyor:bulk:test"
+        cut = redis.connection_pool.make_connection()
+        busy = redis.connection_pool.make_connection()
+        await cut.connect()
+        await busy.connect()
+        try:
+            await cut.send_command("CLIENT", "ID")
+            cut_id = int(await cut.read_response())
+            await busy.send_command("EVAL", BUSY_LUA, 0, 300_000)
+            commands = [("MULTI",), ("SET", receipt, 1), *([("EXEC",)] if sent_exec else [])]
+            await cut.send_packed_command(cut.pack_commands(commands))
+            await cut.disconnect()
+            assert await enqueuer._committed(receipt, cut_id) is sent_exec
+            assert await busy.read_response() == 1
+        finally:
+            await busy.disconnect()
