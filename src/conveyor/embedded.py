@@ -15,13 +15,18 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from conveyor import redis_binary
 from conveyor.errors import EmbeddedRedisError
@@ -57,30 +62,27 @@ def free_port() -> int:
 def ping(
     port: int, timeout_s: float = 0.5, password: str | None = None, *, tls: bool = False
 ) -> bool:
-    """Whether a Redis on 127.0.0.1:port answers PING (a tiny RESP exchange, no client).
+    """Whether a Redis on 127.0.0.1:port answers PING (any password sent as one argument).
 
     With ``tls`` the exchange goes over TLS without checking the certificate: this only asks
     whether the server is up."""
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password or None,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        ssl=tls,
+        ssl_cert_reqs="none",
+        ssl_check_hostname=False,
+        retry=Retry(NoBackoff(), 0),
+    )
     try:
-        with contextlib.ExitStack() as stack:
-            raw = stack.enter_context(
-                socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
-            )
-            sock = stack.enter_context(_insecure_tls().wrap_socket(raw)) if tls else raw
-            if password:
-                sock.sendall(f"AUTH {password}\r\n".encode())
-                sock.recv(64)
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
+        return bool(client.ping())
+    except (RedisError, OSError):
         return False
-
-
-def _insecure_tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+    finally:
+        client.close()
 
 
 @dataclass
@@ -99,7 +101,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from conveyor.config import EvictionCheck
 from conveyor.embedded import EmbeddedRedis, RedisServer, find_redis_server, ping
@@ -77,3 +78,19 @@ def test_a_redis_on_the_recorded_port_that_is_not_ours_is_never_doubled(tmp_path
         assert not (tmp_path / "redis" / "redis.pid").exists()
     finally:
         other.stop()
+
+
+def test_a_password_with_a_space_is_one_argument(tmp_path: Path) -> None:
+    """The start-up ping and the URL carry the whole password (it was sent inline, split)."""
+    server = RedisServer(tmp_path, password="open sesame:/@").start()  # waits on ping
+    try:
+        assert ping(server.port, password="open sesame:/@")
+        assert not ping(server.port, password="open")
+        assert not ping(server.port)
+        client = redis.Redis.from_url(server.url)
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+    finally:
+        server.stop()
