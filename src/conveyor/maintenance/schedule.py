@@ -5,11 +5,11 @@ Three keys per queue (``conveyor:cleanup:<prefix>:<queue>:...``):
 - ``last-run``: the start time (ms) of the last successful scheduled run. A replica runs when
   ``now >= last-run + interval``; a restarted replica reads it back, so restarts neither skip
   nor repeat a run.
-- ``lease``: ``SET NX PX`` taken before a run (and renewed while it lasts). ``last-run`` is
-  read again under the lease and written, with the run's record, before the lease is released
-  (one script), so a second replica that gets the lease next sees the new ``last-run`` and
-  does nothing: one run per interval. If the runner dies, the lease expires and another
-  replica does the (idempotent) work.
+- ``lease``: a redis-py ``Lock`` (``SET NX PX`` with a token) taken before a run and renewed
+  while it lasts. ``last-run`` is read again under the lease and written, with the run's
+  record, in the same script that releases the lease (token checked), so a second replica
+  that gets the lease next sees the new ``last-run`` and does nothing: one run per interval.
+  If the runner dies, the lease expires and another replica does the (idempotent) work.
 - ``runs``: the newest run records (JSON), newest first, capped at ``RUNS_KEPT``.
 """
 
@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, RedisError
 
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
@@ -42,20 +43,6 @@ POLL_S = 60.0
 ERROR_BACKOFF_S = 1.0
 
 Clock = Callable[[], int]
-
-_RENEW_LUA = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-_RELEASE_LUA = """
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("DEL", KEYS[1])
-end
-return 0
-"""
 
 #: Record a run; for a scheduled run also move last-run forward; then release the lease.
 _FINISH_LUA = """
@@ -77,6 +64,14 @@ return 1
 
 class CleanupBusyError(ConveyorError):
     """Raised when a manual cleanup run finds another run in progress (the lease is held)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held run lease: redis-py's lock, and its token (the finishing script checks it)."""
+
+    lock: Lock
+    token: str
 
 
 @dataclass(frozen=True)
@@ -135,8 +130,6 @@ class CleanupScheduler:
         self.poll_s = poll_s
         self.runs_kept = runs_kept
         self.keys = CleanupKeys.for_queue(cleaner.prefix, cleaner.queue)
-        self._renew = redis.register_script(_RENEW_LUA)
-        self._release = redis.register_script(_RELEASE_LUA)
         self._finish = redis.register_script(_FINISH_LUA)
         #: How many times this scheduler looked at the schedule (for tests and logs).
         self.ticks = 0
@@ -144,28 +137,32 @@ class CleanupScheduler:
         self._announced_ms: int | None = None
 
     # --- the lease -------------------------------------------------------------------------------
-    async def _acquire(self) -> str | None:
+    async def _acquire(self) -> Lease | None:
+        lock = self.redis.lock(
+            self.keys.lease, timeout=self.lease_ms / 1000, blocking=False, thread_local=False
+        )
         token = uuid.uuid4().hex
-        taken = await self.redis.set(self.keys.lease, token, nx=True, px=self.lease_ms)
-        return token if taken else None
+        return Lease(lock, token) if await lock.acquire(token=token) else None
 
-    async def _keep_renewing(self, token: str) -> None:
+    async def _keep_renewing(self, lease: Lease) -> None:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
-                renewed = await self._renew(keys=[self.keys.lease], args=[token, self.lease_ms])
-            except RedisError as exc:
-                log.warning("cleanup_lease_renewal_failed", extra={"fields": {"error": str(exc)}})
-                continue
-            if not renewed:
+                await lease.lock.reacquire()  # back to the full lifetime
+            except LockError:
                 log.warning("cleanup_lease_lost", extra={"fields": {"queue": self.cleaner.queue}})
                 return
+            except RedisError as exc:
+                log.warning("cleanup_lease_renewal_failed", extra={"fields": {"error": str(exc)}})
 
-    async def _record(self, report: CleanupReport, token: str, last_run_ms: int | None) -> None:
+    async def _record(
+        self, report: CleanupReport, lease: Lease | None, last_run_ms: int | None
+    ) -> None:
+        """Record the run (and a scheduled run's time) and release the lease, in one script."""
         await self._finish(
             keys=[self.keys.lease, self.keys.last_run, self.keys.runs],
             args=[
-                token,
+                "" if lease is None else lease.token,
                 "" if last_run_ms is None else last_run_ms,
                 report.to_json(),
                 self.runs_kept,
@@ -174,16 +171,16 @@ class CleanupScheduler:
         event = "cleanup_dry_run" if report.dry_run else "cleanup_finished"
         log.info(event, extra={"fields": report.log_fields()})
 
-    async def _leased_run(self, token: str, now_ms: int, *, scheduled: bool) -> CleanupReport:
-        renewal = asyncio.create_task(self._keep_renewing(token), name="conveyor-cleanup-lease")
+    async def _leased_run(self, lease: Lease, now_ms: int, *, scheduled: bool) -> CleanupReport:
+        renewal = asyncio.create_task(self._keep_renewing(lease), name="conveyor-cleanup-lease")
         try:
             trigger: Trigger = "schedule" if scheduled else "manual"
             report = await self.cleaner.run(now_ms, trigger=trigger)
-            await self._record(report, token, now_ms if scheduled else None)
+            await self._record(report, lease, now_ms if scheduled else None)
             return report
         except BaseException:
-            with contextlib.suppress(RedisError, OSError):
-                await self._release(keys=[self.keys.lease], args=[token])
+            with contextlib.suppress(LockError, RedisError, OSError):
+                await lease.lock.release()
             raise
         finally:
             renewal.cancel()
@@ -198,13 +195,14 @@ class CleanupScheduler:
         if not is_due(last, now_ms, self.interval_s):
             self._wait_for_run(last)
             return None
-        token = await self._acquire()
-        if token is None:  # another replica is running it right now
+        lease = await self._acquire()
+        if lease is None:  # another replica is running it right now
             self._next_check_ms = now_ms + min(self.lease_ms, round(self.poll_s * 1000))
             return None
         last = await read_last_run_ms(self.redis, self.keys)  # again, under the lease
         if not is_due(last, now_ms, self.interval_s):
-            await self._release(keys=[self.keys.lease], args=[token])
+            with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
+                await lease.lock.release()
             self._wait_for_run(last)
             return None
         log.info(
@@ -216,7 +214,7 @@ class CleanupScheduler:
                 }
             },
         )
-        report = await self._leased_run(token, now_ms, scheduled=True)
+        report = await self._leased_run(lease, now_ms, scheduled=True)
         self._wait_for_run(now_ms)
         return report
 
@@ -265,13 +263,13 @@ class CleanupScheduler:
         progress); a dry run only reads."""
         if dry_run:
             report = await self.cleaner.preview(now_ms)
-            await self._record(report, "", None)
+            await self._record(report, None, None)
             return report
-        token = await self._acquire()
-        if token is None:
+        lease = await self._acquire()
+        if lease is None:
             holder_ttl = await self.redis.pttl(self.keys.lease)
             raise CleanupBusyError(
                 f"another cleanup run of queue {self.cleaner.queue!r} is in progress "
                 f"(its lease expires within {max(holder_ttl, 0) / 1000:.0f} s); try again later"
             )
-        return await self._leased_run(token, now_ms, scheduled=False)
+        return await self._leased_run(lease, now_ms, scheduled=False)
