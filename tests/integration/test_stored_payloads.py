@@ -64,6 +64,8 @@ async def test_fields_not_sent_stay_unsent_and_free_form_payloads_are_kept(
     assert echo.status_code == 201, echo.text
     raw = await stored_data(redis, settings, echo.json()["id"])
     assert json.loads(raw) == {"value": value}
+    ignored = await api.post("/enqueue", json={"name": "echo", "data": {"value": 1, "zzz": 2}})
+    assert await stored_data(redis, settings, ignored.json()["id"]) == '{"value":1}'
 
 
 async def test_the_client_stores_the_validated_payload(
