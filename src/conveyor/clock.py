@@ -2,7 +2,7 @@
 
 Timestamps in job hashes, the delayed set's scores, failure times and the cleanup schedule all
 use it, so they compare with what Node.js BullMQ writes (``Date.now()``). Decisions take
-``now_ms`` as an argument (see ``conveyor.maintenance.cleanup``); only the edges read the clock.
+``now_ms`` as an argument (see ``conveyor.maintenance.retention``); only the edges read the clock.
 """
 
 from __future__ import annotations

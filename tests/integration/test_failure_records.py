@@ -13,7 +13,7 @@ from conveyor.client import QueueClient
 from conveyor.config import Settings
 from conveyor.jobs import JobState
 from conveyor.maintenance import RetentionPolicy
-from conveyor.maintenance.cleaner import Cleaner
+from conveyor.maintenance.remover import Cleaner
 from conveyor.registry import EmptyPayload, JobContext, TaskRegistry
 from conveyor.testing import wait_for_state
 from conveyor.worker import Worker

@@ -14,7 +14,7 @@ from conveyor.maintenance import (
     parse_duration,
     select_expired,
 )
-from conveyor.maintenance.cleanup import cutoff_ms, iso_ms, next_due_ms
+from conveyor.maintenance.retention import cutoff_ms, iso_ms, next_due_ms
 
 DAY_MS = 86_400_000
 NOW = 1_800_000_000_000  # 2027-01-15T08:00:00Z

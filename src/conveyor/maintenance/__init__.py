@@ -1,7 +1,11 @@
-"""Maintenance of the queue's data: the cleanup of old finished jobs and its schedule."""
+"""Maintenance of the queue's data: the cleanup of old finished jobs.
 
-from conveyor.maintenance.cleaner import Cleaner
-from conveyor.maintenance.cleanup import (
+``retention`` decides what goes and when (pure functions), ``remover`` removes it from Redis
+in bounded batches, ``schedule`` runs it once per interval across replicas.
+"""
+
+from conveyor.maintenance.remover import Cleaner
+from conveyor.maintenance.retention import (
     CleanupReport,
     FailureEntry,
     RetentionPolicy,

@@ -28,8 +28,8 @@ from redis.exceptions import LockError, RedisError
 
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
-from conveyor.maintenance.cleaner import Cleaner
-from conveyor.maintenance.cleanup import CleanupReport, Trigger, is_due, iso_ms, next_due_ms
+from conveyor.maintenance.remover import Cleaner
+from conveyor.maintenance.retention import CleanupReport, Trigger, is_due, iso_ms, next_due_ms
 
 log = logging.getLogger("conveyor.cleanup")
 

@@ -16,8 +16,8 @@ from conveyor.maintenance import (
     RetentionPolicy,
     format_duration,
 )
-from conveyor.maintenance.cleanup import iso_ms
-from conveyor.services.runtime import open_checked, redis_url
+from conveyor.maintenance.retention import iso_ms
+from conveyor.services.redis_connection import open_checked, redis_url
 
 
 def policy_from(

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from conveyor.client import JobSpec, QueueClient
 from conveyor.config import Settings
 from conveyor.registry import load_registry
-from conveyor.services.runtime import open_checked, redis_url
+from conveyor.services.redis_connection import open_checked, redis_url
 
 #: Jobs sent in one round trip at most.
 BATCH_MAX = 500

@@ -28,7 +28,7 @@ from conveyor.config import DEFAULT_TASKS, Settings
 from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.redis import redact_url
 from conveyor.registry import load_registry
-from conveyor.services.runtime import redis_url
+from conveyor.services.redis_connection import redis_url
 
 log = logging.getLogger("conveyor.up")
 

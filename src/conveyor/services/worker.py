@@ -22,7 +22,7 @@ from conveyor.observability.logging import LoggingHooks, configure_logging
 from conveyor.observability.stats import StatsHooks
 from conveyor.redis import connect
 from conveyor.registry import load_registry
-from conveyor.services.runtime import default_policy, open_checked, redis_url
+from conveyor.services.redis_connection import default_policy, open_checked, redis_url
 from conveyor.worker import Worker, WorkerOptions
 from conveyor.worker.watchdog import LoopWatchdog
 

@@ -42,7 +42,7 @@ from conveyor.services.api.problems import (
 from conveyor.services.api.routes import router
 from conveyor.services.api.state import ApiState
 from conveyor.services.guard import GuardMiddleware, Refusal, RequestGuard, Verdict
-from conveyor.services.runtime import open_checked
+from conveyor.services.redis_connection import open_checked
 
 log = logging.getLogger("conveyor.api")
 

@@ -46,7 +46,7 @@ from conveyor.services.api.problems import (
     ProblemError,
 )
 from conveyor.services.api.state import ApiState, state_of
-from conveyor.services.runtime import encoded_slash_segment
+from conveyor.services.paths import encoded_slash_segment
 
 router = APIRouter()
 

@@ -20,7 +20,7 @@ from conveyor.config import Settings
 from conveyor.observability.logging import configure_logging
 from conveyor.registry import load_registry
 from conveyor.services.api.app import create_app
-from conveyor.services.runtime import open_checked, redis_url
+from conveyor.services.redis_connection import open_checked, redis_url
 from conveyor.services.serving import (
     ConnectionLimits,
     ServingConfig,

@@ -11,7 +11,7 @@ import socket
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError
 from conveyor.services.monitor.app import create_app
-from conveyor.services.runtime import open_checked, redis_url
+from conveyor.services.redis_connection import open_checked, redis_url
 from conveyor.services.serving import ConnectionLimits, ServingConfig, serve
 
 __all__ = ["create_app", "run"]

@@ -44,7 +44,8 @@ from conveyor.services.monitor.jobs import (
     parse_state,
 )
 from conveyor.services.monitor.sse import Broadcaster, event_stream
-from conveyor.services.runtime import encoded_slash_segment, open_checked
+from conveyor.services.paths import encoded_slash_segment
+from conveyor.services.redis_connection import open_checked
 
 log = logging.getLogger("conveyor.monitor")
 

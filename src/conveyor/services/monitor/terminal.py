@@ -15,7 +15,7 @@ from rich.table import Table
 from conveyor.config import Settings
 from conveyor.jobs import COUNTED_STATES
 from conveyor.services.monitor.inspector import Inspector, QueueSummary
-from conveyor.services.runtime import open_checked, redis_url
+from conveyor.services.redis_connection import open_checked, redis_url
 
 _COLOURS = {"active": "cyan", "completed": "green", "failed": "red", "delayed": "yellow"}
 

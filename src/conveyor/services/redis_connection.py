@@ -1,11 +1,9 @@
-"""What every service needs at start: a Redis URL (embedded by default) and a checked client."""
+"""The Redis connection every service starts with: a URL (embedded by default), a checked client."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from typing import Any
-from urllib.parse import unquote
+from collections.abc import Iterator
 
 from redis.asyncio import Redis
 
@@ -40,18 +38,3 @@ def default_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy.from_retries(
         settings.retries, settings.backoff_type, settings.backoff_delay_ms
     )
-
-
-def encoded_slash_segment(scope: Mapping[str, Any]) -> str | None:
-    """The first path segment the client sent with an encoded ``/`` (``%2F``), decoded.
-
-    The router matches the decoded path, so ``/jobs/x%2Flogs`` would reach job ``x``'s logs;
-    no job id contains ``/`` (they are refused at enqueue), so such a request names no job.
-    """
-    raw = scope.get("raw_path")
-    if not isinstance(raw, bytes) or b"%2" not in raw:
-        return None
-    for segment in raw.split(b"?", 1)[0].split(b"/"):
-        if b"%2f" in segment.lower():
-            return unquote(segment.decode("latin-1"))
-    return None

@@ -1,4 +1,5 @@
-"""Cleanup's rules, as pure functions of their arguments and ``now`` (tested by tables).
+"""Retention: what cleanup removes and when it runs, as pure functions of their arguments
+and ``now`` (tested by tables).
 
 What goes: failed jobs that finished at or before ``now - retention`` and the
 failure records that failed at or before it; completed jobs likewise when a

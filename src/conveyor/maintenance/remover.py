@@ -1,4 +1,5 @@
-"""Cleanup's Redis side: remove old failed (and optionally completed) jobs in bounded batches.
+"""The remover, cleanup's Redis side: remove old failed (and optionally completed) jobs in
+bounded batches.
 
 Every Redis call does at most ``batch_size`` removals, so a backlog of a million old failures
 is worked through in many short steps that never block Redis, and nothing scans the keyspace:
@@ -20,7 +21,7 @@ from redis.asyncio import Redis
 
 from conveyor._bullmq import BullQueue
 from conveyor.jobs import JobState
-from conveyor.maintenance.cleanup import (
+from conveyor.maintenance.retention import (
     CleanupReport,
     FailureEntry,
     RetentionPolicy,
