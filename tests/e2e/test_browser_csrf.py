@@ -1,6 +1,7 @@
 """A real headless Chromium on a page of another site tries to pause the queue through a real
 ``conveyor api`` process: with an HTML form and with a ``no-cors`` fetch. Both reach the API
-and are refused (403 ``cross-site-request``); the queue stays running."""
+and are refused (403 ``cross-site-request``); the queue stays running. The API's own page
+(``/docs``) can still pause it."""
 
 from __future__ import annotations
 
@@ -111,3 +112,16 @@ def test_a_cross_site_form_and_no_cors_fetch_cannot_pause_the_queue(
     assert "paused" not in meta
     status = httpx.get(f"{base}/queues/{settings.queue}").json()
     assert status["paused"] is False
+
+    # The API's own page (/docs, "Try it out") is same-origin: the browser says so, and its
+    # body-less POST goes through without any extra header.
+    own = browser.new_page()
+    try:
+        own.goto(f"{base}/docs")
+        code = own.evaluate(
+            f"fetch('/queues/{settings.queue}/pause', {{method: 'POST'}}).then(r => r.status)"
+        )
+    finally:
+        own.close()
+    assert code == 200
+    assert httpx.get(f"{base}/queues/{settings.queue}").json()["paused"] is True

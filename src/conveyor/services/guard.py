@@ -16,7 +16,9 @@ the API's fast path:
   ``Origin`` is not the ``Host`` asked for, unless the origin is a trusted one (the API's CORS
   origins). And they must carry a header no cross-site form or ``no-cors`` fetch can send:
   ``Content-Type: application/json`` (or ``*/*+json``), ``X-Conveyor-Action``, or, where the
-  service takes them, ``Authorization: Bearer``. Paths that read a JSON body check its type
+  service takes them, ``Authorization: Bearer``, unless the browser itself says it comes
+  from a page of the same origin (``Sec-Fetch-Site: same-origin`` with a matching
+  ``Origin``: the API's own ``/docs``). Paths that read a JSON body check its type
   themselves (415) and are listed in ``json_paths``.
 """
 
@@ -169,6 +171,8 @@ class RequestGuard:
                 Refusal.CROSS_SITE,
                 f"a request from the origin {origin[:100]!r} may not change anything",
             )
+        if site == b"same-origin" and origin is not None and not trusted:
+            return None  # the browser vouches: a page of this very host (the API's /docs)
         if not scripted and path not in self.json_paths:
             return Verdict(
                 Refusal.CROSS_SITE,
