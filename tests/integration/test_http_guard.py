@@ -261,6 +261,16 @@ async def test_configured_host_names_are_served(settings: Settings, redis_url: s
         origin = {"Host": "api:8000", "Origin": "http://api:8000", **ACT}
         paused = await http.post(f"/queues/{settings.queue}/pause", headers=origin)
         assert paused.status_code == 200
+        # Behind a proxy that rewrites Host (nginx's default), a page at a configured name
+        # still counts as this service's own; another name does not.
+        proxied = {"Host": "127.0.0.1:8000", "Sec-Fetch-Site": "same-origin", **ACT}
+        public = {**proxied, "Origin": "https://queue.example.com"}
+        resumed = await http.post(f"/queues/{settings.queue}/resume", headers=public)
+        assert resumed.status_code == 200, resumed.text
+        other = {**proxied, "Origin": "https://other.example.com"}
+        assert (
+            await http.post(f"/queues/{settings.queue}/pause", headers=other)
+        ).status_code == 403
     async with (
         serve_api(settings, redis_url, http_allowed_hosts=["*"]) as base,
         httpx.AsyncClient(base_url=base) as http,

@@ -13,7 +13,8 @@ the API's fast path:
   and ``CONVEYOR_HTTP_ALLOWED_HOSTS`` (``*``: any). Otherwise 421.
 - **State-changing requests** (POST, PUT, PATCH, DELETE) are refused (403) when the browser
   says they come from another site (``Sec-Fetch-Site: cross-site`` or ``same-site``), or their
-  ``Origin`` is not the ``Host`` asked for, unless the origin is a trusted one (the API's CORS
+  ``Origin`` is neither the ``Host`` asked for nor a name in ``CONVEYOR_HTTP_ALLOWED_HOSTS``
+  (a reverse proxy may rewrite ``Host``), unless the origin is a trusted one (the API's CORS
   origins). And they must carry a header no cross-site form or ``no-cors`` fetch can send:
   ``Content-Type: application/json`` (or ``*/*+json``), ``X-Conveyor-Action``, or, where the
   service takes them, ``Authorization: Bearer``, unless the browser itself says it comes
@@ -109,6 +110,9 @@ class RequestGuard:
     ) -> None:
         names = {host_name(h) for h in allowed_hosts if h.strip()}
         self.any_host = "*" in names
+        #: Names the operator gave: a page at one of them is this service behind a proxy that
+        #: may rewrite Host (nginx's default), so its Origin counts as this service's own.
+        self.configured = frozenset(names - {"*"})
         bound = host_name(bound_host)
         if bound and not _is_ip(bound):
             names.add(bound)
@@ -166,12 +170,13 @@ class RequestGuard:
         trusted = self._trusted(origin)
         if site in (b"cross-site", b"same-site") and not trusted:
             return Verdict(Refusal.CROSS_SITE, f"a {site.decode()} request may not change anything")
-        if origin is not None and not trusted and not self._same_origin(origin, host):
+        own = origin is not None and self._own_origin(origin, host)
+        if origin is not None and not trusted and not own:
             return Verdict(
                 Refusal.CROSS_SITE,
                 f"a request from the origin {origin[:100]!r} may not change anything",
             )
-        if site == b"same-origin" and origin is not None and not trusted:
+        if site == b"same-origin" and own:
             return None  # the browser vouches: a page of this very host (the API's /docs)
         if not scripted and path not in self.json_paths:
             return Verdict(
@@ -181,10 +186,14 @@ class RequestGuard:
             )
         return None
 
-    @staticmethod
-    def _same_origin(origin: str, host: bytes | None) -> bool:
+    def _own_origin(self, origin: str, host: bytes | None) -> bool:
+        """``Origin`` is this service: the host asked for, or a configured name."""
         netloc = _origin_netloc(origin)
-        if netloc is None or host is None:
+        if netloc is None:
+            return False
+        if host_name(netloc) in self.configured:
+            return True
+        if host is None:
             return False
         scheme = origin.partition("://")[0]
         asked = host.decode("latin-1").strip().lower()
