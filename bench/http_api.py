@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.api.run import parse_wrk
 from bench.harness import REPO
-from conveyor.embedded import free_port
+from conveyor.ports import free_port
 
 HERE = Path(__file__).resolve().parent / "http"
 CONVEYOR = str(Path(sys.executable).parent / "conveyor")  # the venv running the bench

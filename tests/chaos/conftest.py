@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from conveyor.embedded import RedisServer, free_port
+from conveyor.embedded import RedisServer
+from conveyor.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import httpx
 
 from conveyor.client import QueueClient
-from conveyor.embedded import free_port
 from conveyor.jobs import JobState
+from conveyor.ports import free_port
 from conveyor.redis import connect
 from conveyor.testing import wait_for
 from tests.chaos.conftest import Chaos

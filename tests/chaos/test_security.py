@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from conveyor.embedded import free_port
 from conveyor.jobs import JobState
+from conveyor.ports import free_port
 from conveyor.testing import wait_for
 from tests.chaos.conftest import Chaos
 

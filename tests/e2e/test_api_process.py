@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from conveyor.config import Settings
-from conveyor.embedded import RedisServer, free_port
+from conveyor.embedded import RedisServer
+from conveyor.ports import free_port
 from conveyor.testing import wait_for_sync
 
 pytestmark = pytest.mark.e2e

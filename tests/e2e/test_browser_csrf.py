@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, sync_playwright
 from redis import Redis
 
 from conveyor.config import Settings
-from conveyor.embedded import free_port
+from conveyor.ports import free_port
 from conveyor.testing import wait_for_sync
 from tests.e2e.conftest import output_of
 from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS

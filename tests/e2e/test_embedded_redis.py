@@ -11,7 +11,8 @@ from collections.abc import Callable
 import httpx
 
 from conveyor.config import Settings
-from conveyor.embedded import free_port, running_url
+from conveyor.embedded import running_url
+from conveyor.ports import free_port
 from conveyor.testing import wait_for_sync
 from tests.e2e.conftest import output_of, run_cli
 

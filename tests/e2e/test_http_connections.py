@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from conveyor.config import Settings
-from conveyor.embedded import free_port
+from conveyor.ports import free_port
 from conveyor.testing import wait_for_sync
 
 pytestmark = pytest.mark.e2e

@@ -25,8 +25,9 @@ import pytest
 
 from conveyor.client import QueueClient
 from conveyor.config import Settings
-from conveyor.embedded import free_port, running_url
+from conveyor.embedded import running_url
 from conveyor.jobs import JobState
+from conveyor.ports import free_port
 from conveyor.testing import wait_for, wait_for_state, wait_for_sync
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ import pytest
 from redis.asyncio import Redis
 
 from conveyor.config import Settings
-from conveyor.embedded import free_port, ping
+from conveyor.embedded import ping
+from conveyor.ports import free_port
 from conveyor.testing import wait_for, wait_for_sync
 from tests.e2e.conftest import output_of
 

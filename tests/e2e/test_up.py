@@ -18,7 +18,8 @@ import httpx
 import psutil
 import pytest
 
-from conveyor.embedded import free_port, ping
+from conveyor.embedded import ping
+from conveyor.ports import free_port
 from conveyor.redis import connect
 from conveyor.services.up import SIGNAL_ECHO_S, ChildSpec, Stage, Supervisor
 from conveyor.testing import wait_for

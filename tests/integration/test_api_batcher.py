@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError, ResponseError
 
-from conveyor.embedded import free_port
+from conveyor.ports import free_port
 from conveyor.redis import connect
 from conveyor.services.api.batcher import Operation, PipelineBatcher
 from conveyor.services.api.problems import OverloadedError

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from conveyor.client import QueueClient
-from conveyor.embedded import free_port
 from conveyor.jobs import JobState
+from conveyor.ports import free_port
 from conveyor.registry import TaskRegistry
 from conveyor.testing import wait_for, wait_for_sync
 from conveyor.worker import Worker

@@ -16,7 +16,6 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Literal, TextIO
 
 from conveyor.config import DEFAULT_TASKS, Settings
 from conveyor.errors import ConfigurationError, ConveyorError
+from conveyor.ports import bind_error
 from conveyor.redis import redact_url
 from conveyor.registry import load_registry
 from conveyor.services.redis_connection import redis_url
@@ -188,16 +188,13 @@ def check_ports_free(specs: Sequence[ChildSpec], host: str = "127.0.0.1") -> Non
     for spec in specs:
         if spec.port is None:
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, spec.port))
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"port {spec.port} for the {spec.name} is in use ({exc.strerror}); "
-                    f'choose another with --{spec.name}-port (make up UP_ARGS="--{spec.name}-port '
-                    f'N") or stop what uses it'
-                ) from exc
+        exc = bind_error(host, spec.port)
+        if exc is not None:
+            raise ConfigurationError(
+                f"port {spec.port} for the {spec.name} is in use ({exc.strerror}); "
+                f'choose another with --{spec.name}-port (make up UP_ARGS="--{spec.name}-port '
+                f'N") or stop what uses it'
+            ) from exc
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
 
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError
+from conveyor.ports import bind_error
 from conveyor.services.monitor.app import create_app
 from conveyor.services.redis_connection import open_checked, redis_url
 from conveyor.services.serving import ConnectionLimits, ServingConfig, serve
@@ -32,16 +32,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_port(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigurationError(
-                f"the monitor cannot listen on {host}:{port}: {exc.strerror or exc} "
-                "(choose another with --port or CONVEYOR_MONITOR_PORT)"
-            ) from exc
+    exc = bind_error(host, port)
+    if exc is not None:
+        raise ConfigurationError(
+            f"the monitor cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(choose another with --port or CONVEYOR_MONITOR_PORT)"
+        ) from exc
 
 
 async def _check_redis(settings: Settings, url: str) -> None:
