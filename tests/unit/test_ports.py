@@ -13,7 +13,8 @@ def test_a_port_something_listens_on_cannot_be_bound_and_a_free_one_can() -> Non
         taken.listen()
         port = taken.getsockname()[1]
         error = bind_error("127.0.0.1", port)
-        assert isinstance(error, OSError) and error.strerror
+        assert isinstance(error, OSError)
+        assert error.strerror
     assert bind_error("127.0.0.1", port) is None  # free again once the listener is gone
     assert bind_error("127.0.0.1", free_port()) is None
 
