@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal, TextIO
 
+from conveyor.backoff import capped_backoff
 from conveyor.config import DEFAULT_TASKS, Settings
 from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.ports import bind_error
@@ -180,7 +181,7 @@ def failed_to_start(child: _Child, code: int, ran_s: float) -> bool:
 
 def restart_delay_s(crashes_in_a_row: int) -> float:
     """Backoff before restarting a child that has crashed ``crashes_in_a_row`` times."""
-    return float(min(RESTART_BASE_S * 2 ** max(crashes_in_a_row - 1, 0), RESTART_CAP_S))
+    return capped_backoff(crashes_in_a_row, RESTART_BASE_S, RESTART_CAP_S)
 
 
 def check_ports_free(specs: Sequence[ChildSpec], host: str = "127.0.0.1") -> None:

@@ -15,6 +15,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
 
+from conveyor.backoff import capped_backoff
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
 from conveyor.hooks import HookChain, WorkerHooks
@@ -178,7 +179,8 @@ class _Supervisor:
         self.ctx = multiprocessing.get_context("spawn")
         self.children: dict[int, BaseProcess] = {}
         self.started_at: dict[int, float] = {}
-        self.delays: dict[int, float] = {}
+        #: Crashes in a row of each process (a healthy run starts the count again).
+        self.crashes: dict[int, int] = {}
         self.stopping = False
         self.errors: SimpleQueue[str] = self.ctx.SimpleQueue()
         self.start_error: str | None = None
@@ -235,9 +237,9 @@ class _Supervisor:
 
     def _restart_later(self, index: int, code: int) -> None:
         ran_s = time.monotonic() - self.started_at[index]
-        delay = RESTART_BASE_S if ran_s > HEALTHY_AFTER_S else self.delays.get(index, 0) * 2
-        delay = min(max(delay, RESTART_BASE_S), RESTART_CAP_S)
-        self.delays[index] = delay
+        crashes = 1 if ran_s > HEALTHY_AFTER_S else self.crashes.get(index, 0) + 1
+        self.crashes[index] = crashes
+        delay = capped_backoff(crashes, RESTART_BASE_S, RESTART_CAP_S)
         log.warning(
             "worker_process_exited",
             extra={"fields": {"index": index, "exit_code": code, "restart_in_s": delay}},
