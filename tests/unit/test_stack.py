@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import traceback
 
-from conveyor.worker.runner import format_stack
+from conveyor.worker.stack import format_stack
 
 
 def _inner() -> None:

@@ -1,5 +1,10 @@
-"""The worker: runs jobs with locks, retries and backoff."""
+"""The worker: runs jobs with locks, retries and backoff.
 
-from conveyor.worker.runner import Worker, WorkerOptions
+``runner``: the loop (fetch, dispatch, lock renewal, stalled check, shutdown); ``attempt``: one
+attempt of one job and its outcome; ``stack``: what a handler raised, as text for Redis.
+"""
+
+from conveyor.worker.options import WorkerOptions
+from conveyor.worker.runner import Worker
 
 __all__ = ["Worker", "WorkerOptions"]

@@ -1,0 +1,393 @@
+"""One attempt of one job: run its task's handler (with its timeout, in a thread when it is
+sync, whatever it raises captured), then record the outcome: completed, retried later, failed
+for good with its failure record, or put back for a worker that knows its task.
+
+The retry policy of an attempt is decided in one place, ``Attempts.policy`` (and its cheap
+cousin ``Attempts.max_attempts`` for the log line of a success).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from conveyor._bullmq import BullQueue, JobInfo, dumps
+from conveyor.backoff import capped_backoff
+from conveyor.clock import now_ms
+from conveyor.errors import (
+    ConveyorError,
+    JobLockLostError,
+    PayloadValidationError,
+    TaskError,
+    UnknownTaskError,
+    Unrecoverable,
+)
+from conveyor.failures import FailureStore
+from conveyor.hooks import JobEvent, WorkerHooks
+from conveyor.jobs import (
+    RetryPolicy,
+    backoff_delay_ms,
+    policy_from_job_options,
+    should_retry,
+)
+from conveyor.registry import Task, TaskRegistry
+from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, WorkerOptions
+from conveyor.worker.stack import describe, stack_text, utf8
+from conveyor.worker.unknown import next_deferral
+
+log = logging.getLogger("conveyor.worker")
+
+T = TypeVar("T")
+
+#: Stack traces kept on the job hash, as Node's default stackTraceLimit.
+STACKTRACE_LIMIT = 10
+
+
+class _Context:
+    """The JobContext handed to handlers."""
+
+    def __init__(self, bull: BullQueue, job: JobInfo, attempt: int) -> None:
+        self._bull = bull
+        self._job = job
+        self._attempt = attempt
+
+    @property
+    def job_id(self) -> str:
+        return self._job.id
+
+    @property
+    def name(self) -> str:
+        return self._job.name
+
+    @property
+    def queue(self) -> str:
+        return self._bull.name
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    async def progress(self, value: int | float | dict[str, Any]) -> None:
+        await self._bull.update_progress(self._job.id, value)
+
+    async def log(self, message: str) -> None:
+        await self._bull.add_log(self._job.id, message)
+
+
+def _keep(option: Any) -> dict[str, Any]:
+    """BullMQ's removeOnComplete/removeOnFail as the keepJobs its scripts take."""
+    if isinstance(option, bool):
+        return {"count": 0} if option else {"count": -1}
+    if isinstance(option, int):
+        return {"count": option}
+    if isinstance(option, dict):
+        return option
+    return {"count": -1}
+
+
+def cancelled_by_worker() -> bool:
+    """Whether a CancelledError seen now comes from cancelling this task (shutdown, or the
+    caller's own cancellation), as opposed to one a handler raised by itself."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+class Attempts:
+    """Runs attempts of a worker's jobs and records their outcomes.
+
+    ``stopping`` is the worker's: once set, finishing a job no longer fetches the next one."""
+
+    def __init__(
+        self,
+        bull: BullQueue,
+        registry: TaskRegistry,
+        options: WorkerOptions,
+        hooks: WorkerHooks,
+        records: FailureStore,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.bull = bull
+        self.registry = registry
+        self.options = options
+        self.hooks = hooks
+        self._records = records
+        self._stopping = stopping
+        #: Sync handlers run here, so they never block lock renewal.
+        self._executor = ThreadPoolExecutor(
+            max_workers=options.concurrency, thread_name_prefix="conveyor-job"
+        )
+        #: Jobs finished (completed or failed for good) by this worker.
+        self.jobs_done = 0
+
+    def close(self) -> None:
+        """Stop the thread pool; a sync handler still running is abandoned, not waited for."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- the retry policy ----------------------------------------------------------------------
+    def policy(self, task: Task | None, job: JobInfo) -> RetryPolicy:
+        base = self.options.default_policy
+        if task is not None:
+            base = task.retry_policy(base)
+        try:
+            return policy_from_job_options(job.options, base)
+        except ConveyorError as exc:
+            # E.g. a Node.js job with a custom backoff strategy: keep its attempts and use our
+            # backoff rather than dropping the whole of its policy.
+            log.warning(
+                "job_options_unsupported", extra={"fields": {"job_id": job.id, "error": str(exc)}}
+            )
+            try:
+                return policy_from_job_options({**job.options, "backoff": None}, base)
+            except ConveyorError:
+                return base
+
+    def max_attempts(self, task: Task | None, job: JobInfo) -> int:
+        """Attempts for the log line, without building the whole policy."""
+        attempts = job.options.get("attempts")
+        if isinstance(attempts, int) and attempts > 0:
+            return attempts
+        if task is not None and task.retries is not None:
+            return task.retries + 1
+        return self.options.default_policy.attempts
+
+    # --- one attempt ---------------------------------------------------------------------------
+    async def run(self, job: JobInfo, token: str) -> JobInfo | None:
+        """Run one attempt and record its outcome; answers the next job when one was fetched
+        in the same call."""
+        attempt = job.attempts_made + 1
+        task: Task | None = None
+        started = time.monotonic()
+        # From the attempt's due time: a retry's or a put-back's was recorded when it was sent
+        # back (a first attempt without delay, the common case, skips the look-up).
+        due = job.due_ms if job.attempts_made or job.delay else job.timestamp
+        wait_ms = max(0.0, now_ms() - due)
+        event = JobEvent(
+            job.id, job.name, self.options.queue, attempt, self.max_attempts(None, job), wait_ms
+        )
+        try:
+            try:
+                task = self.registry.get(job.name)
+            except UnknownTaskError as unknown:
+                if await self._put_back(job, token, event, unknown):
+                    return None
+                raise  # it waited long enough: it fails for good below
+            if task.retries is not None:
+                event = JobEvent(
+                    job.id,
+                    job.name,
+                    self.options.queue,
+                    attempt,
+                    self.max_attempts(task, job),
+                    wait_ms,
+                )
+            if job.deferred_failure:
+                raise Unrecoverable(job.deferred_failure)
+            try:
+                payload = task.validate(job.data)
+            except PayloadValidationError as exc:
+                raise Unrecoverable(str(exc)) from exc
+            self.hooks.job_started(event)
+            result = await self._call(task, payload, _Context(self.bull, job, attempt))
+            if result is None:
+                return_json = "null"
+            else:
+                return_json = dumps(
+                    result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+                )
+                # A lone surrogate (say, a file name from os.listdir) cannot go to Redis:
+                # fail the attempt here, as a handler error, not later while finishing it.
+                return_json.encode()
+        except BaseException as exc:
+            # Whatever a handler raises (SystemExit, KeyboardInterrupt, a custom
+            # BaseException, a CancelledError of its own) is one failed attempt; only a
+            # cancellation of this task (shutdown) keeps its meaning. The process's own stop
+            # signals never raise here: their handlers only set flags.
+            if isinstance(exc, asyncio.CancelledError) and cancelled_by_worker():
+                raise
+            duration = (time.monotonic() - started) * 1000
+            unrecoverable = isinstance(exc, Unrecoverable | TaskError)
+            # The full policy is only needed on failure (kept off the success path).
+            policy = self.policy(task, job)
+            return await self._failed(job, token, exc, policy, event, duration, unrecoverable)
+        duration = (time.monotonic() - started) * 1000
+        return await self._completed(job, token, return_json, event, duration)
+
+    async def _put_back(
+        self, job: JobInfo, token: str, event: JobEvent, unknown: UnknownTaskError
+    ) -> bool:
+        """Put a job of an unknown task back for another worker; False when its time is up."""
+        deferral = next_deferral(job.raw, now_ms(), self.options.unknown_task_timeout_s)
+        if deferral is None:
+            return False
+        try:
+            await self._persist(
+                job.id,
+                lambda first: self.bull.put_back(
+                    job.id, token, delay_ms=deferral.delay_ms, fields=deferral.fields
+                ),
+            )
+        except JobLockLostError as lost:
+            self._lock_lost(job, lost)
+            return True
+        self.hooks.job_deferred(
+            replace(
+                event,
+                error=str(unknown),
+                retry_delay_ms=deferral.delay_ms,
+                deferrals=deferral.count,
+            )
+        )
+        return True
+
+    async def _call(self, task: Task, payload: BaseModel, ctx: _Context) -> Any:
+        timeout = task.timeout_s or self.options.job_timeout_s
+        if task.is_async:
+            coro = task.handler(payload, ctx)
+        else:
+            loop = asyncio.get_running_loop()
+            coro = loop.run_in_executor(self._executor, task.handler, payload, ctx)
+        if timeout is None:
+            return await coro
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"attempt timed out after {timeout:g} s") from None
+
+    # --- recording the outcome -----------------------------------------------------------------
+    async def _completed(
+        self, job: JobInfo, token: str, return_json: str, event: JobEvent, duration_ms: float
+    ) -> JobInfo | None:
+        fetch_next = not self._stopping.is_set()
+        try:
+            fetched = await self._persist(
+                job.id,
+                lambda first: self.bull.complete(
+                    job.id,
+                    token,
+                    return_json,
+                    keep=_keep(job.options.get("removeOnComplete")),
+                    lock_duration_ms=self.options.lock_duration_ms,
+                    fetch_next=fetch_next and first,
+                ),
+            )
+        except JobLockLostError as exc:
+            self._lock_lost(job, exc)
+            return None
+        self.jobs_done += 1
+        self.hooks.job_completed(
+            JobEvent(
+                event.job_id,
+                event.name,
+                event.queue,
+                event.attempt,
+                event.max_attempts,
+                event.wait_ms,
+                duration_ms,
+            )
+        )
+        if fetched is None or fetched.job is None:
+            return None
+        return fetched.job
+
+    async def _failed(
+        self,
+        job: JobInfo,
+        token: str,
+        exc: BaseException,
+        policy: RetryPolicy,
+        event: JobEvent,
+        duration_ms: float,
+        unrecoverable: bool,
+    ) -> JobInfo | None:
+        """Record a failed attempt (retry later, or fail for good with its failure record);
+        answers the next job when the final failure fetched one."""
+        error = utf8(describe(exc))
+        stack = [*job.stacktrace, utf8(stack_text(exc))][-STACKTRACE_LIMIT:]
+        attempt = job.attempts_made + 1
+        done = replace(event, max_attempts=policy.attempts, duration_ms=duration_ms, error=error)
+        try:
+            if should_retry(attempt, policy, unrecoverable=unrecoverable):
+                delay = backoff_delay_ms(attempt, policy)
+                await self._persist(
+                    job.id,
+                    lambda first: self.bull.retry_later(
+                        job.id,
+                        token,
+                        delay_ms=delay,
+                        error=error,
+                        stacktrace=stack,
+                        lifo=bool(job.options.get("lifo")),
+                    ),
+                )
+                self.hooks.job_retrying(replace(done, retry_delay_ms=delay))
+                return None
+            failed_at = datetime.now(UTC)
+            fetch_next = not self._stopping.is_set()
+            fetched = await self._persist(
+                job.id,
+                lambda first: self.bull.fail(
+                    job,
+                    token,
+                    error=error,
+                    stacktrace=stack,
+                    attempts=policy.attempts,
+                    keep=_keep(job.options.get("removeOnFail")),
+                    lock_duration_ms=self.options.lock_duration_ms,
+                    records=self._records,
+                    failed_at_iso=failed_at.isoformat(timespec="milliseconds").replace(
+                        "+00:00", "Z"
+                    ),
+                    failed_at_ms=int(failed_at.timestamp() * 1000),
+                    fetch_next=fetch_next and first,
+                ),
+            )
+        except JobLockLostError as lost:
+            self._lock_lost(job, lost)
+            return None
+        self.jobs_done += 1
+        self.hooks.job_failed(done)
+        return fetched.job if fetched is not None else None
+
+    async def _persist(
+        self, job_id: str, call: Callable[[bool], Coroutine[Any, Any, T]]
+    ) -> T | None:
+        """Run a finishing call, retrying through Redis outages while our lock can still be
+        valid; after that the stalled check owns the job (it will run again).
+
+        ``call(first)``: a retry must not fetch a next job. The first try may have run with
+        its reply lost; a job fetched then is locked by us and would sit unseen until the
+        stalled check, counting a stall against a job that never ran."""
+        deadline = time.monotonic() + self.options.lock_duration_ms / 1000
+        failures = 0
+        while True:
+            try:
+                return await call(failures == 0)
+            except (RedisError, OSError) as exc:
+                failures += 1
+                if time.monotonic() > deadline:
+                    log.error(
+                        "job_finish_abandoned",
+                        extra={"fields": {"job_id": job_id, "error": describe(exc)}},
+                    )
+                    return None
+                delay = capped_backoff(failures, REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S)
+                log.warning(
+                    "redis_error",
+                    extra={"fields": {"where": "finish", "job_id": job_id, "error": describe(exc)}},
+                )
+                await asyncio.sleep(delay)
+
+    def _lock_lost(self, job: JobInfo, exc: BaseException) -> None:
+        log.warning(
+            "job_lock_lost",
+            extra={"fields": {"job_id": job.id, "name": job.name, "error": str(exc)}},
+        )

@@ -1,0 +1,37 @@
+"""How a worker behaves: its options, and the timings its loop and its attempts share."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+from conveyor.jobs import RetryPolicy
+
+#: How long an idle worker blocks on the queue's marker before looking again (seconds).
+DRAIN_DELAY_S = 5.0
+#: While Redis is unreachable, how long to wait between tries (seconds, doubling to the cap).
+REDIS_RETRY_BASE_S = 0.1
+REDIS_RETRY_CAP_S = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker behaves; built from Settings by the service."""
+
+    queue: str
+    prefix: str = "bull"
+    concurrency: int = 10
+    default_policy: RetryPolicy = field(default_factory=lambda: RetryPolicy.from_retries(5))
+    lock_duration_ms: int = 30_000
+    stalled_interval_ms: int = 30_000
+    max_stalled_count: int = 1
+    failed_key_prefix: str = "failedJobs"
+    job_timeout_s: float | None = None
+    #: A job whose task no worker knows fails after waiting this long (see ``unknown``).
+    unknown_task_timeout_s: float = 7 * 24 * 3600.0
+    drain_delay_s: float = DRAIN_DELAY_S
+    name: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )

@@ -1,0 +1,79 @@
+"""Describing what a handler raised, for the job hash and the failure record: the error line
+and the traceback, made safe for Redis whatever the exception does."""
+
+from __future__ import annotations
+
+import linecache
+import traceback
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_stack(exc: BaseException) -> str:
+    """The traceback as Python prints it (chained exceptions included), without the ``^^^^``
+    marker lines.
+
+    ``traceback.format_exception`` finds those markers by walking each frame's code positions
+    and compiling its source line, and stats every source file on each call: most of the cost
+    of a failed attempt. Here source lines come from linecache, read once per file.
+    """
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    link = ""
+    while current is not None and id(current) not in seen:
+        if isinstance(current, BaseExceptionGroup):  # its sub-exceptions: Python's own text
+            return "".join(traceback.format_exception(exc))
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, _CONTEXT
+        else:
+            current = None
+    parts: list[str] = []
+    for error, link_to_next in reversed(chain):
+        tb = error.__traceback__
+        if tb is not None:
+            parts.append("Traceback (most recent call last):\n")
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            parts.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+            line = linecache.getline(code.co_filename, tb.tb_lineno, tb.tb_frame.f_globals)
+            if line.strip():
+                parts.append(f"    {line.strip()}\n")
+            tb = tb.tb_next
+        parts.extend(traceback.format_exception_only(type(error), error))
+        parts.append(link_to_next)
+    return "".join(parts)
+
+
+def utf8(text: str) -> str:
+    """``text`` as Redis can store it: a lone surrogate (from an undecodable file name, say)
+    becomes a backslash escape instead of failing the write that records the failure."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def describe(exc: BaseException) -> str:
+    """``Class: message``; just the class name when the message is empty or its ``__str__``
+    raises (a hostile exception must still leave a recorded error, not a locked job)."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except BaseException:  # any failure of a handler's __str__
+        return name
+    return f"{name}: {text}" if text else name
+
+
+def stack_text(exc: BaseException) -> str:
+    """``format_stack``, or the class name if even traceback formatting fails on it."""
+    try:
+        return format_stack(exc)
+    except BaseException:  # a hostile exception object
+        return type(exc).__name__
