@@ -19,6 +19,7 @@ from conveyor.errors import (
 from conveyor.hooks import JobEvent, WorkerHooks
 from conveyor.jobs import JobState, RetryPolicy, backoff_delay_ms
 from conveyor.registry import JobContext, Task, TaskRegistry, load_registry
+from conveyor.services.app_worker import run_worker
 from conveyor.worker import Worker, WorkerOptions
 
 __version__ = "0.1.0"
@@ -53,4 +54,5 @@ __all__ = [
     "backoff_delay_ms",
     "load_registry",
     "load_settings",
+    "run_worker",
 ]

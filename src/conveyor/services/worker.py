@@ -18,13 +18,11 @@ from multiprocessing.queues import SimpleQueue
 from conveyor.backoff import capped_backoff
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
-from conveyor.hooks import HookChain, WorkerHooks
-from conveyor.observability.logging import LoggingHooks, configure_logging
-from conveyor.observability.stats import StatsHooks
-from conveyor.redis import connect
+from conveyor.observability.logging import configure_logging
 from conveyor.registry import load_registry
-from conveyor.services.redis_connection import default_policy, open_checked, redis_url
-from conveyor.worker import Worker, WorkerOptions
+from conveyor.services.app_worker import configured_worker
+from conveyor.services.redis_connection import redis_url
+from conveyor.worker import Worker
 from conveyor.worker.watchdog import LoopWatchdog
 
 log = logging.getLogger("conveyor.service.worker")
@@ -41,21 +39,6 @@ RESTART_CAP_S = 30.0
 HEALTHY_AFTER_S = 60.0
 
 
-def worker_options(settings: Settings) -> WorkerOptions:
-    return WorkerOptions(
-        queue=settings.queue,
-        prefix=settings.prefix,
-        concurrency=settings.concurrency,
-        default_policy=default_policy(settings),
-        lock_duration_ms=settings.lock_duration_ms,
-        stalled_interval_ms=settings.stalled_interval_ms,
-        max_stalled_count=settings.max_stalled_count,
-        failed_key_prefix=settings.failed_key_prefix,
-        job_timeout_s=settings.job_timeout_s,
-        unknown_task_timeout_s=settings.unknown_task_timeout_s,
-    )
-
-
 def _nothing() -> None:
     return None
 
@@ -65,21 +48,11 @@ async def serve(settings: Settings, url: str, started: Callable[[], None] = _not
 
     ``started`` is called once the worker is set up and about to take jobs."""
     registry = load_registry(settings.tasks)
-    redis = await open_checked(settings, url)
-    options = worker_options(settings)
-    blocking = connect(url, timeout_s=options.drain_delay_s + settings.redis_timeout_s)
-    hooks: WorkerHooks = LoggingHooks()
-    stats: StatsHooks | None = None
-    if settings.stats_enabled:
-        stats = StatsHooks(
-            redis,
-            prefix=settings.prefix,
-            history_minutes=settings.stats_history_minutes,
-            task_names=registry.names(),
-        )
-        stats.start()
-        hooks = HookChain(hooks, stats)
-    worker = Worker(redis, registry, options, blocking_redis=blocking, hooks=hooks)
+    async with configured_worker(registry, settings, url) as worker:
+        await _serve_worker(worker, settings, started)
+
+
+async def _serve_worker(worker: Worker, settings: Settings, started: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     watchdog = LoopWatchdog(
         settings.watchdog_s or settings.lock_duration_ms / 1000,
@@ -100,10 +73,6 @@ async def serve(settings: Settings, url: str, started: Callable[[], None] = _not
         await worker.run(grace_s=settings.shutdown_grace_s)
     finally:
         await watchdog.stop()
-        if stats is not None:
-            await stats.close()  # the last second's counts
-        await blocking.aclose()
-        await redis.aclose()
 
 
 def _blocked(worker: Worker, blocked_s: float) -> None:

@@ -1,0 +1,128 @@
+"""A worker inside an application's own event loop: ``run_worker``, and the wiring it shares
+with ``conveyor worker`` (connections, hooks from the settings, the Worker itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from conveyor.config import Settings, describe_validation_error, load_settings
+from conveyor.errors import ConfigurationError
+from conveyor.hooks import HookChain, WorkerHooks
+from conveyor.observability.logging import LoggingHooks
+from conveyor.observability.stats import StatsHooks
+from conveyor.redis import connect
+from conveyor.registry import TaskRegistry
+from conveyor.services.redis_connection import default_policy, open_checked, redis_url
+from conveyor.worker import Worker, WorkerOptions
+
+
+def worker_options(settings: Settings) -> WorkerOptions:
+    """The worker's options as the settings give them."""
+    return WorkerOptions(
+        queue=settings.queue,
+        prefix=settings.prefix,
+        concurrency=settings.concurrency,
+        default_policy=default_policy(settings),
+        lock_duration_ms=settings.lock_duration_ms,
+        stalled_interval_ms=settings.stalled_interval_ms,
+        max_stalled_count=settings.max_stalled_count,
+        failed_key_prefix=settings.failed_key_prefix,
+        job_timeout_s=settings.job_timeout_s,
+        unknown_task_timeout_s=settings.unknown_task_timeout_s,
+    )
+
+
+@contextlib.asynccontextmanager
+async def configured_worker(
+    registry: TaskRegistry, settings: Settings, url: str, hooks: WorkerHooks | None = None
+) -> AsyncIterator[Worker]:
+    """A Worker on ``url`` with the hooks the settings ask for (logging; the monitor's stats
+    when ``stats_enabled``; then ``hooks``), not yet running. Its connections are checked on
+    the way in (Redis answers, ``noeviction``) and closed on the way out, after the stats
+    have written their last second."""
+    redis = await open_checked(settings, url)
+    options = worker_options(settings)
+    blocking = connect(url, timeout_s=options.drain_delay_s + settings.redis_timeout_s)
+    chain: list[WorkerHooks] = [LoggingHooks()]
+    stats: StatsHooks | None = None
+    try:
+        if settings.stats_enabled:
+            stats = StatsHooks(
+                redis,
+                prefix=settings.prefix,
+                history_minutes=settings.stats_history_minutes,
+                task_names=registry.names(),
+            )
+            stats.start()
+            chain.append(stats)
+        if hooks is not None:
+            chain.append(hooks)
+        all_hooks = chain[0] if len(chain) == 1 else HookChain(*chain)
+        yield Worker(redis, registry, options, blocking_redis=blocking, hooks=all_hooks)
+    finally:
+        if stats is not None:
+            await stats.close()  # the last second's counts
+        await blocking.aclose()
+        await redis.aclose()
+
+
+async def run_worker(
+    registry: TaskRegistry,
+    settings: Settings | None = None,
+    *,
+    queue: str | None = None,
+    concurrency: int | None = None,
+    hooks: WorkerHooks | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Run a worker for ``registry``'s tasks in this event loop until it is cancelled or,
+    with ``handle_signals`` (in the main thread), until SIGINT or SIGTERM.
+
+    Either way it stops as ``conveyor worker`` does: it takes no more jobs, lets the active
+    ones finish within ``shutdown_grace_s`` and hands any still running back to the queue;
+    then a cancellation is re-raised and a signal returns. ``settings`` default to the
+    environment's (``load_settings()``); ``queue`` and ``concurrency`` override theirs. With
+    no ``redis_url`` it uses (and starts if needed) the embedded Redis of ``data_dir``, as the
+    commands do. Logs go through the ``logging`` module: configure it in the application.
+    ``hooks`` are called after Conveyor's own (logging, and the monitor's stats). Raises
+    ConfigurationError for a bad override, RedisUnavailableError or RedisPolicyError when
+    Redis does not answer in ``redis_wait_s`` or evicts keys."""
+    settings = settings if settings is not None else load_settings()
+    overrides: dict[str, Any] = {}
+    if queue is not None:
+        overrides["queue"] = queue
+    if concurrency is not None:
+        overrides["concurrency"] = concurrency
+    if overrides:
+        try:
+            settings = Settings.model_validate({**settings.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigurationError(describe_validation_error(exc)) from exc
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.redis_url:
+            url = settings.redis_url
+        else:  # starting and leaving the embedded Redis block: not on the application's loop
+            embedded = redis_url(settings)
+            url = await asyncio.to_thread(embedded.__enter__)
+            stack.push_async_callback(asyncio.to_thread, embedded.__exit__, None, None, None)
+        worker = await stack.enter_async_context(configured_worker(registry, settings, url, hooks))
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, worker.stop)
+                stack.callback(loop.remove_signal_handler, sig)
+        running = asyncio.ensure_future(worker.run(grace_s=settings.shutdown_grace_s))
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # Cancelled from outside: stop gracefully, then let the cancellation go on.
+            worker.stop()
+            await running
+            raise
