@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     # --- Redis -------------------------------------------------------------------------------
     redis_url: str | None = Field(
         default=None,
-        description="Redis URL (redis://, rediss:// or unix://). Unset: start an embedded "
-        "redis-server for this process tree.",
+        description="Redis URL (redis://, rediss:// or unix://). Unset: the embedded "
+        "redis-server of CONVEYOR_DATA_DIR, shared by every command (started by the first, "
+        "stopped when the last exits).",
     )
     redis_wait_s: float = Field(
         default=10.0, ge=0, description="How long services wait for Redis at start-up."
