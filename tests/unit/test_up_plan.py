@@ -19,7 +19,6 @@ from conveyor.services.up import (
     children,
     demo_settings,
     describe_exit,
-    restart_delay_s,
 )
 
 ALL = frozenset({"api", "worker", "monitor", "cleanup", "produce"})
@@ -69,13 +68,6 @@ def test_plans(settings: Settings, plan: UpPlan, names: list[str]) -> None:
 def test_negative_workers_are_refused(settings: Settings) -> None:
     with pytest.raises(ConfigurationError, match="--workers"):
         children(settings, UpPlan(workers=-1, commands=ALL))
-
-
-@pytest.mark.parametrize(
-    ("crashes", "delay"), [(0, 0.5), (1, 0.5), (2, 1.0), (3, 2.0), (6, 16.0), (7, 30.0), (50, 30.0)]
-)
-def test_restart_backoff(crashes: int, delay: float) -> None:
-    assert restart_delay_s(crashes) == delay
 
 
 @pytest.mark.parametrize(("code", "text"), [(0, "0"), (3, "3"), (-15, "SIGTERM"), (-9, "SIGKILL"),

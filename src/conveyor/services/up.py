@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal, TextIO
 
-from conveyor.backoff import capped_backoff
 from conveyor.config import DEFAULT_TASKS, Settings
 from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.ports import bind_error
 from conveyor.redis import redact_url
 from conveyor.registry import load_registry
 from conveyor.services.redis_connection import redis_url
+from conveyor.services.restarts import RestartPolicy
 
 log = logging.getLogger("conveyor.up")
 
@@ -38,13 +38,12 @@ SIGNAL_ECHO_S = 1.5
 
 #: How a child is started: ``python -m conveyor.cli <command...>`` with this interpreter.
 CLI = (sys.executable, "-m", "conveyor.cli")
-#: Restart backoff: BASE * 2^(crashes in a row - 1), capped.
-RESTART_BASE_S = 0.5
-RESTART_CAP_S = 30.0
 #: How a command reports a broken setting before it exits (see ``conveyor.cli``).
 ERROR_LINE = b"conveyor: error:"
 #: A child that ran this long before exiting counts as having started well (backoff resets).
 STABLE_S = 10.0
+#: When a crashed child runs again (the same rule as ``worker --processes``).
+RESTART = RestartPolicy(stable_after_s=STABLE_S)
 #: How long a non-worker child gets to stop after SIGTERM before SIGKILL.
 STOP_TIMEOUT_S = 10.0
 #: After a child exits, how long its remaining output may take to arrive.
@@ -179,11 +178,6 @@ def failed_to_start(child: _Child, code: int, ran_s: float) -> bool:
     return child.starts == 1 and code != 0 and ran_s < STABLE_S and child.error_line is not None
 
 
-def restart_delay_s(crashes_in_a_row: int) -> float:
-    """Backoff before restarting a child that has crashed ``crashes_in_a_row`` times."""
-    return capped_backoff(crashes_in_a_row, RESTART_BASE_S, RESTART_CAP_S)
-
-
 def check_ports_free(specs: Sequence[ChildSpec], host: str = "127.0.0.1") -> None:
     """Fail early, with the option to change, when a port a child needs is taken."""
     for spec in specs:
@@ -310,8 +304,7 @@ class Supervisor:
             if failed_to_start(child, code, time.monotonic() - started):
                 self._give_up(child)
                 return
-            crashes = 1 if time.monotonic() - started >= STABLE_S else crashes + 1
-            delay = restart_delay_s(crashes)
+            crashes, delay = RESTART.after_exit(crashes, time.monotonic() - started)
             log.error(
                 "child_exited",
                 extra={

@@ -15,13 +15,13 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
 
-from conveyor.backoff import capped_backoff
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
 from conveyor.observability.logging import configure_logging
 from conveyor.registry import load_registry
 from conveyor.services.app_worker import configured_worker
 from conveyor.services.redis_connection import redis_url
+from conveyor.services.restarts import RestartPolicy
 from conveyor.worker import Worker
 from conveyor.worker.watchdog import LoopWatchdog
 
@@ -32,11 +32,10 @@ EXIT_LOOP_BLOCKED = 70
 #: Exit code of a worker process that failed before it took jobs (a setting, the catalogue,
 #: Redis): restarting it cannot help, so the supervisor stops (sysexits' EX_CONFIG).
 EXIT_START_FAILED = 78
-#: Restart delays for crashed worker processes (doubling up to the cap).
-RESTART_BASE_S = 0.5
-RESTART_CAP_S = 30.0
 #: A process that ran this long before crashing restarts without delay growth.
 HEALTHY_AFTER_S = 60.0
+#: When a crashed worker process runs again (the same rule as ``conveyor up``).
+RESTART = RestartPolicy(stable_after_s=HEALTHY_AFTER_S)
 
 
 def _nothing() -> None:
@@ -206,9 +205,7 @@ class _Supervisor:
 
     def _restart_later(self, index: int, code: int) -> None:
         ran_s = time.monotonic() - self.started_at[index]
-        crashes = 1 if ran_s > HEALTHY_AFTER_S else self.crashes.get(index, 0) + 1
-        self.crashes[index] = crashes
-        delay = capped_backoff(crashes, RESTART_BASE_S, RESTART_CAP_S)
+        self.crashes[index], delay = RESTART.after_exit(self.crashes.get(index, 0), ran_s)
         log.warning(
             "worker_process_exited",
             extra={"fields": {"index": index, "exit_code": code, "restart_in_s": delay}},
