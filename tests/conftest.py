@@ -21,7 +21,7 @@ from conveyor.client import QueueClient
 from conveyor.config import Settings
 from conveyor.embedded import RedisServer
 from conveyor.hooks import WorkerHooks
-from conveyor.jobs import RetryPolicy
+from conveyor.policy import RetryPolicy
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
 from conveyor.worker import Worker, WorkerOptions

@@ -17,7 +17,8 @@ from conveyor.errors import (
     Unrecoverable,
 )
 from conveyor.hooks import JobEvent, WorkerHooks
-from conveyor.jobs import JobState, RetryPolicy, backoff_delay_ms
+from conveyor.jobs import JobState
+from conveyor.policy import RetryPolicy, backoff_delay_ms
 from conveyor.registry import JobContext, Task, TaskRegistry, load_registry
 from conveyor.services.app_worker import run_worker
 from conveyor.worker import Worker, WorkerOptions

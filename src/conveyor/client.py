@@ -20,11 +20,13 @@ from conveyor.errors import (
     JobStateError,
     RedisUnavailableError,
 )
-from conveyor.jobs import (
-    COUNTED_STATES,
-    JobState,
+from conveyor.jobs import COUNTED_STATES, JobState
+from conveyor.policy import (
+    DEFAULT_POLICY,
+    MAX_JOB_ID_LENGTH,
     RetryPolicy,
-    policy_from_job_options,
+    check_option_limits,
+    max_attempts,
 )
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
@@ -43,10 +45,6 @@ ALLOWED_OPTIONS = frozenset(
         "removeOnFail",
     }
 )
-MAX_PRIORITY = 2_097_152  # BullMQ's limit (2^21)
-MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000  # ten years: later is a mistake, not a schedule
-MAX_KEEP = 2**31 - 1  # counts (jobs) and ages (seconds) in removeOnComplete/removeOnFail
-MAX_JOB_ID_LENGTH = 256
 
 
 @dataclass(frozen=True)
@@ -80,38 +78,6 @@ class JobView:
         return self.info.id
 
 
-def _check_int(options: dict[str, Any], key: str, low: int, high: int | None = None) -> None:
-    value = options.get(key)
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise JobOptionsError(f"options.{key} must be a whole number")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise JobOptionsError(f"options.{key} must be {bound}")
-
-
-def _whole(value: object, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
-
-
-def _check_keep(options: dict[str, Any], key: str) -> None:
-    value = options.get(key)
-    if value is None or isinstance(value, bool) or _whole(value, MAX_KEEP):
-        return
-    if (
-        isinstance(value, dict)
-        and value
-        and set(value) <= {"age", "count"}
-        and all(_whole(v, MAX_KEEP) for v in value.values())
-    ):
-        return
-    raise JobOptionsError(
-        f"options.{key} must be true, false, a count or {{age, count}} "
-        f"(whole numbers up to {MAX_KEEP})"
-    )
-
-
 def build_options(
     options: dict[str, Any] | None, default_policy: RetryPolicy, *, job_id: str | None = None
 ) -> tuple[str, dict[str, Any]]:
@@ -127,14 +93,7 @@ def build_options(
             f"unknown job options: {', '.join(sorted(unknown))} "
             f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})"
         )
-    _check_int(opts, "delay", 0, MAX_DELAY_MS)
-    _check_int(opts, "priority", 0, MAX_PRIORITY)
-    _check_int(opts, "attempts", 1, 1000)
-    for key in ("removeOnComplete", "removeOnFail"):
-        _check_keep(opts, key)
-    if "lifo" in opts and not isinstance(opts["lifo"], bool):
-        raise JobOptionsError("options.lifo must be true or false")
-    policy = policy_from_job_options(opts, default_policy)
+    policy = check_option_limits(opts, default_policy)
     opts.update(policy.to_job_options())
     given_id = opts.get("jobId", job_id)
     if given_id is not None:
@@ -212,7 +171,7 @@ class QueueClient:
         self.redis = redis
         self.queue = queue
         self.registry = registry
-        self.default_policy = default_policy or RetryPolicy.from_retries(5)
+        self.default_policy = default_policy or DEFAULT_POLICY
         self.failed_key_prefix = failed_key_prefix
         # Single script calls (enqueue, state, retry...) made in the same event-loop tick share
         # one write on a lean pipelined connection of their own (the worker's hot path): many
@@ -261,9 +220,7 @@ class QueueClient:
             queue=queue if queue is not None else settings.queue,
             prefix=settings.prefix,
             registry=registry,
-            default_policy=RetryPolicy.from_retries(
-                settings.retries, settings.backoff_type, settings.backoff_delay_ms
-            ),
+            default_policy=settings.retry_policy,
             failed_key_prefix=settings.failed_key_prefix,
             owns_redis=owns_redis,
             pipelined=pipelined,
@@ -337,6 +294,15 @@ class QueueClient:
         if info is None:
             raise JobNotFoundError(job_id, self.queue)
         return JobView(info=info, state=state)
+
+    def max_attempts(self, info: JobInfo) -> int:
+        """The attempts a worker gives this job (``conveyor.policy``): its own ``attempts``,
+        else its task's (when this client's registry knows the task), else this client's
+        default policy's. A Node.js job without ``attempts`` gets Conveyor's, not Node's 1."""
+        task = None
+        if self.registry is not None and info.name in self.registry:
+            task = self.registry.get(info.name)
+        return max_attempts(info.options, self.default_policy, task)
 
     async def get_state(self, job_id: str) -> JobState:
         if not is_job_id(job_id):

@@ -15,6 +15,14 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigurationError
+from conveyor.policy import (
+    DEFAULT_BACKOFF_DELAY_MS,
+    DEFAULT_RETRIES,
+    MAX_ATTEMPTS,
+    MAX_BACKOFF_MS,
+    BackoffType,
+    RetryPolicy,
+)
 
 DEFAULT_QUEUE = "taskQueue"
 DEFAULT_PREFIX = "bull"
@@ -129,12 +137,18 @@ class Settings(BaseSettings):
     )
     processes: int = Field(default=1, ge=1, le=256, description="Worker processes to start.")
     retries: int = Field(
-        default=5, ge=0, le=1000, description="Retries after the first attempt (5 = 6 attempts)."
+        default=DEFAULT_RETRIES,
+        ge=0,
+        le=MAX_ATTEMPTS - 1,
+        description="Retries after the first attempt (5 = 6 attempts).",
     )
     backoff_delay_ms: int = Field(
-        default=1000, ge=0, description="Base delay of the exponential backoff (ms)."
+        default=DEFAULT_BACKOFF_DELAY_MS,
+        ge=0,
+        le=MAX_BACKOFF_MS,
+        description="Base delay of the exponential backoff (ms).",
     )
-    backoff_type: Literal["exponential", "fixed"] = Field(
+    backoff_type: BackoffType = Field(
         default="exponential", description="Backoff strategy between attempts."
     )
     lock_duration_ms: int = Field(
@@ -430,6 +444,12 @@ class Settings(BaseSettings):
     def attempts(self) -> int:
         """Total attempts of a job: the first one plus the retries."""
         return self.retries + 1
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The queue's retry policy, for jobs whose options and task say nothing (the last
+        step of ``conveyor.policy``'s precedence)."""
+        return RetryPolicy.from_retries(self.retries, self.backoff_type, self.backoff_delay_ms)
 
 
 def load_settings(**overrides: object) -> Settings:

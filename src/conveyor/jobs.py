@@ -1,19 +1,13 @@
-"""Pure values about jobs: states, retry policies and the backoff arithmetic.
+"""Pure values about jobs: their states and where a queue keeps their failure records.
 
-Nothing here touches Redis; every decision is a function of its arguments so it can be tested
-with tables.
+The retry policy, the backoff arithmetic and the option limits are ``conveyor.policy``.
+Nothing here touches Redis.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
-
-from conveyor.errors import JobOptionsError
-
-BackoffType = Literal["exponential", "fixed"]
 
 
 class JobState(StrEnum):
@@ -41,95 +35,6 @@ COUNTED_STATES: tuple[JobState, ...] = (
     JobState.FAILED,
     JobState.WAITING_CHILDREN,
 )
-
-
-#: No wait between attempts is longer than this (30 days), however far the doubling goes.
-MAX_BACKOFF_MS = 30 * 24 * 3600 * 1000
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How many attempts a job gets and how long to wait between them."""
-
-    attempts: int
-    backoff_type: BackoffType = "exponential"
-    backoff_delay_ms: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise JobOptionsError("attempts must be at least 1")
-        if not 0 <= self.backoff_delay_ms <= MAX_BACKOFF_MS:
-            raise JobOptionsError(f"backoff delay must be between 0 and {MAX_BACKOFF_MS} ms")
-
-    @classmethod
-    def from_retries(
-        cls, retries: int, backoff_type: BackoffType = "exponential", delay_ms: int = 1000
-    ) -> RetryPolicy:
-        """A policy of one first attempt plus ``retries`` retries."""
-        return cls(attempts=retries + 1, backoff_type=backoff_type, backoff_delay_ms=delay_ms)
-
-    def to_job_options(self) -> dict[str, Any]:
-        """The BullMQ job options that carry this policy (Node workers honour them too)."""
-        return {
-            "attempts": self.attempts,
-            "backoff": {"type": self.backoff_type, "delay": self.backoff_delay_ms},
-        }
-
-
-def backoff_delay_ms(attempts_made: int, policy: RetryPolicy) -> int:
-    """Delay before the next attempt, after ``attempts_made`` attempts have failed (1-based).
-
-    Matches BullMQ's built-in strategies: fixed is ``delay``; exponential is
-    ``round(2 ** (attempts_made - 1) * delay)``.
-    """
-    if attempts_made < 1:
-        raise ValueError("attempts_made starts at 1")
-    if policy.backoff_type == "fixed":
-        return policy.backoff_delay_ms
-    return min((1 << min(attempts_made - 1, 62)) * policy.backoff_delay_ms, MAX_BACKOFF_MS)
-
-
-def should_retry(attempts_made: int, policy: RetryPolicy, *, unrecoverable: bool = False) -> bool:
-    """Whether a job that has just failed its ``attempts_made``-th attempt gets another one."""
-    return not unrecoverable and attempts_made < policy.attempts
-
-
-def policy_from_job_options(opts: dict[str, Any], default: RetryPolicy) -> RetryPolicy:
-    """The policy a job's own BullMQ options ask for, falling back to ``default`` per field.
-
-    A job whose options name ``attempts`` keeps them, as BullMQ users expect; ``backoff`` may be
-    a number (fixed delay, BullMQ's shorthand) or ``{"type", "delay"}``.
-    """
-    attempts = opts.get("attempts")
-    backoff = opts.get("backoff")
-    backoff_type: BackoffType = default.backoff_type
-    delay = default.backoff_delay_ms
-    if isinstance(backoff, bool):
-        raise JobOptionsError("backoff must be a number of ms or {type, delay}")
-    if isinstance(backoff, int | float):
-        if not math.isfinite(backoff):
-            raise JobOptionsError("backoff must be a finite number of ms")
-        backoff_type, delay = "fixed", int(backoff)
-    elif isinstance(backoff, dict):
-        kind = backoff.get("type", default.backoff_type)
-        if kind not in ("exponential", "fixed"):
-            raise JobOptionsError(f"unsupported backoff type {kind!r} (exponential or fixed)")
-        backoff_type = kind
-        raw_delay = backoff.get("delay", delay)
-        if (
-            not isinstance(raw_delay, int | float)
-            or isinstance(raw_delay, bool)
-            or not math.isfinite(raw_delay)
-        ):
-            raise JobOptionsError("backoff.delay must be a number of milliseconds")
-        delay = int(raw_delay)
-    elif backoff is not None:
-        raise JobOptionsError("backoff must be a number of ms or {type, delay}")
-    if attempts is None or attempts == 0:
-        attempts = default.attempts
-    if not isinstance(attempts, int) or isinstance(attempts, bool):
-        raise JobOptionsError("attempts must be a whole number")
-    return RetryPolicy(attempts=attempts, backoff_type=backoff_type, backoff_delay_ms=delay)
 
 
 def is_counter_id(job_id: str) -> bool:

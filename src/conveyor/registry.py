@@ -13,12 +13,13 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor.errors import (
     FieldError,
+    JobOptionsError,
     PayloadValidationError,
     TaskCatalogueError,
     TaskError,
     UnknownTaskError,
 )
-from conveyor.jobs import BackoffType, RetryPolicy
+from conveyor.policy import BackoffType, RetryPolicy, check_task_rules, task_policy
 
 
 class JobContext(Protocol):
@@ -69,15 +70,7 @@ class Task:
 
     def retry_policy(self, default: RetryPolicy) -> RetryPolicy:
         """The task's own retries and backoff, each falling back to ``default``."""
-        if self.retries is None and self.backoff_type is None and self.backoff_delay_ms is None:
-            return default
-        return RetryPolicy.from_retries(
-            self.retries if self.retries is not None else default.attempts - 1,
-            self.backoff_type or default.backoff_type,
-            self.backoff_delay_ms
-            if self.backoff_delay_ms is not None
-            else default.backoff_delay_ms,
-        )
+        return task_policy(self, default)
 
     def validate(self, data: Any) -> BaseModel:
         """The payload as the task's model, or PayloadValidationError with field paths."""
@@ -105,6 +98,10 @@ class TaskRegistry:
     def add(self, task: Task) -> None:
         if task.name in self._tasks:
             raise TaskError(f"task {task.name!r} is registered twice")
+        try:
+            check_task_rules(task)
+        except JobOptionsError as exc:
+            raise TaskError(f"task {task.name!r}: {exc}") from exc
         self._tasks[task.name] = task
 
     def task(

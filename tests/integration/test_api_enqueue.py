@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from conveyor.client import QueueClient
 from conveyor.config import Settings
 from conveyor.jobs import JobState
+from conveyor.policy import MAX_BACKOFF_MS
 from conveyor.services.api.enqueue import idempotent_job_id
 from tests.support.api import api_client
 
@@ -183,6 +184,34 @@ async def test_unknown_task_is_422_and_names_the_known_ones(
     assert paths(problem) == ["name"]
     assert {"simulate", "send_email"} <= set(problem["known_tasks"])
     assert await total(queue) == 0
+
+
+TWO_DAYS_MS = 2 * 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize("form", ["number", "object"])
+async def test_one_backoff_limit_whichever_way_it_is_written(
+    api: httpx.AsyncClient, queue: QueueClient, form: str
+) -> None:
+    """conveyor.policy's MAX_BACKOFF_MS (30 days) for a number and for {type, delay} alike
+    (the object form used to stop at 1 day, the number at 30), in the API and the schema."""
+
+    def backoff(ms: int) -> Any:
+        return ms if form == "number" else {"type": "fixed", "delay": ms}
+
+    body = {"name": "simulate", "options": {"backoff": backoff(TWO_DAYS_MS)}}
+    response = await api.post("/enqueue", json=body)
+    assert response.status_code == 201, response.text
+    view = await queue.get_job(response.json()["id"])
+    assert view.info.options["backoff"] == {"type": "fixed", "delay": TWO_DAYS_MS}
+
+    body = {"name": "simulate", "options": {"backoff": backoff(MAX_BACKOFF_MS + 1)}}
+    problem = assert_problem(await api.post("/enqueue", json=body), 422, "invalid-request")
+    assert paths(problem)[0].startswith("options.backoff")
+    assert await total(queue) == 1
+
+    schema = (await api.get("/openapi.json")).json()["components"]["schemas"]
+    assert schema["BackoffOptions"]["properties"]["delay"]["maximum"] == MAX_BACKOFF_MS
 
 
 async def test_options_bullmq_refuses_are_422(api: httpx.AsyncClient, queue: QueueClient) -> None:

@@ -21,6 +21,8 @@ from conveyor.worker import Worker
 from tests.interop.conftest import NodeCall
 from tests.interop.helpers import UNICODE, node_jobs, settled
 from tests.interop.tasks import Runs
+from tests.support.api import api_client
+from tests.support.monitor import serve_monitor
 
 
 async def test_node_job_runs_on_conveyor_and_node_reads_the_result(
@@ -209,8 +211,22 @@ async def test_node_jobs_with_remove_on_fail_or_a_custom_backoff(
     assert json.loads(record["data"]) == {"k": 1}
 
 
+async def _shown_max_attempts(settings: Settings, registry: TaskRegistry, job_id: str) -> list[int]:
+    """The attempts GET /jobs/{id} and the monitor's job page report for ``job_id``."""
+    async with api_client(settings, settings.redis_url or "", tasks=registry) as api:
+        reply = await api.get(f"/jobs/{job_id}")
+        assert reply.status_code == 200, reply.text
+        from_api = reply.json()["max_attempts"]
+    async with serve_monitor(settings) as monitor:
+        reply = await monitor.get(f"/api/queues/{settings.queue}/jobs/{job_id}")
+        assert reply.status_code == 200, reply.text
+        from_monitor = reply.json()["attempts"]
+    return [from_api, from_monitor]
+
+
 async def test_node_job_without_attempts_gets_conveyors_default_retries(
     node: NodeCall,
+    settings: Settings,
     registry: TaskRegistry,
     runs: Runs,
     make_client: Callable[..., QueueClient],
@@ -218,6 +234,9 @@ async def test_node_job_without_attempts_gets_conveyors_default_retries(
 ) -> None:
     [job_id] = (await node("add", [{"name": "fail", "data": {}}]))["ids"]
     client = make_client(registry)
+    # What the API and the monitor say before the job runs is what the worker then does
+    # (they used to say 1, Node's default, while the worker gave it 6).
+    assert await _shown_max_attempts(settings, registry, job_id) == [6, 6]
     make_worker(registry)  # 5 retries, exponential from 20 ms (the test settings)
 
     await settled(client, job_id, JobState.FAILED)
@@ -225,6 +244,7 @@ async def test_node_job_without_attempts_gets_conveyors_default_retries(
     job = (await node_jobs(node, job_id))[job_id]
     assert job["attemptsMade"] == 6
     assert job["opts"]["attempts"] == 0  # Node wrote "no attempts given"; Conveyor filled in
+    assert await _shown_max_attempts(settings, registry, job_id) == [6, 6]
 
 
 async def test_node_job_options_are_honoured_by_conveyor(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conveyor.errors import JobOptionsError
-from conveyor.jobs import (
+from conveyor.jobs import FailureKeys
+from conveyor.policy import (
     MAX_BACKOFF_MS,
-    FailureKeys,
     RetryPolicy,
     backoff_delay_ms,
     policy_from_job_options,

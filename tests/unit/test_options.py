@@ -8,7 +8,7 @@ import pytest
 
 from conveyor.client import build_options
 from conveyor.errors import JobOptionsError
-from conveyor.jobs import RetryPolicy
+from conveyor.policy import RetryPolicy
 
 DEFAULT = RetryPolicy.from_retries(5, "exponential", 1000)
 

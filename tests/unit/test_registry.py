@@ -83,7 +83,7 @@ def test_bad_catalogue_is_one_clear_error(spec: str, fragment: str) -> None:
 
 
 def test_a_tasks_retry_policy_falls_back_field_by_field() -> None:
-    from conveyor.jobs import RetryPolicy
+    from conveyor.policy import RetryPolicy
 
     default = RetryPolicy.from_retries(5, "exponential", 1000)
     registry = make_registry()

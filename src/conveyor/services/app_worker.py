@@ -19,7 +19,7 @@ from conveyor.observability.logging import LoggingHooks
 from conveyor.observability.stats import StatsHooks
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
-from conveyor.services.redis_connection import default_policy, open_checked, redis_url
+from conveyor.services.redis_connection import open_checked, redis_url
 from conveyor.worker import Worker, WorkerOptions
 
 
@@ -29,7 +29,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         queue=settings.queue,
         prefix=settings.prefix,
         concurrency=settings.concurrency,
-        default_policy=default_policy(settings),
+        default_policy=settings.retry_policy,
         lock_duration_ms=settings.lock_duration_ms,
         stalled_interval_ms=settings.stalled_interval_ms,
         max_stalled_count=settings.max_stalled_count,

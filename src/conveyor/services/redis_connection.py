@@ -9,7 +9,6 @@ from redis.asyncio import Redis
 
 from conveyor.config import Settings
 from conveyor.embedded import EmbeddedRedis
-from conveyor.jobs import RetryPolicy
 from conveyor.redis import open_redis
 
 
@@ -31,10 +30,4 @@ async def open_checked(settings: Settings, url: str, **extra: object) -> Redis:
         timeout_s=settings.redis_timeout_s,
         eviction=settings.eviction_check,
         **extra,
-    )
-
-
-def default_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy.from_retries(
-        settings.retries, settings.backoff_type, settings.backoff_delay_ms
     )

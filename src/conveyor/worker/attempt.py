@@ -24,7 +24,6 @@ from conveyor._bullmq import BullQueue, JobInfo, dumps
 from conveyor.backoff import capped_backoff
 from conveyor.clock import now_ms
 from conveyor.errors import (
-    ConveyorError,
     JobLockLostError,
     PayloadValidationError,
     TaskError,
@@ -33,10 +32,11 @@ from conveyor.errors import (
 )
 from conveyor.failures import FailureStore
 from conveyor.hooks import JobEvent, WorkerHooks
-from conveyor.jobs import (
+from conveyor.policy import (
     RetryPolicy,
     backoff_delay_ms,
-    policy_from_job_options,
+    effective_policy,
+    max_attempts,
     should_retry,
 )
 from conveyor.registry import Task, TaskRegistry
@@ -134,30 +134,19 @@ class Attempts:
 
     # --- the retry policy ----------------------------------------------------------------------
     def policy(self, task: Task | None, job: JobInfo) -> RetryPolicy:
-        base = self.options.default_policy
-        if task is not None:
-            base = task.retry_policy(base)
-        try:
-            return policy_from_job_options(job.options, base)
-        except ConveyorError as exc:
-            # E.g. a Node.js job with a custom backoff strategy: keep its attempts and use our
-            # backoff rather than dropping the whole of its policy.
+        policy, problem = effective_policy(job.options, self.options.default_policy, task)
+        if problem is not None:
+            # E.g. a Node.js job with a custom backoff strategy: it keeps its attempts and
+            # runs with our backoff (conveyor.policy.effective_policy).
             log.warning(
-                "job_options_unsupported", extra={"fields": {"job_id": job.id, "error": str(exc)}}
+                "job_options_unsupported",
+                extra={"fields": {"job_id": job.id, "error": str(problem)}},
             )
-            try:
-                return policy_from_job_options({**job.options, "backoff": None}, base)
-            except ConveyorError:
-                return base
+        return policy
 
     def max_attempts(self, task: Task | None, job: JobInfo) -> int:
         """Attempts for the log line, without building the whole policy."""
-        attempts = job.options.get("attempts")
-        if isinstance(attempts, int) and attempts > 0:
-            return attempts
-        if task is not None and task.retries is not None:
-            return task.retries + 1
-        return self.options.default_policy.attempts
+        return max_attempts(job.options, self.options.default_policy, task)
 
     # --- one attempt ---------------------------------------------------------------------------
     async def run(self, job: JobInfo, token: str) -> JobInfo | None:

@@ -7,7 +7,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from conveyor.jobs import RetryPolicy
+from conveyor.policy import DEFAULT_POLICY, RetryPolicy
 
 #: How long an idle worker blocks on the queue's marker before looking again (seconds).
 DRAIN_DELAY_S = 5.0
@@ -23,7 +23,7 @@ class WorkerOptions:
     queue: str
     prefix: str = "bull"
     concurrency: int = 10
-    default_policy: RetryPolicy = field(default_factory=lambda: RetryPolicy.from_retries(5))
+    default_policy: RetryPolicy = DEFAULT_POLICY
     lock_duration_ms: int = 30_000
     stalled_interval_ms: int = 30_000
     max_stalled_count: int = 1

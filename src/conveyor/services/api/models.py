@@ -23,8 +23,15 @@ from pydantic import (
 )
 
 from conveyor._bullmq import RESERVED_JOB_IDS, JobInfo
-from conveyor.client import MAX_JOB_ID_LENGTH, MAX_PRIORITY
 from conveyor.jobs import JobState
+from conveyor.policy import (
+    MAX_ATTEMPTS,
+    MAX_BACKOFF_MS,
+    MAX_DELAY_MS,
+    MAX_JOB_ID_LENGTH,
+    MAX_KEEP,
+    MAX_PRIORITY,
+)
 
 #: Longest accepted task name and Idempotency-Key header.
 MAX_TASK_NAME_LENGTH = 256
@@ -39,10 +46,14 @@ def _whole(value: Any) -> Any:
 
 
 #: Whole numbers: a JSON integer, or a number with no fraction; never a string or a bool.
-NonNegative = Annotated[int, Ge(0), BeforeValidator(_whole)]
+#: Every limit is ``conveyor.policy``'s, which the client checks too, so the published schema,
+#: the API and Python callers agree.
+KeepCount = Annotated[int, Ge(0), Le(MAX_KEEP), BeforeValidator(_whole)]
 Priority = Annotated[int, Ge(0), Le(MAX_PRIORITY), BeforeValidator(_whole)]
-Attempts = Annotated[int, Ge(1), Le(1000), BeforeValidator(_whole)]
-DelayMs = Annotated[int, Ge(0), Le(86_400_000), BeforeValidator(_whole)]
+Attempts = Annotated[int, Ge(1), Le(MAX_ATTEMPTS), BeforeValidator(_whole)]
+JobDelayMs = Annotated[int, Ge(0), Le(MAX_DELAY_MS), BeforeValidator(_whole)]
+#: A backoff delay, whether written as a number or as ``{type, delay}``.
+BackoffMs = Annotated[int, Ge(0), Le(MAX_BACKOFF_MS), BeforeValidator(_whole)]
 
 #: Options that take one of several forms. Each form has a tag (picked by the value's JSON
 #: type) that pydantic puts in error locations after the option's name; problems drop it.
@@ -69,23 +80,23 @@ class BackoffOptions(_Strict):
     """How long to wait between attempts: ``delay`` ms, doubled each time when exponential."""
 
     type: Literal["exponential", "fixed"] = "exponential"
-    delay: DelayMs = Field(default=1000, description="Base delay (ms).")
+    delay: BackoffMs = Field(default=1000, description="Base delay (ms).")
 
 
 class KeepJobs(_Strict):
     """Keep finished jobs up to an age (seconds) and/or a count (BullMQ's KeepJobs)."""
 
-    age: NonNegative | None = Field(default=None, description="Seconds to keep a finished job.")
-    count: NonNegative | None = Field(default=None, description="Finished jobs to keep at most.")
+    age: KeepCount | None = Field(default=None, description="Seconds to keep a finished job.")
+    count: KeepCount | None = Field(default=None, description="Finished jobs to keep at most.")
 
 
 Backoff = Annotated[
-    Annotated[NonNegative, Tag("ms")] | Annotated[BackoffOptions, Tag("object")],
+    Annotated[BackoffMs, Tag("ms")] | Annotated[BackoffOptions, Tag("object")],
     Discriminator(_backoff_form),
 ]
 Keep = Annotated[
     Annotated[bool, Tag("flag")]
-    | Annotated[NonNegative, Tag("count")]
+    | Annotated[KeepCount, Tag("count")]
     | Annotated[KeepJobs, Tag("object")],
     Discriminator(_keep_form),
 ]
@@ -98,7 +109,7 @@ _RESERVED_IDS: list[JsonValue] = [name for name in sorted(RESERVED_JOB_IDS)]
 class JobOptions(_Strict):
     """BullMQ job options. Omitted ones take the task's or the queue's defaults."""
 
-    delay: NonNegative | None = Field(
+    delay: JobDelayMs | None = Field(
         default=None, description="Milliseconds to wait before the job may run."
     )
     priority: Priority | None = Field(
@@ -199,7 +210,10 @@ class JobStatus(BaseModel):
     data: Any = Field(description="The payload as enqueued.")
     options: dict[str, Any] = Field(description="The stored BullMQ options.")
     attempts_made: int = Field(description="Attempts that have finished (failed or succeeded).")
-    max_attempts: int
+    max_attempts: int = Field(
+        description="Attempts a worker gives the job: its own `attempts` option, else its "
+        "task's, else the queue's (`CONVEYOR_RETRIES` + 1)."
+    )
     progress: Any = Field(description="What the task last reported (a number or an object).")
     result: Any = Field(default=None, description="The task's return value once completed.")
     failed_reason: str | None = Field(default=None, description="The last attempt's error, if any.")
@@ -211,8 +225,8 @@ class JobStatus(BaseModel):
     finished_at: datetime | None = None
 
     @classmethod
-    def of(cls, info: JobInfo, state: JobState, queue: str) -> JobStatus:
-        attempts = info.options.get("attempts")
+    def of(cls, info: JobInfo, state: JobState, queue: str, *, max_attempts: int) -> JobStatus:
+        """``max_attempts`` from ``QueueClient.max_attempts`` (``conveyor.policy``)."""
         return cls(
             id=info.id,
             name=info.name,
@@ -221,7 +235,7 @@ class JobStatus(BaseModel):
             data=info.data,
             options=info.options,
             attempts_made=info.attempts_made,
-            max_attempts=attempts if isinstance(attempts, int) and attempts > 0 else 1,
+            max_attempts=max_attempts,
             progress=info.progress,
             result=info.return_value,
             failed_reason=info.failed_reason,

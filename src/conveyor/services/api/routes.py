@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from conveyor._bullmq import JobInfo
 from conveyor.errors import JobNotFoundError
 from conveyor.jobs import COUNTED_STATES, JobState
 from conveyor.redis import memory_full
@@ -156,6 +157,12 @@ async def enqueue_bulk(request: Request, idempotency_key: IdempotencyKey = None)
     return Response(orjson.dumps(content), status_code=201, media_type="application/json")
 
 
+def _status(state: ApiState, info: JobInfo, job_state: JobState) -> JobStatus:
+    return JobStatus.of(
+        info, job_state, state.settings.queue, max_attempts=state.client.max_attempts(info)
+    )
+
+
 def _job_state(request: Request) -> ApiState:
     """The app's state, after checking that the path's job id is the one the client sent: an
     encoded ``/`` (``/jobs/x%2Flogs``) names no job (ids never contain ``/``), it must not
@@ -171,7 +178,7 @@ def _job_state(request: Request) -> ApiState:
 async def get_job(request: Request, job_id: JobId) -> JobStatus:
     state = _job_state(request)
     view = await state.bounded(state.client.get_job(job_id))
-    return JobStatus.of(view.info, view.state, state.settings.queue)
+    return _status(state, view.info, view.state)
 
 
 @router.get("/jobs/{job_id}/logs", summary="Lines the task logged", responses=_errors(404))
@@ -191,7 +198,7 @@ async def retry_job(request: Request, job_id: JobId) -> JobStatus:
     state = _job_state(request)
     await state.bounded(state.client.retry(job_id))
     view = await state.bounded(state.client.get_job(job_id))
-    return JobStatus.of(view.info, view.state, state.settings.queue)
+    return _status(state, view.info, view.state)
 
 
 @router.delete(
@@ -249,7 +256,7 @@ async def list_jobs(
     _served(state, name)
     job_state = JobState(state_name)
     infos = await state.bounded(state.client.list_jobs(job_state, offset, offset + limit - 1))
-    jobs = [JobStatus.of(info, job_state, state.settings.queue) for info in infos]
+    jobs = [_status(state, info, job_state) for info in infos]
     return JobList(state=job_state, offset=offset, limit=limit, jobs=jobs)
 
 

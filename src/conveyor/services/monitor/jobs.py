@@ -77,8 +77,9 @@ def _run_ms(info: JobInfo) -> int | None:
     return max(0, info.finished_on - info.processed_on)
 
 
-def job_row(info: JobInfo, state: JobState) -> dict[str, Any]:
-    """A job as one row of a list: no payload beyond a short preview."""
+def job_row(info: JobInfo, state: JobState, max_attempts: int) -> dict[str, Any]:
+    """A job as one row of a list: no payload beyond a short preview. ``max_attempts`` is
+    ``QueueClient.max_attempts`` (``conveyor.policy``): what a worker gives the job."""
     preview = info.raw_data
     return {
         "id": info.id,
@@ -88,7 +89,7 @@ def job_row(info: JobInfo, state: JobState) -> dict[str, Any]:
         "processed_on": info.processed_on,
         "finished_on": info.finished_on,
         "attempts_made": info.attempts_made,
-        "attempts": info.options.get("attempts"),
+        "attempts": max_attempts,
         "progress": info.progress,
         "delay": info.delay,
         "priority": info.priority,
@@ -139,7 +140,8 @@ async def list_jobs(
     total = (await client.counts()).get(state, 0)
     start = page * size
     infos = await client.list_jobs(state, start, start + size - 1)
-    return JobPage([job_row(i, state) for i in infos], total, page, size)
+    rows = [job_row(i, state, client.max_attempts(i)) for i in infos]
+    return JobPage(rows, total, page, size)
 
 
 async def _search(
@@ -166,7 +168,7 @@ async def _search(
     selected = matches[page * size : (page + 1) * size]
     infos = await client.bull.get_jobs([job_id for job_id, _ in selected])
     states = dict(selected)
-    rows = [job_row(info, states[info.id]) for info in infos]
+    rows = [job_row(info, states[info.id], client.max_attempts(info)) for info in infos]
     return JobPage(
         rows,
         len(matches),
@@ -185,7 +187,7 @@ async def job_detail(client: QueueClient, job_id: str) -> dict[str, Any]:
     found = await client.records.locate(job_id) if view.state is JobState.FAILED else None
     record_key, record = found if found is not None else (None, None)
     return {
-        **job_row(info, view.state),
+        **job_row(info, view.state, client.max_attempts(info)),
         "queue": client.queue,
         "data": info.data,
         "options": info.options,
