@@ -1,10 +1,10 @@
 """The README's path from the demo to your own app, walked as a new user walks it.
 
 The code blocks of "Using it from Python" are read from README.md itself (so they cannot drift)
-and run as written in an empty folder: ``myapp/tasks.py`` and ``enqueue.py`` are written from
-the Python blocks, the ``conveyor`` commands run through the installed console script (not
-``python -m``) on the embedded Redis, and the curl line and the Python program enqueue jobs
-that the worker completes. Only the API's port is changed (port 8000 may be taken here).
+and run as written in an empty folder: ``myapp/tasks.py``, ``worker.py`` and ``enqueue.py``
+are written from the Python blocks, the ``conveyor`` commands run through the installed console
+script (not ``python -m``) on the embedded Redis, the curl line and ``enqueue.py`` enqueue jobs
+that the worker completes, and then ``worker.py`` in the command's place completes another. Only the API's port is changed (port 8000 may be taken here).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ async def test_the_readme_path_from_tasks_to_completed_jobs(
             if name != "myapp/tasks.py":
                 programs.append(name)
     assert (folder / "myapp" / "tasks.py").exists()
-    assert programs == ["enqueue.py"]
+    assert programs == ["worker.py", "enqueue.py"]
 
     shell = [line for block in blocks if block.lang == "bash" for line in block.lines()]
     services = [line for line in shell if is_service(line)]
@@ -147,7 +147,7 @@ async def test_the_readme_path_from_tasks_to_completed_jobs(
 
     answer = json.loads(run_line(others[0], folder, env))
     http_id = answer["id"]
-    printed = run_python(programs[0], folder, env)
+    printed = run_python(programs[1], folder, env)
     python_id = re.fullmatch(r"enqueued (\S+)\n", printed)[1]  # type: ignore[index]
 
     settings = Settings(data_dir=folder / ".conveyor")
@@ -155,6 +155,16 @@ async def test_the_readme_path_from_tasks_to_completed_jobs(
         for job_id in (http_id, python_id):
             view = await wait_for_state(client, job_id, JobState.COMPLETED, timeout=60)
             assert view.info.return_value == {"url": "https://example.com/cat.png", "width": 800}
+
+        # The worker of your own program instead of the command: it runs the next job.
+        command_worker = procs.pop(0)
+        os.killpg(command_worker.pid, signal.SIGTERM)
+        assert command_worker.wait(60) == 0
+        procs.insert(0, start_service(f"{BIN / 'python'} {programs[0]}", folder, env))
+        printed = run_python(programs[1], folder, env)
+        job_id = re.fullmatch(r"enqueued (\S+)\n", printed)[1]  # type: ignore[index]
+        view = await wait_for_state(client, job_id, JobState.COMPLETED, timeout=60)
+        assert view.info.return_value == {"url": "https://example.com/cat.png", "width": 800}
 
     url = running_url(folder / ".conveyor")
     for proc in reversed(procs):
