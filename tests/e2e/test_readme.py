@@ -4,7 +4,8 @@ The code blocks of "Using it from Python" are read from README.md itself (so the
 and run as written in an empty folder: ``myapp/tasks.py``, ``worker.py`` and ``enqueue.py``
 are written from the Python blocks, the ``conveyor`` commands run through the installed console
 script (not ``python -m``) on the embedded Redis, the curl line and ``enqueue.py`` enqueue jobs
-that the worker completes, and then ``worker.py`` in the command's place completes another. Only the API's port is changed (port 8000 may be taken here).
+that the worker completes, and then ``worker.py`` in the command's place completes another.
+Only the API's port is changed (port 8000 may be taken here).
 """
 
 from __future__ import annotations
