@@ -1,6 +1,6 @@
 """Structured logs: stable snake_case event names with key=value context.
 
-Library code logs ``logger.info("job_completed", extra={"fields": {...}})``; only entrypoints
+Library code logs ``log.info("job_completed", job_id=...)`` (``conveyor.log``); only entrypoints
 call ``configure_logging``. Console format for terminals, JSON (one object a line) for
 containers.
 """

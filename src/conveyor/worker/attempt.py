@@ -9,7 +9,6 @@ cousin ``Attempts.max_attempts`` for the log line of a success).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from conveyor.errors import (
 )
 from conveyor.failures import FailureStore
 from conveyor.hooks import JobEvent, WorkerHooks
+from conveyor.log import get_logger
 from conveyor.policy import (
     RetryPolicy,
     backoff_delay_ms,
@@ -44,7 +44,7 @@ from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, Worke
 from conveyor.worker.stack import describe, stack_text, utf8
 from conveyor.worker.unknown import next_deferral
 
-log = logging.getLogger("conveyor.worker")
+log = get_logger("conveyor.worker")
 
 T = TypeVar("T")
 
@@ -138,10 +138,7 @@ class Attempts:
         if problem is not None:
             # E.g. a Node.js job with a custom backoff strategy: it keeps its attempts and
             # runs with our backoff (conveyor.policy.effective_policy).
-            log.warning(
-                "job_options_unsupported",
-                extra={"fields": {"job_id": job.id, "error": str(problem)}},
-            )
+            log.warning("job_options_unsupported", job_id=job.id, error=str(problem))
         return policy
 
     def max_attempts(self, task: Task | None, job: JobInfo) -> int:
@@ -363,20 +360,11 @@ class Attempts:
             except (RedisError, OSError) as exc:
                 failures += 1
                 if time.monotonic() > deadline:
-                    log.error(
-                        "job_finish_abandoned",
-                        extra={"fields": {"job_id": job_id, "error": describe(exc)}},
-                    )
+                    log.error("job_finish_abandoned", job_id=job_id, error=describe(exc))
                     return None
                 delay = capped_backoff(failures, REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S)
-                log.warning(
-                    "redis_error",
-                    extra={"fields": {"where": "finish", "job_id": job_id, "error": describe(exc)}},
-                )
+                log.warning("redis_error", where="finish", job_id=job_id, error=describe(exc))
                 await asyncio.sleep(delay)
 
     def _lock_lost(self, job: JobInfo, exc: BaseException) -> None:
-        log.warning(
-            "job_lock_lost",
-            extra={"fields": {"job_id": job.id, "name": job.name, "error": str(exc)}},
-        )
+        log.warning("job_lock_lost", job_id=job.id, name=job.name, error=str(exc))

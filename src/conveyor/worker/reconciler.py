@@ -24,13 +24,13 @@ records an earlier version wrote without that mark, are left to cleanup's retent
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from conveyor._bullmq import BullQueue
 from conveyor.failures import FailureStore
+from conveyor.log import get_logger
 
-log = logging.getLogger("conveyor.worker")
+log = get_logger("conveyor.worker")
 
 #: Stream entries read per call, and calls per tick (beyond that the tick skips ahead and
 #: leaves the rest to a longer sweep).
@@ -109,12 +109,8 @@ class FailureReconciler:
         if report.dropped_by_event or report.dropped_by_sweep:
             log.info(
                 "failure_records_reconciled",
-                extra={
-                    "fields": {
-                        "queue": self.bull.name,
-                        "dropped_by_event": report.dropped_by_event,
-                        "dropped_by_sweep": report.dropped_by_sweep,
-                    }
-                },
+                queue=self.bull.name,
+                dropped_by_event=report.dropped_by_event,
+                dropped_by_sweep=report.dropped_by_sweep,
             )
         return report

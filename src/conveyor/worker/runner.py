@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -28,6 +27,7 @@ from conveyor.backoff import capped_backoff
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
 from conveyor.hooks import NoHooks, WorkerHooks
+from conveyor.log import get_logger
 from conveyor.registry import TaskRegistry
 from conveyor.resp import RespConnection
 from conveyor.worker.attempt import Attempts, cancelled_by_worker
@@ -35,7 +35,7 @@ from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, Worke
 from conveyor.worker.reconciler import FailureReconciler
 from conveyor.worker.stack import describe
 
-log = logging.getLogger("conveyor.worker")
+log = get_logger("conveyor.worker")
 
 T = TypeVar("T")
 
@@ -107,14 +107,10 @@ class Worker:
             await self._blocking.connect()  # shows up in worker lists at once
         log.info(
             "worker_started",
-            extra={
-                "fields": {
-                    "queue": self.options.queue,
-                    "worker": self.options.name,
-                    "concurrency": self.options.concurrency,
-                    "tasks": ",".join(self.registry.names()),
-                }
-            },
+            queue=self.options.queue,
+            worker=self.options.name,
+            concurrency=self.options.concurrency,
+            tasks=",".join(self.registry.names()),
         )
         background = [
             asyncio.create_task(self._renew_locks(), name="conveyor-lock-renewal"),
@@ -131,20 +127,12 @@ class Worker:
             await self._hot_path.close()
             await self._blocking.close()
             self.running = False
-            log.info(
-                "worker_stopped",
-                extra={
-                    "fields": {"worker": self.options.name, "jobs_done": self._attempts.jobs_done}
-                },
-            )
+            log.info("worker_stopped", worker=self.options.name, jobs_done=self._attempts.jobs_done)
 
     async def _drain(self, grace_s: float) -> None:
         if not self._active:
             return
-        log.info(
-            "worker_draining",
-            extra={"fields": {"active": len(self._active), "grace_s": grace_s}},
-        )
+        log.info("worker_draining", active=len(self._active), grace_s=grace_s)
         tasks = [task for _, task in self._active.values()]
         _, pending = await asyncio.wait(tasks, timeout=grace_s)
         if not pending:
@@ -157,12 +145,10 @@ class Worker:
         for job_id, (token, _) in leftovers.items():
             try:
                 await self.bull.release_to_wait(job_id, token)
-                log.warning("job_released", extra={"fields": {"job_id": job_id}})
+                log.warning("job_released", job_id=job_id)
             except (RedisError, OSError, ConveyorError) as exc:
                 # The lock will expire and the stalled check will recover it.
-                log.warning(
-                    "job_release_failed", extra={"fields": {"job_id": job_id, "error": str(exc)}}
-                )
+                log.warning("job_release_failed", job_id=job_id, error=str(exc))
 
     # --- taking jobs ---------------------------------------------------------------------------
     def _next_token(self) -> str:
@@ -232,10 +218,7 @@ class Worker:
 
     async def _redis_trouble(self, where: str, exc: BaseException, failures: int) -> None:
         delay = capped_backoff(failures, REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S)
-        log.warning(
-            "redis_error",
-            extra={"fields": {"where": where, "error": describe(exc), "retry_in_s": delay}},
-        )
+        log.warning("redis_error", where=where, error=describe(exc), retry_in_s=delay)
         await self._until(asyncio.sleep(delay))
 
     def _start(self, job: JobInfo, token: str) -> None:
@@ -252,7 +235,7 @@ class Worker:
                 except Exception:
                     # Not a handler error (those are recorded): finishing the job failed in an
                     # unexpected way. Leave it locked; the stalled-job check recovers it.
-                    log.exception("job_finish_failed", extra={"fields": {"job_id": current.id}})
+                    log.exception("job_finish_failed", job_id=current.id)
                     job = None
                 finally:
                     self._active.pop(current.id, None)
@@ -275,13 +258,10 @@ class Worker:
             try:
                 lost = await self.bull.extend_locks(ids, tokens, self.options.lock_duration_ms)
             except Exception as exc:  # Redis trouble or worse: try again next round
-                log.warning(
-                    "redis_error",
-                    extra={"fields": {"where": "renew_locks", "error": describe(exc)}},
-                )
+                log.warning("redis_error", where="renew_locks", error=describe(exc))
                 continue
             for job_id in lost:
-                log.warning("job_lock_renewal_failed", extra={"fields": {"job_id": job_id}})
+                log.warning("job_lock_renewal_failed", job_id=job_id)
 
     async def _check_stalled(self) -> None:
         interval = self.options.stalled_interval_ms / 1000
@@ -291,26 +271,17 @@ class Worker:
                     self.options.max_stalled_count, self.options.stalled_interval_ms
                 )
             except Exception as exc:  # Redis trouble or worse: try again next round
-                log.warning(
-                    "redis_error",
-                    extra={"fields": {"where": "stalled_check", "error": describe(exc)}},
-                )
+                log.warning("redis_error", where="stalled_check", error=describe(exc))
                 recovered = []
             if recovered:
                 log.warning(
-                    "stalled_jobs_recovered",
-                    extra={
-                        "fields": {"count": len(recovered), "job_ids": ",".join(recovered[:20])}
-                    },
+                    "stalled_jobs_recovered", count=len(recovered), job_ids=",".join(recovered[:20])
                 )
             try:
                 # Failure records of jobs that other BullMQ tools moved out of "failed".
                 await self._reconciler.tick()
             except Exception as exc:  # Redis trouble or worse: try again next round
-                log.warning(
-                    "redis_error",
-                    extra={"fields": {"where": "reconcile_failures", "error": describe(exc)}},
-                )
+                log.warning("redis_error", where="reconcile_failures", error=describe(exc))
             if cancelled_by_worker():
                 # redis-py (8.1) can swallow a cancellation that lands inside one of its
                 # commands; the task is still marked as cancelled, so end it here.
