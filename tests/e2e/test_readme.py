@@ -173,3 +173,25 @@ async def test_the_readme_path_from_tasks_to_completed_jobs(
         assert proc.wait(60) == 0
     await wait_for(lambda: running_url(folder / ".conveyor") is None, timeout=30,
                    message=f"the embedded Redis at {url} outlived its last user")  # fmt: skip
+
+
+async def test_the_readme_http_api_example_runs_as_written(
+    walk: tuple[Path, dict[str, str], list[subprocess.Popen[bytes]]],
+) -> None:
+    """The HTTP API section's block, against `conveyor api` and `conveyor worker` with the
+    built-in tasks (as `make up` runs them), on the embedded Redis of an empty folder."""
+    folder, env, procs = walk
+    [block] = [b for b in readme_blocks("## HTTP API") if b.lang == "bash"]
+    procs.append(start_service("conveyor worker", folder, env))
+    wait_for_sync(lambda: running_url(folder / ".conveyor"), timeout=60)
+    procs.append(start_service("conveyor api", folder, env))
+    wait_for_sync(lambda: api_ready(env), timeout=60, message="the API never became ready")
+
+    job = json.loads(run_line(block.text, folder, env))
+    assert job["name"] == "simulate"
+    assert job["state"] in ("delayed", "waiting", "active")
+    async with QueueClient.from_settings(Settings(data_dir=folder / ".conveyor")) as client:
+        await wait_for_state(client, job["id"], JobState.COMPLETED, timeout=60)
+    for proc in reversed(procs):
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(60) == 0
