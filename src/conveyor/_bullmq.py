@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
+from conveyor import lua
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
 from conveyor.failures import FailureStore, parse_sweep
@@ -55,52 +56,9 @@ _SCRIPT_FILES = {
     "cleanJobsInSet": "cleanJobsInSet-3.lua",
 }
 
-#: Node.js BullMQ before 6 keeps the waiting jobs of a paused queue in a "paused" list: its
-#: pause RENAMEs wait to paused, its resume RENAMEs paused back to wait (overwriting wait), and
-#: while paused it adds to "paused". The pinned scripts (BullMQ 6's) leave jobs in "wait" while
-#: paused, so a BullMQ 5 resume would overwrite them. After each script that can put a job in
-#: "wait" (or pause), this guard runs in the same script call, so nothing can come between:
-#: while the queue is paused it moves "wait" into "paused" (the BullMQ 5 layout, which BullMQ 6
-#: reads too: its getters count the list as paused and its resume moves it back), unless meta
-#: says the last Node Queue to open the queue was BullMQ 6 or newer and no "paused" list
-#: exists (then BullMQ 6's own layout stays). Not paused, it costs one HMGET. After Conveyor's
-#: own resume it also moves what BullMQ's resume left in "paused" (it moves 7,000 per call).
-_PAUSED_LAYOUT_LUA = """
-local function conveyorPausedLayout(metaKey, resuming)
-  local rcall = redis.call
-  local meta = rcall("HMGET", metaKey, "paused", "version")
-  if not meta[1] and not resuming then return end
-  local base = string.sub(metaKey, 1, -5)
-  local waitKey, pausedKey = base .. "wait", base .. "paused"
-  if not meta[1] then
-    while rcall("EXISTS", pausedKey) == 1 do
-      if rcall("EXISTS", waitKey) == 0 then
-        rcall("RENAME", pausedKey, waitKey)
-      else
-        local jobs = rcall("LRANGE", pausedKey, 0, 6999)
-        rcall("RPUSH", waitKey, unpack(jobs))
-        rcall("LTRIM", pausedKey, #jobs, -1)
-      end
-    end
-    return
-  end
-  local pausedExists = rcall("EXISTS", pausedKey) == 1
-  if not pausedExists and meta[2] then
-    local major = tonumber(string.match(meta[2], "^bullmq:(%d+)%."))
-    if major and major >= 6 then return end
-  end
-  local waiting = rcall("LLEN", waitKey)
-  if waiting == 0 then return end
-  if not pausedExists then
-    rcall("RENAME", waitKey, pausedKey)
-    return
-  end
-  for _ = 1, waiting do
-    rcall("RPOPLPUSH", waitKey, pausedKey)
-  end
-end
-"""
-
+#: Node.js BullMQ before 6 keeps a paused queue's waiting jobs in "paused", where BullMQ 6's
+#: scripts leave them in "wait": ``lua/paused_layout.lua`` (its comment says how) runs after
+#: each script that can put a job in "wait" (or pause), in the same script call.
 #: The scripts that can put a job in "wait" (or pause the queue) -> the position of the meta
 #: key in their KEYS. addDelayedJob and addPrioritizedJob only push to a wait list for parent
 #: jobs (flows), which Conveyor never creates.
@@ -133,7 +91,7 @@ def _script_source(name: str) -> str:
         "local function conveyorBullmqScript()\n"
         f"{source}\n"
         "end\n"
-        f"{_PAUSED_LAYOUT_LUA}\n"
+        f"{lua.source('paused_layout')}\n"
         "local conveyorResult = conveyorBullmqScript()\n"
         f"conveyorPausedLayout(KEYS[{meta}], {resuming})\n"
         "return conveyorResult\n"

@@ -24,124 +24,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
+from conveyor import lua
 from conveyor.jobs import FailureKeys
-
-#: Written in the same MULTI as the move to "failed", so the record and BullMQ's failed set
-#: can never disagree: the record is written only when the job really is failed now (or was
-#: removed on failure by removeOnFail, then marked so). A record of another queue found where
-#: this one goes (only possible at the seed's ``failedJobs:{id}``, written there by an earlier
-#: version for any queue) is moved to its own queue's key space first, never overwritten. The
-#: same job's record at its legacy key is superseded and dropped.
-#: KEYS: job hash, failed set, record, index, legacy record, legacy index.
-#: ARGV: job id, name, queue, data, error, stack, attempts, failed_at, failed_at_ms, prefix.
-RECORD_LUA = """
-local jobKey, failedSet, recordKey, indexKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local legacyKey, legacyIndex = KEYS[5], KEYS[6]
-local jobId, queue, prefix = ARGV[1], ARGV[3], ARGV[10]
-local kept = redis.call("EXISTS", jobKey) == 1
-if kept and not redis.call("ZSCORE", failedSet, jobId) then
-  return 0
-end
-local f = redis.call("HMGET", recordKey, "job_id", "queue", "prefix")
-if f[1] and f[2] and f[3] and (f[2] ~= queue or f[3] ~= prefix) then
-  local home = f[3] .. ":" .. f[2] .. ":conveyor:failed:"
-  local score = redis.call("ZSCORE", legacyIndex, recordKey)
-  redis.call("ZREM", legacyIndex, recordKey)
-  if redis.call("EXISTS", home .. f[1]) == 1 then
-    redis.call("DEL", recordKey)
-  else
-    redis.call("RENAME", recordKey, home .. f[1])
-    if score then
-      redis.call("ZADD", f[3] .. ":" .. f[2] .. ":conveyor:failed-index", score, home .. f[1])
-    end
-  end
-end
-redis.call("HSET", recordKey, "job_id", jobId, "name", ARGV[2], "queue", queue,
-  "data", ARGV[4], "error", ARGV[5], "stack", ARGV[6], "attempts", ARGV[7],
-  "failed_at", ARGV[8], "failed_at_ms", ARGV[9], "prefix", prefix,
-  "removed_on_fail", kept and "0" or "1")
-redis.call("ZADD", indexKey, ARGV[9], recordKey)
-if legacyKey ~= recordKey then
-  local g = redis.call("HMGET", legacyKey, "job_id", "queue", "prefix")
-  if g[1] == jobId and g[2] == queue and g[3] == prefix then
-    redis.call("DEL", legacyKey)
-    redis.call("ZREM", legacyIndex, legacyKey)
-  end
-end
-return 1
-"""
-
-#: For jobs seen leaving "failed" (Conveyor's retry or remove, or an event of another tool):
-#: drops each one's record, at its key and its legacy key, where the record is this queue's
-#: and this job's and the job is not failed (again) by now. A record marked removed_on_fail
-#: stays: it describes an earlier job with the same id, kept until cleanup's retention.
-#: KEYS: failed set, index, legacy index, then per job: record, legacy record.
-#: ARGV: queue, prefix, then the job ids.
-DROP_LUA = """
-local failedSet, indexKey, legacyIndex = KEYS[1], KEYS[2], KEYS[3]
-local queue, prefix = ARGV[1], ARGV[2]
-local dropped = 0
-local function drop(recordKey, index, jobId)
-  local f = redis.call("HMGET", recordKey, "job_id", "queue", "prefix", "removed_on_fail")
-  if f[1] == jobId and f[2] == queue and f[3] == prefix and f[4] ~= "1" then
-    redis.call("ZREM", index, recordKey)
-    dropped = dropped + redis.call("DEL", recordKey)
-  end
-end
-for i = 3, #ARGV do
-  local jobId = ARGV[i]
-  if not redis.call("ZSCORE", failedSet, jobId) then
-    local k = 4 + (i - 3) * 2
-    drop(KEYS[k], indexKey, jobId)
-    if KEYS[k + 1] ~= KEYS[k] then drop(KEYS[k + 1], legacyIndex, jobId) end
-  end
-end
-return dropped
-"""
-
-#: Walks one window of an index (records that failed at or before the cutoff, from
-#: ``offset``) plus any record keys given explicitly, and deletes this queue's records whose
-#: job is no longer in the failed set, with their index entries. A record whose job is still
-#: failed is kept; another queue's is never touched; index entries whose record is gone are
-#: dropped. ``keep_removed`` = "1" (the workers' reconciler) also keeps records of jobs
-#: removed on failure and records of earlier versions without that mark (cleanup's
-#: retention takes those); "0" (cleanup) removes them.
-#: KEYS: the index walked, failed set, the queue's index, the legacy index.
-#: ARGV: cutoff, offset, limit, queue, prefix, keep_removed, explicit record keys...
-#: Answers {records removed, window entries kept, dangling entries dropped, examined}.
-SWEEP_LUA = """
-local walked, failedSet, indexKey, legacyIndex = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local cutoff, offset, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local queue, prefix, keepRemoved = ARGV[4], ARGV[5], ARGV[6] == "1"
-local removed, kept, dangling = 0, 0, 0
-local function consider(recordKey, explicit)
-  local f = redis.call("HMGET", recordKey, "job_id", "queue", "prefix", "removed_on_fail")
-  if not f[1] then
-    if not explicit then
-      redis.call("ZREM", walked, recordKey)
-      dangling = dangling + 1
-    end
-    return
-  end
-  if f[2] ~= queue or f[3] ~= prefix or redis.call("ZSCORE", failedSet, f[1])
-      or (keepRemoved and f[4] ~= "0") then
-    if not explicit then kept = kept + 1 end
-    return
-  end
-  redis.call("DEL", recordKey)
-  redis.call("ZREM", indexKey, recordKey)
-  redis.call("ZREM", legacyIndex, recordKey)
-  removed = removed + 1
-end
-local examined = 0
-if limit > 0 then
-  local entries = redis.call("ZRANGEBYSCORE", walked, "-inf", cutoff, "LIMIT", offset, limit)
-  examined = #entries
-  for _, recordKey in ipairs(entries) do consider(recordKey, false) end
-end
-for i = 7, #ARGV do consider(ARGV[i], true) end
-return {removed, kept, dangling, examined}
-"""
 
 
 @dataclass(frozen=True)
@@ -165,9 +49,9 @@ class FailureStore:
         self.keys = keys
         #: BullMQ's failed set of the queue (``{prefix}:{queue}:failed``).
         self.failed_set = failed_set
-        self.record_script: AsyncScript = redis.register_script(RECORD_LUA)
-        self._drop = redis.register_script(DROP_LUA)
-        self._sweep = redis.register_script(SWEEP_LUA)
+        self.record_script: AsyncScript = redis.register_script(lua.source("failure_record"))
+        self._drop = redis.register_script(lua.source("failure_drop"))
+        self._sweep = redis.register_script(lua.source("failure_sweep"))
 
     @property
     def indexes(self) -> list[str]:
@@ -176,7 +60,7 @@ class FailureStore:
         return [own] if own == legacy else [own, legacy]
 
     def record_keys(self, job_id: str, job_key: str) -> list[str]:
-        """The KEYS of ``RECORD_LUA`` for one job."""
+        """The KEYS of ``lua/failure_record.lua`` for one job."""
         k = self.keys
         return [
             job_key,
@@ -260,7 +144,7 @@ class FailureStore:
         record_keys: list[str] | None = None,
         pipe: Pipeline | None = None,
     ) -> SweepResult | None:
-        """One sweep step (see ``SWEEP_LUA``); with ``pipe`` only queued (answers None)."""
+        """One sweep step (``lua/failure_sweep.lua``); with ``pipe`` only queued (answers None)."""
         script, keys, args = self.sweep_call(
             index,
             cutoff_ms=cutoff_ms,

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
+from conveyor import lua
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
 from conveyor.maintenance.remover import Cleaner
@@ -43,23 +44,6 @@ POLL_S = 60.0
 ERROR_BACKOFF_S = 1.0
 
 Clock = Callable[[], int]
-
-#: Record a run; for a scheduled run also move last-run forward; then release the lease.
-_FINISH_LUA = """
-local leaseKey, lastRunKey, runsKey = KEYS[1], KEYS[2], KEYS[3]
-if ARGV[2] ~= "" then
-  local previous = tonumber(redis.call("GET", lastRunKey) or "0") or 0
-  if tonumber(ARGV[2]) > previous then
-    redis.call("SET", lastRunKey, ARGV[2])
-  end
-end
-redis.call("LPUSH", runsKey, ARGV[3])
-redis.call("LTRIM", runsKey, 0, tonumber(ARGV[4]) - 1)
-if ARGV[1] ~= "" and redis.call("GET", leaseKey) == ARGV[1] then
-  redis.call("DEL", leaseKey)
-end
-return 1
-"""
 
 
 class CleanupBusyError(ConveyorError):
@@ -130,7 +114,7 @@ class CleanupScheduler:
         self.poll_s = poll_s
         self.runs_kept = runs_kept
         self.keys = CleanupKeys.for_queue(cleaner.prefix, cleaner.queue)
-        self._finish = redis.register_script(_FINISH_LUA)
+        self._finish = redis.register_script(lua.source("cleanup_finish"))
         #: How many times this scheduler looked at the schedule (for tests and logs).
         self.ticks = 0
         self._next_check_ms = 0

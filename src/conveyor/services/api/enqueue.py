@@ -26,6 +26,7 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
+from conveyor import lua
 from conveyor._bullmq import CONVEYOR_KEY_SPACE
 from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import ConveyorError, JobOptionsError
@@ -33,7 +34,6 @@ from conveyor.services.api.batcher import PipelineBatcher
 from conveyor.services.api.gate import RedisGate
 from conveyor.services.api.idempotency import (
     FINGERPRINT_FIELD,
-    PROBE_LUA,
     Endpoint,
     fingerprint,
     idempotent_job_id,
@@ -152,7 +152,7 @@ class Enqueuer:
         self.gate = gate
         #: Extra Redis time a bulk gets per job, beyond the gate's bound.
         self.bulk_s_per_job = bulk_s_per_job
-        self._probe = client.redis.register_script(PROBE_LUA)
+        self._probe = client.redis.register_script(lua.source("idempotency_probe"))
 
     def prepare(
         self, request: EnqueueRequest, idempotency_key: str | None, index: int | None = None
