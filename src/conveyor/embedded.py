@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import signal
 import subprocess
@@ -29,10 +28,11 @@ from redis.retry import Retry
 
 from conveyor import redis_binary
 from conveyor.errors import EmbeddedRedisError
+from conveyor.log import get_logger
 from conveyor.ports import bind_error, free_port
 from conveyor.redis_binary import candidate_paths
 
-log = logging.getLogger("conveyor.embedded")
+log = get_logger("conveyor.embedded")
 
 START_TIMEOUT_S = 10.0
 #: How long a started server may take to answer (it loads its AOF first).
@@ -239,7 +239,7 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
             self.lease.touch()
         self.url = f"redis://127.0.0.1:{port}/0"
         event = "embedded_redis_started" if self.started else "embedded_redis_found"
-        log.info(event, extra={"fields": {"url": self.url, "data_dir": str(self.folder)}})
+        log.info(event, url=self.url, data_dir=str(self.folder))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -251,7 +251,7 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
             users = self.users()
             if users or self.running_port() is None:
                 if users:
-                    log.info("embedded_redis_left_running", extra={"fields": {"users": users}})
+                    log.info("embedded_redis_left_running", users=users)
                 return
             self._stop()
 
@@ -319,8 +319,7 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
         new = free_port()
         if port:
             log.warning(
-                "embedded_redis_port_changed",
-                extra={"fields": {"old": port, "new": new, "reason": "the old one is in use"}},
+                "embedded_redis_port_changed", old=port, new=new, reason="the old one is in use"
             )
         self.port_file.write_text(f"{new}\n")
         return new
@@ -385,4 +384,4 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             self.pid_file.unlink()
-        log.info("embedded_redis_stopped", extra={"fields": {"data_dir": str(self.folder)}})
+        log.info("embedded_redis_stopped", data_dir=str(self.folder))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import logging
 import os
 import signal
 import sys
@@ -25,13 +24,14 @@ from typing import Literal, TextIO
 
 from conveyor.config import DEFAULT_TASKS, Settings
 from conveyor.errors import ConfigurationError, ConveyorError
+from conveyor.log import get_logger
 from conveyor.ports import bind_error
 from conveyor.redis import redact_url
 from conveyor.registry import load_registry
 from conveyor.services.redis_connection import redis_url
 from conveyor.services.restarts import RestartPolicy
 
-log = logging.getLogger("conveyor.up")
+log = get_logger("conveyor.up")
 
 #: A signal this soon after the first is the same Ctrl-C, echoed by a launcher.
 SIGNAL_ECHO_S = 1.5
@@ -286,10 +286,7 @@ class Supervisor:
             process = await self._spawn(child)
             if self.stop_requested.is_set():  # shutdown began while it was starting
                 process.terminate()
-            log.info(
-                "child_started",
-                extra={"fields": {"name": spec.name, "pid": process.pid, "start": child.starts}},
-            )
+            log.info("child_started", name=spec.name, pid=process.pid, start=child.starts)
             assert process.stdout is not None
             pump = asyncio.create_task(self._pump(label, process.stdout, child))
             code = await process.wait()
@@ -299,7 +296,7 @@ class Supervisor:
             if self.stop_requested.is_set():
                 return
             if code == 0 and spec.restart == "on-failure":
-                log.info("child_finished", extra={"fields": {"name": spec.name}})
+                log.info("child_finished", name=spec.name)
                 return
             if failed_to_start(child, code, time.monotonic() - started):
                 self._give_up(child)
@@ -307,14 +304,10 @@ class Supervisor:
             crashes, delay = RESTART.after_exit(crashes, time.monotonic() - started)
             log.error(
                 "child_exited",
-                extra={
-                    "fields": {
-                        "name": spec.name,
-                        "pid": process.pid,
-                        "exit": describe_exit(code),
-                        "restart_in_s": delay,
-                    }
-                },
+                name=spec.name,
+                pid=process.pid,
+                exit=describe_exit(code),
+                restart_in_s=delay,
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), delay)
@@ -323,7 +316,7 @@ class Supervisor:
         assert child.error_line is not None
         reason = child.error_line.removeprefix(ERROR_LINE.decode()).strip()
         self.start_error = f"the {child.spec.name} could not start: {reason}"
-        log.error("child_failed_to_start", extra={"fields": {"name": child.spec.name}})
+        log.error("child_failed_to_start", name=child.spec.name)
         self.request_stop()
 
     # --- the whole -------------------------------------------------------------------------------
@@ -337,10 +330,10 @@ class Supervisor:
         if self.stop_requested.is_set():
             if now - self._first_signal_at < SIGNAL_ECHO_S:
                 return
-            log.warning("up_killing", extra={"fields": {"reason": "second signal"}})
+            log.warning("up_killing", reason="second signal")
             self._signal_all(signal.SIGKILL)
             return
-        log.info("up_stopping", extra={"fields": {"next": "a second signal kills at once"}})
+        log.info("up_stopping", next="a second signal kills at once")
         self._first_signal_at = now
         self.stop_requested.set()
 
@@ -375,11 +368,11 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     _, writer = await asyncio.open_connection("127.0.0.1", spec.port)
                     writer.close()
-                    log.info("child_ready", extra={"fields": {"name": spec.name, "url": spec.url}})
+                    log.info("child_ready", name=spec.name, url=spec.url)
                     return
                 await asyncio.sleep(0.2)
             if not self.stop_requested.is_set():
-                log.warning("child_not_ready", extra={"fields": {"name": spec.name}})
+                log.warning("child_not_ready", name=spec.name)
 
         await asyncio.gather(*(one(c.spec) for c in self.children if c.spec.port is not None))
 
@@ -391,9 +384,7 @@ class Supervisor:
             if not group:
                 continue
             self.stopping = stage
-            log.info(
-                "stopping", extra={"fields": {"stage": stage.name.lower(), "children": len(group)}}
-            )
+            log.info("stopping", stage=stage.name.lower(), children=len(group))
             for child in group:
                 self._signal(child, signal.SIGTERM)
             timeout = max(c.spec.stop_timeout_s for c in group)
@@ -401,13 +392,12 @@ class Supervisor:
             _, late = await asyncio.wait(tasks, timeout=timeout)
             for child in group:
                 if child.task in late:
-                    log.warning("child_killed", extra={"fields": {"name": child.spec.name}})
+                    log.warning("child_killed", name=child.spec.name)
                     self._signal(child, signal.SIGKILL)
             await asyncio.gather(*tasks, return_exceptions=True)
             for child in group:
                 code = child.process.returncode if child.process else None
-                fields = {"name": child.spec.name, "exit": describe_exit(code)}
-                log.info("child_stopped", extra={"fields": fields})
+                log.info("child_stopped", name=child.spec.name, exit=describe_exit(code))
 
     async def run(self) -> None:
         """Start everything and supervise until a stop is requested; then shut down."""
@@ -479,5 +469,5 @@ def run(settings: Settings, plan: UpPlan, out: TextIO | None = None) -> int:
     load_registry(settings.tasks)
     with redis_url(settings) as url:
         asyncio.run(supervise(settings, plan, url, out or sys.stdout))
-    log.info("up_stopped", extra={"fields": {}})
+    log.info("up_stopped")
     return 0

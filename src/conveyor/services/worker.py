@@ -17,6 +17,7 @@ from multiprocessing.queues import SimpleQueue
 
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
+from conveyor.log import get_logger
 from conveyor.observability.logging import configure_logging
 from conveyor.registry import load_registry
 from conveyor.services.app_worker import configured_worker
@@ -25,7 +26,7 @@ from conveyor.services.restarts import RestartPolicy
 from conveyor.worker import Worker
 from conveyor.worker.watchdog import LoopWatchdog
 
-log = logging.getLogger("conveyor.service.worker")
+log = get_logger("conveyor.service.worker")
 
 #: Exit code of a worker process that ended itself because its event loop was blocked.
 EXIT_LOOP_BLOCKED = 70
@@ -78,13 +79,9 @@ def _blocked(worker: Worker, blocked_s: float) -> None:
     """Runs in the watchdog thread: the loop is stuck, so end the process now."""
     log.critical(
         "event_loop_blocked",
-        extra={
-            "fields": {
-                "blocked_s": round(blocked_s, 1),
-                "active_jobs": ",".join(worker.active_job_ids()),
-                "action": "exit; the stalled-job check recovers the jobs",
-            }
-        },
+        blocked_s=round(blocked_s, 1),
+        active_jobs=",".join(worker.active_job_ids()),
+        action="exit; the stalled-job check recovers the jobs",
     )
     logging.shutdown()
     os._exit(EXIT_LOOP_BLOCKED)
@@ -118,7 +115,7 @@ def _child(settings: Settings, url: str, index: int, errors: SimpleQueue[str]) -
         _serve_process(settings, url, started)
     except ConveyorError as exc:
         if running:
-            log.error("worker_error", extra={"fields": {"error": str(exc)}})
+            log.error("worker_error", error=str(exc))
             sys.exit(1)
         errors.put(f"worker process {index} could not start: {exc}")
         sys.exit(EXIT_START_FAILED)
@@ -172,7 +169,7 @@ class _Supervisor:
     def run(self) -> int:
         for index in range(self.settings.processes):
             self.start(index)
-        log.info("workers_started", extra={"fields": {"processes": len(self.children)}})
+        log.info("workers_started", processes=len(self.children))
         signal.signal(signal.SIGTERM, self.forward)
         signal.signal(signal.SIGINT, self.forward)
         # A child that got the signal before it could install its handler had taken no job.
@@ -206,10 +203,7 @@ class _Supervisor:
     def _restart_later(self, index: int, code: int) -> None:
         ran_s = time.monotonic() - self.started_at[index]
         self.crashes[index], delay = RESTART.after_exit(self.crashes.get(index, 0), ran_s)
-        log.warning(
-            "worker_process_exited",
-            extra={"fields": {"index": index, "exit_code": code, "restart_in_s": delay}},
-        )
+        log.warning("worker_process_exited", index=index, exit_code=code, restart_in_s=delay)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not self.stopping:
             time.sleep(0.05)
