@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -46,7 +46,7 @@ from conveyor.services.api.problems import (
     FieldProblem,
     ProblemError,
 )
-from conveyor.services.api.state import ApiState, state_of
+from conveyor.services.api.state import Api, ApiState
 from conveyor.services.paths import encoded_slash_segment
 
 router = APIRouter()
@@ -111,13 +111,12 @@ def _accepted(request: Request, state: ApiState, job: Accepted) -> dict[str, Any
     },
     openapi_extra={"x-conveyor-body": "TaskJob"},
 )
-async def enqueue(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+async def enqueue(request: Request, state: Api, idempotency_key: IdempotencyKey = None) -> Response:
     """Validate the job (task, payload, options) and add it; answers after Redis has it.
 
     With ``api_fast_path`` on (the default) ``fastpath.py`` answers this path with the same
     code, before FastAPI's routing; this route serves when it is off.
     """
-    state = state_of(request)
     limit = state.settings.api_max_body_bytes
     check_media_type(request.headers.get("content-type"))
     check_declared_length(request.headers.get("content-length"), limit)
@@ -141,9 +140,10 @@ async def enqueue(request: Request, idempotency_key: IdempotencyKey = None) -> R
     responses={**_errors(*BODY_ERRORS)},
     openapi_extra={"x-conveyor-body": "BulkTaskJobs"},
 )
-async def enqueue_bulk(request: Request, idempotency_key: IdempotencyKey = None) -> Response:
+async def enqueue_bulk(
+    request: Request, state: Api, idempotency_key: IdempotencyKey = None
+) -> Response:
     """Validate every job first; then add all of them in one MULTI, or none."""
-    state = state_of(request)
     body = await read_json(request, BulkEnqueueRequest, state.settings.api_max_body_bytes)
     limit = state.settings.api_bulk_max_jobs
     if len(body.jobs) > limit:
@@ -163,27 +163,28 @@ def _status(state: ApiState, info: JobInfo, job_state: JobState) -> JobStatus:
     )
 
 
-def _job_state(request: Request) -> ApiState:
+def _job_state(request: Request, state: Api) -> ApiState:
     """The app's state, after checking that the path's job id is the one the client sent: an
     encoded ``/`` (``/jobs/x%2Flogs``) names no job (ids never contain ``/``), it must not
     reach job ``x``."""
-    state = state_of(request)
     sent = encoded_slash_segment(request.scope)
     if sent is not None:
         raise JobNotFoundError(sent, state.settings.queue)
     return state
 
 
+#: The app's state for a route with a job id in its path (checked as ``_job_state`` says).
+JobApi = Annotated[ApiState, Depends(_job_state)]
+
+
 @router.get("/jobs/{job_id}", summary="A job's state and history", responses=_errors(404))
-async def get_job(request: Request, job_id: JobId) -> JobStatus:
-    state = _job_state(request)
+async def get_job(state: JobApi, job_id: JobId) -> JobStatus:
     view = await state.bounded(state.client.get_job(job_id))
     return _status(state, view.info, view.state)
 
 
 @router.get("/jobs/{job_id}/logs", summary="Lines the task logged", responses=_errors(404))
-async def get_job_logs(request: Request, job_id: JobId) -> JobLogs:
-    state = _job_state(request)
+async def get_job_logs(state: JobApi, job_id: JobId) -> JobLogs:
     view = await state.bounded(state.client.get_job(job_id))
     return JobLogs(id=view.id, logs=await state.bounded(state.client.job_logs(job_id)))
 
@@ -193,9 +194,8 @@ async def get_job_logs(request: Request, job_id: JobId) -> JobLogs:
     summary="Run a failed or completed job again",
     responses=_errors(404, 409),
 )
-async def retry_job(request: Request, job_id: JobId) -> JobStatus:
+async def retry_job(state: JobApi, job_id: JobId) -> JobStatus:
     """The job goes back to waiting with its attempts reset (its failure record is dropped)."""
-    state = _job_state(request)
     await state.bounded(state.client.retry(job_id))
     view = await state.bounded(state.client.get_job(job_id))
     return _status(state, view.info, view.state)
@@ -207,9 +207,8 @@ async def retry_job(request: Request, job_id: JobId) -> JobStatus:
     summary="Remove a job, or cancel it before it runs",
     responses=_errors(404, 409),
 )
-async def remove_job(request: Request, job_id: JobId) -> Response:
+async def remove_job(state: JobApi, job_id: JobId) -> Response:
     """Waiting and delayed jobs are cancelled, finished ones removed; 409 while one runs."""
-    state = _job_state(request)
     await state.bounded(state.client.remove(job_id))
     return Response(status_code=204)
 
@@ -236,8 +235,7 @@ async def _queue_status(state: ApiState) -> QueueStatus:
 
 
 @router.get("/queues/{name}", summary="Jobs in each state", responses=_errors(404))
-async def get_queue(request: Request, name: QueueName) -> QueueStatus:
-    state = state_of(request)
+async def get_queue(state: Api, name: QueueName) -> QueueStatus:
     _served(state, name)
     return await _queue_status(state)
 
@@ -246,13 +244,12 @@ async def get_queue(request: Request, name: QueueName) -> QueueStatus:
     "/queues/{name}/jobs", summary="Jobs in one state, newest first", responses=_errors(404)
 )
 async def list_jobs(
-    request: Request,
+    state: Api,
     name: QueueName,
     state_name: Annotated[ListableState, Query(alias="state")] = "failed",
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobList:
-    state = state_of(request)
     _served(state, name)
     job_state = JobState(state_name)
     infos = await state.bounded(state.client.list_jobs(job_state, offset, offset + limit - 1))
@@ -261,25 +258,23 @@ async def list_jobs(
 
 
 @router.post("/queues/{name}/pause", summary="Stop workers taking jobs", responses=_errors(404))
-async def pause_queue(request: Request, name: QueueName) -> QueueStatus:
+async def pause_queue(state: Api, name: QueueName) -> QueueStatus:
     """Workers finish what they hold and take nothing new; enqueueing still works."""
-    state = state_of(request)
     _served(state, name)
     await state.bounded(state.client.pause())
     return await _queue_status(state)
 
 
 @router.post("/queues/{name}/resume", summary="Let workers take jobs again", responses=_errors(404))
-async def resume_queue(request: Request, name: QueueName) -> QueueStatus:
-    state = state_of(request)
+async def resume_queue(state: Api, name: QueueName) -> QueueStatus:
     _served(state, name)
     await state.bounded(state.client.resume())
     return await _queue_status(state)
 
 
 @router.get("/tasks", summary="The tasks this API accepts, with their payload schemas")
-async def list_tasks(request: Request) -> list[TaskInfo]:
-    registry = state_of(request).registry
+async def list_tasks(state: Api) -> list[TaskInfo]:
+    registry = state.registry
     return [
         TaskInfo(
             name=task.name,
@@ -297,8 +292,7 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", summary="Redis answers: ready to take jobs", tags=["health"])
-async def readyz(request: Request) -> Readiness:
-    state = state_of(request)
+async def readyz(state: Api) -> Readiness:
     full = memory_full(await state.bounded(state.client.redis.info("memory")))
     if full:
         raise ProblemError(REDIS_FULL, full)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import Annotated, TypeVar, cast
 
-from starlette.requests import Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from conveyor.client import QueueClient
 from conveyor.config import Settings
@@ -32,5 +33,9 @@ class ApiState:
         return await self.gate.run(call)
 
 
-def state_of(request: Request) -> ApiState:
-    return cast(ApiState, request.app.state.api)
+def state_of(connection: HTTPConnection) -> ApiState:
+    return cast(ApiState, connection.app.state.api)
+
+
+#: A route's parameter for the running API: ``state: Api``.
+Api = Annotated[ApiState, Depends(state_of)]
