@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -468,6 +469,44 @@ async def test_credentials_guard_pages_and_actions(
         assert await client.is_paused()
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer abc", "Basic !!!not-base64", "Basic " + base64.b64encode(b"no-colon").decode()],
+)
+async def test_malformed_credentials_are_a_401_problem(
+    settings: Settings, authorization: str
+) -> None:
+    async with serve_monitor(settings, monitor_users="admin:s3cret:rw") as anon:
+        reply = await anon.get("/api/overview", headers={"Authorization": authorization})
+    assert reply.status_code == 401
+    assert reply.headers["www-authenticate"] == 'Basic realm="Conveyor monitor"'
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["type"] == "urn:conveyor:problem:credentials-required"
+
+
+async def test_the_monitor_speaks_the_apis_problem_dialect(
+    monitor: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Every refusal is problem+json with a urn:conveyor:problem type, as the API's are."""
+    cases = [
+        (await monitor.get("/api/queues/nope/jobs"), 404, "queue-not-found"),
+        (await monitor.get(f"/api/queues/{settings.queue}/jobs/ghost"), 404, "job-not-found"),
+        (await monitor.get(f"/api/queues/{settings.queue}/jobs?size=0"), 400, "invalid-parameters"),
+        (await monitor.post(f"/api/queues/{settings.queue}/pause"), 403, "cross-site-request"),
+        (await monitor.get("/api/nothing-here"), 404, "not-found"),
+    ]
+    for reply, status, slug in cases:
+        assert reply.status_code == status, reply.text
+        assert reply.headers["content-type"] == "application/problem+json"
+        body = reply.json()
+        assert body["type"] == f"urn:conveyor:problem:{slug}", body
+        assert body["status"] == status
+        assert body["title"]
+        assert body["detail"]
+    assert cases[2][0].json()["errors"][0]["path"] == "query.size"
+    assert cases[1][0].json()["job_id"] == "ghost"
+
+
 async def test_read_only_monitor_refuses_every_action(
     make_client: Callable[..., QueueClient], settings: Settings
 ) -> None:
@@ -477,6 +516,7 @@ async def test_read_only_monitor_refuses_every_action(
         reply = await http.post(f"/api/queues/{settings.queue}/pause", headers=ACT)
         assert reply.status_code == 403
         assert reply.json()["detail"] == "the monitor is read-only"
+        assert reply.json()["type"] == "urn:conveyor:problem:action-forbidden"
     assert not await client.is_paused()
 
 

@@ -107,7 +107,7 @@ async def test_the_monitor_answers_507_and_its_readiness_says_so(
         act = {"X-Conveyor-Action": "1"}
         paused = await monitor.post(f"/api/queues/{own.queue}/pause", headers=act)
         assert paused.status_code == 507, paused.text
-        assert paused.json()["title"] == "RedisFull"
+        assert paused.json()["type"] == "urn:conveyor:problem:redis-full"
         ready = await monitor.get("/readyz")
         assert ready.status_code == 507
         assert "maxmemory" in ready.json()["detail"]

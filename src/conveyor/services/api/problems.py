@@ -1,62 +1,88 @@
-"""One error format for every answer that is not a success: RFC 9457 problem+json.
+"""The API's problems: every answer that is not a success, as RFC 9457 problem+json.
 
 Every failure, whatever raised it (a Conveyor error, a Redis error, a bad body, an unknown
-route), goes through ``problem_for`` and leaves as ``application/problem+json`` with a stable
-``type`` URN, the HTTP status, a one-line ``detail`` and, for bad input, ``errors`` with the
-path of each bad field from the request body's root.
+route), goes through ``problem_for`` and leaves as ``application/problem+json`` (rendered by
+``services/problems.py``, which the monitor shares) with a stable ``type`` URN, the HTTP
+status, a one-line ``detail`` and, for bad input, ``errors`` with the path of each bad field
+from the request body's root.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
-from redis.exceptions import RedisError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from conveyor.errors import (
     ConveyorError,
-    JobNotFoundError,
     JobOptionsError,
-    JobStateError,
     PayloadValidationError,
-    RedisUnavailableError,
     UnknownTaskError,
 )
-from conveyor.redis import is_out_of_memory
 from conveyor.services.api.models import UNION_OPTIONS
+from conveyor.services.problems import (
+    CROSS_SITE_REQUEST,
+    HOST_NOT_ALLOWED,
+    INTERNAL,
+    JOB_NOT_FOUND,
+    JOB_STATE_CONFLICT,
+    MALFORMED_REQUEST,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    PROBLEM_MEDIA_TYPE,
+    QUEUE_NOT_FOUND,
+    REDIS_FULL,
+    REDIS_UNAVAILABLE,
+    REQUEST_TIMEOUT,
+    TOO_MANY_CONNECTIONS,
+    FieldProblem,
+    Problem,
+    ProblemError,
+    ProblemType,
+    render,
+    shared_problem,
+)
+
+#: The API's problem vocabulary: its own types and the shared ones it answers too.
+__all__ = [
+    "ALL_TYPES",
+    "CROSS_SITE_REQUEST",
+    "HOST_NOT_ALLOWED",
+    "INTERNAL",
+    "JOB_NOT_FOUND",
+    "JOB_STATE_CONFLICT",
+    "MALFORMED_REQUEST",
+    "METHOD_NOT_ALLOWED",
+    "NOT_FOUND",
+    "PROBLEM_MEDIA_TYPE",
+    "QUEUE_NOT_FOUND",
+    "REDIS_FULL",
+    "REDIS_UNAVAILABLE",
+    "REQUEST_TIMEOUT",
+    "TOO_MANY_CONNECTIONS",
+    "FieldProblem",
+    "OverloadedError",
+    "Problem",
+    "ProblemError",
+    "ProblemType",
+    "from_conveyor_error",
+    "from_validation_error",
+    "make_handler",
+    "problem_for",
+    "render",
+    "report",
+]
 
 log = logging.getLogger("conveyor.api")
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-
-
-@dataclass(frozen=True)
-class ProblemType:
-    """A kind of problem: its URN slug, HTTP status and title."""
-
-    slug: str
-    status: int
-    title: str
-
-    @property
-    def uri(self) -> str:
-        return f"urn:conveyor:problem:{self.slug}"
-
-
+#: The API's own problem types (the shared ones are in services/problems.py).
 MALFORMED_JSON = ProblemType("malformed-json", 400, "Malformed JSON")
 UNAUTHORIZED = ProblemType("unauthorized", 401, "Missing or invalid API key")
-NOT_FOUND = ProblemType("not-found", 404, "No such endpoint")
-JOB_NOT_FOUND = ProblemType("job-not-found", 404, "Job not found")
-QUEUE_NOT_FOUND = ProblemType("queue-not-found", 404, "Queue not served here")
-METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed")
-JOB_STATE_CONFLICT = ProblemType("job-state-conflict", 409, "Not possible in the job's state")
 BODY_TOO_LARGE = ProblemType("body-too-large", 413, "Request body too large")
 UNSUPPORTED_MEDIA_TYPE = ProblemType("unsupported-media-type", 415, "Send application/json")
 INVALID_REQUEST = ProblemType("invalid-request", 422, "Invalid request")
@@ -66,16 +92,6 @@ INVALID_OPTIONS = ProblemType("invalid-options", 422, "Invalid job options")
 IDEMPOTENCY_KEY_REUSED = ProblemType(
     "idempotency-key-reused", 422, "Idempotency-Key reused for a different job"
 )
-#: Answered by the request guard (services/guard.py): CSRF and DNS rebinding.
-CROSS_SITE_REQUEST = ProblemType("cross-site-request", 403, "Cross-site request refused")
-HOST_NOT_ALLOWED = ProblemType("host-not-allowed", 421, "Host not served here")
-#: Answered by the server's protocol (services/serving.py), before the app sees a request.
-MALFORMED_REQUEST = ProblemType("malformed-request", 400, "Malformed HTTP request")
-REQUEST_TIMEOUT = ProblemType("request-timeout", 408, "Request timeout")
-TOO_MANY_CONNECTIONS = ProblemType("too-many-connections", 503, "Too many connections")
-INTERNAL = ProblemType("internal-error", 500, "Internal server error")
-REDIS_UNAVAILABLE = ProblemType("redis-unavailable", 503, "Redis is unavailable")
-REDIS_FULL = ProblemType("redis-full", 507, "Redis is full")
 OVERLOADED = ProblemType("overloaded", 503, "Too many enqueues waiting for Redis")
 
 ALL_TYPES = (
@@ -111,41 +127,6 @@ _BY_STATUS = {
     413: BODY_TOO_LARGE,
     415: UNSUPPORTED_MEDIA_TYPE,
 }
-
-
-class FieldProblem(BaseModel):
-    """One bad field: its dotted path from the body's root (``data.duration_ms``)."""
-
-    path: str
-    message: str
-    type: str
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details, with Conveyor's extension members."""
-
-    type: str = Field(description="urn:conveyor:problem:<slug>; see docs/api.md.")
-    title: str
-    status: int
-    detail: str
-    instance: str | None = Field(default=None, description="The request path.")
-    errors: list[FieldProblem] | None = Field(default=None, description="Each bad field.")
-    known_tasks: list[str] | None = Field(default=None, description="With unknown-task.")
-    job_id: str | None = None
-
-
-@dataclass(eq=False)
-class ProblemError(Exception):
-    """Raised inside the API to answer a problem directly."""
-
-    kind: ProblemType
-    detail: str
-    errors: list[FieldProblem] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return self.detail
 
 
 class OverloadedError(ConveyorError):
@@ -216,25 +197,18 @@ def from_conveyor_error(exc: ConveyorError, prefix: str = "") -> ProblemError:
     if isinstance(exc, JobOptionsError):
         problem = FieldProblem(path=prefix + "options", message=str(exc), type="invalid_option")
         return ProblemError(INVALID_OPTIONS, where + str(exc), [problem])
-    if isinstance(exc, JobNotFoundError):
-        return ProblemError(JOB_NOT_FOUND, str(exc), extra={"job_id": exc.job_id})
-    if isinstance(exc, JobStateError):
-        return ProblemError(JOB_STATE_CONFLICT, str(exc))
-    if isinstance(exc, RedisUnavailableError | OverloadedError):
-        kind = OVERLOADED if isinstance(exc, OverloadedError) else REDIS_UNAVAILABLE
-        return ProblemError(kind, str(exc))
+    if isinstance(exc, OverloadedError):
+        return ProblemError(OVERLOADED, str(exc))
+    shared = shared_problem(exc)  # a job not found or in the wrong state, Redis unavailable
+    if shared is not None:
+        return shared
     return ProblemError(INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
 def problem_for(exc: BaseException) -> ProblemError:
     """The problem that answers ``exc``, whatever raised it."""
-    if isinstance(exc, ProblemError):
-        return exc
-    if is_out_of_memory(exc):
-        return ProblemError(
-            REDIS_FULL,
-            "Redis is full (maxmemory reached, noeviction) and refuses writes; nothing was written",
-        )
+    if isinstance(exc, StarletteHTTPException):
+        return _http_problem(exc)
     if isinstance(exc, ConveyorError):
         return from_conveyor_error(exc)
     if isinstance(exc, RequestValidationError):
@@ -242,42 +216,20 @@ def problem_for(exc: BaseException) -> ProblemError:
         return ProblemError(INVALID_REQUEST, _summary(problems), problems)
     if isinstance(exc, ValidationError):
         return from_validation_error(exc)
-    if isinstance(exc, RedisError | TimeoutError | OSError):
-        reason = "did not answer in time" if isinstance(exc, TimeoutError) else str(exc)
-        return ProblemError(REDIS_UNAVAILABLE, f"Redis is unavailable: {reason or 'timeout'}")
-    if isinstance(exc, StarletteHTTPException):
-        kind = _BY_STATUS.get(exc.status_code)
-        if kind is None:
-            kind = ProblemType(f"http-{exc.status_code}", exc.status_code, str(exc.detail))
-        detail = str(exc.detail)
-        if exc.status_code == 404:
-            detail = "no such endpoint; see /openapi.json"
-        return ProblemError(kind, detail, headers=dict(exc.headers or {}))
+    shared = shared_problem(exc)  # a ProblemError raised as such; Redis full or unavailable
+    if shared is not None:
+        return shared
     return ProblemError(INTERNAL, "the server hit an unexpected error; it has been logged")
 
 
-def render(problem: ProblemError, instance: str | None, retry_after_s: int) -> Response:
-    """The problem+json response (503s carry Retry-After)."""
-    body: dict[str, Any] = {
-        "type": problem.kind.uri,
-        "title": problem.kind.title,
-        "status": problem.kind.status,
-        "detail": problem.detail,
-    }
-    if instance is not None:
-        body["instance"] = instance
-    if problem.errors:
-        body["errors"] = [p.model_dump() for p in problem.errors]
-    body.update(problem.extra)
-    headers = dict(problem.headers)
-    if problem.kind.status == 503:
-        headers["Retry-After"] = str(retry_after_s)
-    return Response(
-        orjson.dumps(body),
-        status_code=problem.kind.status,
-        headers=headers,
-        media_type=PROBLEM_MEDIA_TYPE,
-    )
+def _http_problem(exc: StarletteHTTPException) -> ProblemError:
+    kind = _BY_STATUS.get(exc.status_code)
+    if kind is None:
+        kind = ProblemType(f"http-{exc.status_code}", exc.status_code, str(exc.detail))
+    detail = str(exc.detail)
+    if exc.status_code == 404:
+        detail = "no such endpoint; see /openapi.json"
+    return ProblemError(kind, detail, headers=dict(exc.headers or {}))
 
 
 def report(problem: ProblemError, exc: BaseException, method: str, path: str) -> None:

@@ -2,7 +2,8 @@
 
 Whatever the number of browsers, Redis is read once per tick: a ``Broadcaster`` runs while at
 least one subscriber listens and hands each the newest snapshot (a slow browser skips to the
-newest, it never makes a backlog).
+newest, it never makes a backlog). FastAPI's ``EventSourceResponse`` writes the wire format
+and the keep-alive comments (every 15 s of silence, so proxies keep the stream open).
 """
 
 from __future__ import annotations
@@ -14,19 +15,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from fastapi.sse import ServerSentEvent
 from redis.exceptions import RedisError
 
 log = logging.getLogger("conveyor.monitor")
 
-#: A comment line is sent when nothing changed for this long, so proxies keep the stream open.
-KEEPALIVE_S = 15.0
 #: What the browser waits before reconnecting after a drop (ms).
 RECONNECT_MS = 2000
-
-
-def sse_message(event: str, data: str) -> str:
-    """One event in the text/event-stream format (``data`` must be one line: JSON is)."""
-    return f"event: {event}\ndata: {data}\n\n"
 
 
 class Broadcaster:
@@ -35,14 +30,14 @@ class Broadcaster:
     def __init__(self, source: Callable[[], Awaitable[dict[str, Any]]], interval_s: float) -> None:
         self.source = source
         self.interval_s = interval_s
-        self.latest: str | None = None
-        self._subscribers: set[asyncio.Queue[str]] = set()
+        self.latest: ServerSentEvent | None = None
+        self._subscribers: set[asyncio.Queue[ServerSentEvent]] = set()
         self._task: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[str]]:
-        """A queue receiving each new snapshot (as SSE text) while the context is open."""
-        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[ServerSentEvent]]:
+        """A queue receiving each new snapshot (as an event) while the context is open."""
+        queue: asyncio.Queue[ServerSentEvent] = asyncio.Queue(maxsize=1)
         if self.latest is not None:
             queue.put_nowait(self.latest)
         self._subscribers.add(queue)
@@ -56,10 +51,12 @@ class Broadcaster:
     async def _poll(self) -> None:
         while self._subscribers:
             try:
-                message = sse_message("overview", json.dumps(await self.source()))
+                snapshot = json.dumps(await self.source())
+                message = ServerSentEvent(event="overview", raw_data=snapshot)
             except (RedisError, OSError) as exc:
                 log.warning("monitor_poll_failed", extra={"fields": {"error": str(exc)}})
-                message = sse_message("trouble", json.dumps({"error": str(exc)}))
+                trouble = json.dumps({"error": str(exc)})
+                message = ServerSentEvent(event="trouble", raw_data=trouble)
             if message != self.latest:
                 self.latest = message
                 for queue in list(self._subscribers):
@@ -77,12 +74,9 @@ class Broadcaster:
                 await self._task
 
 
-async def event_stream(broadcaster: Broadcaster) -> AsyncIterator[str]:
-    """The body of ``GET /api/events``: snapshots as they change, keep-alives in between."""
+async def event_stream(broadcaster: Broadcaster) -> AsyncIterator[ServerSentEvent]:
+    """The events of ``GET /api/events``: the reconnect delay, then snapshots as they change."""
     async with broadcaster.subscribe() as queue:
-        yield f"retry: {RECONNECT_MS}\n\n"
+        yield ServerSentEvent(retry=RECONNECT_MS)
         while True:
-            try:
-                yield await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-            except TimeoutError:
-                yield ": keep-alive\n\n"
+            yield await queue.get()

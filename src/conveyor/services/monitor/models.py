@@ -1,0 +1,169 @@
+"""The monitor's JSON answers as typed models: FastAPI checks each answer against its model and
+the monitor's OpenAPI document (``/api/openapi.json``) describes them.
+
+Field names and shapes are the ones the dashboard (static/app.js) reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Me(BaseModel):
+    """Who is asking, and the dashboard's settings."""
+
+    user: str | None
+    role: str
+    can_act: bool
+    auth: bool = Field(description="Whether the monitor asks for credentials.")
+    refresh_s: float
+    history_minutes: int
+
+
+class Totals(BaseModel):
+    """Attempts counted since the stats began, over every task."""
+
+    completed: int
+    failed: int
+    retried: int
+    deferred: int
+
+
+class QueueOverview(BaseModel):
+    name: str
+    counts: dict[str, int]
+    paused: bool
+    workers: int
+    oldest_waiting_s: float
+    totals: Totals
+
+
+class Overview(BaseModel):
+    """Every queue's counts (also what ``/api/events`` pushes as ``overview`` events)."""
+
+    queues: list[QueueOverview]
+
+
+class Worker(BaseModel):
+    """A worker connection as Redis's CLIENT LIST shows it."""
+
+    queue: str
+    name: str
+    addr: str
+    age_s: int
+    idle_s: int
+
+
+class Workers(BaseModel):
+    workers: list[Worker]
+
+
+class JobRow(BaseModel):
+    """A job as one row of a list: no payload beyond a short preview."""
+
+    id: str
+    name: str
+    state: str
+    timestamp: int
+    processed_on: int | None
+    finished_on: int | None
+    attempts_made: int
+    attempts: Any = Field(description="The job's own attempts option, if it has one.")
+    progress: Any
+    delay: int
+    priority: int
+    failed_reason: str | None
+    data_preview: str
+    wait_ms: int | None = Field(description="From the last attempt's due time to its start.")
+    run_ms: int | None
+
+
+class JobPage(BaseModel):
+    jobs: list[JobRow]
+    total: int
+    page: int
+    size: int
+    searched: int | None = Field(description="For a search: how many jobs were looked at.")
+    truncated: bool = Field(description="For a search: whether older jobs were not.")
+
+
+class JobDetail(JobRow):
+    """Everything about one job: payload, options, attempts, progress, logs, failure."""
+
+    queue: str
+    data: Any
+    options: dict[str, Any]
+    attempts_started: int
+    stalled_count: int
+    return_value: Any
+    stacktrace: list[str]
+    logs: list[str]
+    failure_record: dict[str, str] | None
+    failure_record_key: str | None
+
+
+class ErrorGroup(BaseModel):
+    pattern: str
+    count: int
+    example: str
+    latest_ms: int
+    names: list[str]
+    job_ids: list[str]
+
+
+class ErrorGroups(BaseModel):
+    """The newest failed jobs grouped by the pattern of their reason, the biggest first."""
+
+    groups: list[ErrorGroup]
+    sampled: int
+    total_failed: int
+    is_sample: bool
+
+
+class HistoryPoint(BaseModel):
+    t: int = Field(description="Epoch seconds of the step's start.")
+    completed: float
+    failed: float
+    retried: float
+    wait_ms: float | None
+    run_ms: float | None
+
+
+class History(BaseModel):
+    minutes: int
+    step_s: int
+    points: list[HistoryPoint]
+
+
+class JobRetried(BaseModel):
+    retried: int
+    job_id: str
+
+
+class JobRemoved(BaseModel):
+    removed: int
+    job_id: str
+
+
+class FailedRetried(BaseModel):
+    retried: int
+    orphans: int = Field(description="Ids in the failed set whose job hash is gone.")
+    orphan_ids: list[str]
+
+
+class Paused(BaseModel):
+    paused: bool
+
+
+class Retried(BaseModel):
+    retried: int
+
+
+class Removed(BaseModel):
+    removed: int
+
+
+class Health(BaseModel):
+    status: str

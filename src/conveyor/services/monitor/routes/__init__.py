@@ -1,0 +1,1 @@
+"""The monitor's routes, one router per concern: pages and health, reading, acting."""
