@@ -70,7 +70,7 @@ class JobRow(BaseModel):
     processed_on: int | None
     finished_on: int | None
     attempts_made: int
-    attempts: Any = Field(description="The job's own attempts option, if it has one.")
+    attempts: int = Field(description="The attempts a worker gives the job (conveyor.policy).")
     progress: Any
     delay: int
     priority: int
