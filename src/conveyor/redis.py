@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -23,8 +22,9 @@ from redis.exceptions import (
 from conveyor.backoff import capped_backoff
 from conveyor.config import EvictionCheck
 from conveyor.errors import ConfigurationError, RedisPolicyError, RedisUnavailableError
+from conveyor.log import get_logger
 
-log = logging.getLogger("conveyor.redis")
+log = get_logger("conveyor.redis")
 
 #: How long one connection attempt may take before it counts as a failure.
 CONNECT_TIMEOUT_S = 2.0
@@ -126,7 +126,7 @@ async def wait_until_ready(client: Redis, url: str, wait_s: float) -> None:
                 raise RedisUnavailableError(
                     f"Redis at {redact_url(url)} did not answer within {wait_s:g} s: {exc}"
                 ) from exc
-            log.info("redis_waiting", extra={"fields": {"url": redact_url(url), "error": str(exc)}})
+            log.info("redis_waiting", url=redact_url(url), error=str(exc))
             await asyncio.sleep(delay)
 
 
@@ -141,7 +141,7 @@ async def check_eviction_policy(client: Redis, mode: EvictionCheck) -> str:
         )
         if mode is EvictionCheck.REFUSE:
             raise RedisPolicyError(message + " or set CONVEYOR_EVICTION_CHECK=warn.")
-        log.warning("redis_eviction_policy", extra={"fields": {"policy": policy}})
+        log.warning("redis_eviction_policy", policy=policy)
     return policy
 
 

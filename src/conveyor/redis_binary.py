@@ -14,7 +14,6 @@ The data's major version is recorded in the folder beside it.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import subprocess
@@ -22,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conveyor.errors import EmbeddedRedisError
+from conveyor.log import get_logger
 
-log = logging.getLogger("conveyor.embedded")
+log = get_logger("conveyor.embedded")
 
 #: The file, in the data folder, that records which Redis major version wrote the data.
 VERSION_FILE = "redis-major-version"
@@ -131,14 +131,10 @@ def choose(folder: Path, found: list[RedisBinary] | None = None) -> RedisBinary:
     if newer:
         log.warning(
             "embedded_redis_upgrading_data",
-            extra={
-                "fields": {
-                    "data_dir": str(folder),
-                    "from_major": major,
-                    "binary": newer[0].describe(),
-                    "note": "older Redis versions cannot read the data afterwards",
-                }
-            },
+            data_dir=str(folder),
+            from_major=major,
+            binary=newer[0].describe(),
+            note="older Redis versions cannot read the data afterwards",
         )
         return newer[0]
     have = ", ".join(b.describe() for b in found)

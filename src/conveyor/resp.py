@@ -14,7 +14,6 @@ call. A lost connection fails every command in flight; the next send connects ag
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 import time
 from collections import deque
@@ -30,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import ConfigurationError
+from conveyor.log import get_logger
 
 
 def _reply_error(message: str) -> ResponseError:
@@ -58,7 +58,7 @@ def _ssl_context(kw: dict[str, Any]) -> ssl.SSLContext:
 #: ConnectionError/TimeoutError instance when the connection failed before the reply came.
 ReplyCallback = Callable[[Any], None]
 
-log = logging.getLogger("conveyor.redis")
+log = get_logger("conveyor.redis")
 
 
 def ignore_reply(reply: Any) -> None:
@@ -247,9 +247,7 @@ class RespConnection:
                     await self.close()
                     raise AuthenticationError(str(reply))
                 if isinstance(reply, ResponseError):  # a name Redis refuses: go on unnamed
-                    log.warning(
-                        "redis_client_name_refused", extra={"fields": {"error": str(reply)}}
-                    )
+                    log.warning("redis_client_name_refused", error=str(reply))
             if self.want_client_id and isinstance(replies[-1], int):
                 self.client_id = replies[-1]
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 from bisect import bisect_left
@@ -36,8 +35,9 @@ from redis.exceptions import RedisError
 
 from conveyor._bullmq import CONVEYOR_KEY_SPACE
 from conveyor.hooks import JobEvent
+from conveyor.log import get_logger
 
-log = logging.getLogger("conveyor.stats")
+log = get_logger("conveyor.stats")
 
 #: Histogram bucket upper bounds for run and wait times (seconds); +Inf is implied.
 DURATION_BUCKETS_S: tuple[float, ...] = (
@@ -205,7 +205,7 @@ class StatsHooks:
         except (RedisError, OSError) as exc:
             pending.merge(self._pending)
             self._pending = pending
-            log.warning("stats_flush_failed", extra={"fields": {"error": str(exc)}})
+            log.warning("stats_flush_failed", error=str(exc))
             return False
         return True
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import resource
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,8 +35,9 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from conveyor.config import Settings
+from conveyor.log import get_logger
 
-log = logging.getLogger("conveyor.http")
+log = get_logger("conveyor.http")
 
 #: Longest time, and most bytes, read and dropped after an early answer before closing.
 LINGER_S = 5.0
@@ -156,7 +156,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
             cycle.message_event.set()
-        log.info("http_request_timeout", extra={"fields": {"phase": phase}})
+        log.info("http_request_timeout", phase=phase)
         self.transport.close()
 
     # --- connection ------------------------------------------------------------------------
@@ -293,13 +293,9 @@ def ensure_descriptors(limits: ConnectionLimits) -> None:
     if soft < needed:
         log.warning(
             "http_connection_cap_above_fd_limit",
-            extra={
-                "fields": {
-                    "max_connections": limits.max_connections,
-                    "open_files_limit": soft,
-                    "hint": "lower CONVEYOR_HTTP_MAX_CONNECTIONS or raise ulimit -n",
-                }
-            },
+            max_connections=limits.max_connections,
+            open_files_limit=soft,
+            hint="lower CONVEYOR_HTTP_MAX_CONNECTIONS or raise ulimit -n",
         )
 
 
