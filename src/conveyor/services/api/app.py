@@ -6,7 +6,6 @@ shutting down lets the pipelines on the wire finish and closes the client.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +23,7 @@ from conveyor import __version__
 from conveyor.client import QueueClient
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
+from conveyor.log import get_logger
 from conveyor.redis import redact_url
 from conveyor.registry import TaskRegistry, load_registry
 from conveyor.services.api.auth import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
@@ -44,7 +44,7 @@ from conveyor.services.api.state import ApiState
 from conveyor.services.guard import GuardMiddleware, Refusal, RequestGuard, Verdict
 from conveyor.services.redis_connection import open_checked
 
-log = logging.getLogger("conveyor.api")
+log = get_logger("conveyor.api")
 
 DESCRIPTION = """\
 Conveyor's HTTP API: add jobs to the queue, follow them, retry or cancel them.
@@ -126,15 +126,11 @@ def create_app(
         )
         log.info(
             "api_ready",
-            extra={
-                "fields": {
-                    "queue": settings.queue,
-                    "redis": redact_url(redis_url),
-                    "tasks": ",".join(tasks.names()),
-                    "auth": bool(settings.api_keys),
-                    "batching": settings.api_batch_enqueue,
-                }
-            },
+            queue=settings.queue,
+            redis=redact_url(redis_url),
+            tasks=",".join(tasks.names()),
+            auth=bool(settings.api_keys),
+            batching=settings.api_batch_enqueue,
         )
         try:
             yield
@@ -144,12 +140,8 @@ def create_app(
             await redis.aclose()
             log.info(
                 "api_stopped",
-                extra={
-                    "fields": {
-                        "pipelines": batcher.batches if batcher else 0,
-                        "batched_enqueues": batcher.operations if batcher else 0,
-                    }
-                },
+                pipelines=batcher.batches if batcher else 0,
+                batched_enqueues=batcher.operations if batcher else 0,
             )
 
     app = FastAPI(

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from conveyor.log import get_logger
 from conveyor.pipeline import resend_noscript
 from conveyor.services.api.problems import OverloadedError
 
-log = logging.getLogger("conveyor.api")
+log = get_logger("conveyor.api")
 
 #: Queues an operation's commands on a pipeline; answers how many it queued.
 Operation = Callable[[Pipeline], Awaitable[int]]
@@ -157,7 +157,4 @@ class PipelineBatcher:
                 self._flush()
                 await asyncio.sleep(0)
         with contextlib.suppress(Exception):
-            log.debug(
-                "api_batcher_closed",
-                extra={"fields": {"batches": self.batches, "operations": self.operations}},
-            )
+            log.debug("api_batcher_closed", batches=self.batches, operations=self.operations)

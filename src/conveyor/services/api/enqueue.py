@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from conveyor import lua
 from conveyor._bullmq import CONVEYOR_KEY_SPACE
 from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import ConveyorError, JobOptionsError
+from conveyor.log import get_logger
 from conveyor.services.api.batcher import PipelineBatcher
 from conveyor.services.api.gate import RedisGate
 from conveyor.services.api.idempotency import (
@@ -47,7 +47,7 @@ from conveyor.services.api.problems import (
     from_conveyor_error,
 )
 
-log = logging.getLogger("conveyor.api")
+log = get_logger("conveyor.api")
 
 #: Probe-and-add rounds an idempotent request makes when other writers keep changing its jobs.
 WATCH_ROUNDS = 5
@@ -259,8 +259,7 @@ class Enqueuer:
             if not sending.existed or not await self._committed(receipt, sending.connection):
                 raise
             log.warning(
-                "api_bulk_committed_late",
-                extra={"fields": {"jobs": len(jobs), "error": f"{type(exc).__name__}: {exc}"}},
+                "api_bulk_committed_late", jobs=len(jobs), error=f"{type(exc).__name__}: {exc}"
             )
         return [
             Accepted(job_id=job.job_id, name=job.name, created=not e)
