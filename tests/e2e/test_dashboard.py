@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from conveyor.config import Settings
 from conveyor.testing import wait_for_sync
-from tests.e2e.conftest import output_of
+from tests.e2e.conftest import output_of, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -182,9 +182,11 @@ def test_first_tab_has_jobs_and_a_job_completed_after_a_retry_reads_as_completed
     spawn: Callable[..., subprocess.Popen[str]],
     browser: Browser,
     settings: Settings,
+    service_env: dict[str, str],
 ) -> None:
     """The default tab was an empty `waiting` beside failures, and a job that succeeded after
-    a retry showed a red FAILURE block with every stack trace."""
+    a retry showed a red FAILURE block with every stack trace. The cleanup panel shows the
+    runs `conveyor cleanup` recorded."""
     monitor_port, api_port = _free_port(), _free_port()
     monitor = f"http://127.0.0.1:{monitor_port}"
     api = f"http://127.0.0.1:{api_port}"
@@ -207,6 +209,9 @@ def test_first_tab_has_jobs_and_a_job_completed_after_a_retry_reads_as_completed
         timeout=60,
     )
 
+    dry = run_cli("cleanup", "--once", "--dry-run", "--older-than", "1h", env=service_env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+
     page = browser.new_page(viewport={"width": 1400, "height": 1050})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -216,6 +221,10 @@ def test_first_tab_has_jobs_and_a_job_completed_after_a_retry_reads_as_completed
     expect(page.locator("#jobs tbody tr[data-job-id]")).to_have_count(1, timeout=UI_TIMEOUT_MS)
     processed = page.get_by_test_id("processed-all-time")
     assert "completed card" in (processed.get_attribute("title") or "")
+    run = page.get_by_test_id("cleanup-run")
+    expect(run).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(run).to_contain_text("0 / 0 / 0")  # nothing failed an hour ago
+    expect(run.get_by_test_id("cleanup-dry-run")).to_be_visible()
 
     page.goto(f"{monitor}/#/q/{settings.queue}/job/{retried}")
     expect(page.get_by_test_id("job-state")).to_have_text("completed", timeout=UI_TIMEOUT_MS)

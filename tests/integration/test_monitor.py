@@ -14,9 +14,12 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from conveyor.client import JobSpec, QueueClient
+from conveyor.clock import now_ms
 from conveyor.config import Settings
 from conveyor.jobs import JobState
+from conveyor.maintenance import RetentionPolicy
 from conveyor.registry import JobContext, TaskRegistry
+from conveyor.services import cleanup as cleanup_service
 from conveyor.testing import wait_for
 from conveyor.worker import Worker
 from tests.support.monitor import serve_monitor
@@ -536,3 +539,41 @@ async def test_dashboard_and_its_assets_are_served(monitor: httpx.AsyncClient) -
         reply = await monitor.get(asset)
         assert reply.status_code == 200, asset
         assert len(reply.text) > 1000
+
+
+# --- cleanup history -----------------------------------------------------------------------------
+async def test_the_cleanup_history_is_served_newest_first(
+    monitor: httpx.AsyncClient,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+    registry: TaskRegistry,
+    settings: Settings,
+    redis: Redis,
+) -> None:
+    client = make_client()
+    url = f"/api/queues/{settings.queue}/cleanup"
+    empty = (await monitor.get(url)).json()
+    assert empty == {"last_scheduled_run_ms": None, "runs": []}
+    await _fail_jobs(client, make_worker, registry, ["a", "b", "c"])
+    # Everything failed so far is older than a zero retention.
+    runs = cleanup_service.scheduler(settings, redis, RetentionPolicy(failed_s=0))
+    await runs.run_now(now_ms() + 1, dry_run=True)
+    await runs.run_now(now_ms() + 1)
+    reply = await monitor.get(url)
+    assert reply.status_code == 200
+    history = reply.json()
+    assert [(r["dry_run"], r["trigger"]) for r in history["runs"]] == [
+        (False, "manual"),
+        (True, "manual"),
+    ]
+    real, dry = history["runs"]
+    assert real["failed_jobs_removed"] == 3
+    assert real["failure_records_removed"] == 3
+    assert dry["failed_jobs_removed"] == 3  # what it would have removed
+    assert real["started_at_ms"] >= dry["started_at_ms"]
+    assert real["duration_ms"] >= 0
+    assert history["last_scheduled_run_ms"] is None  # manual runs leave the schedule alone
+    assert (await monitor.get("/api/queues/nope/cleanup")).status_code == 404
+    assert (
+        "CleanupHistory" in (await monitor.get("/api/openapi.json")).json()["components"]["schemas"]
+    )

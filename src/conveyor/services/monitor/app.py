@@ -21,7 +21,7 @@ from conveyor.services.monitor import problems
 from conveyor.services.monitor.actions import Actions
 from conveyor.services.monitor.auth import Access
 from conveyor.services.monitor.inspector import Inspector
-from conveyor.services.monitor.routes import acting, pages, reading
+from conveyor.services.monitor.routes import acting, cleanup, pages, reading
 from conveyor.services.monitor.sse import Broadcaster
 from conveyor.services.monitor.state import MonitorState
 from conveyor.services.redis_connection import open_checked
@@ -76,6 +76,6 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     )
     app.add_middleware(GuardMiddleware, guard=guard, render=problems.render_refusal)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
-    for router in (pages.router, reading.router, acting.router):
+    for router in (pages.router, reading.router, cleanup.router, acting.router):
         app.include_router(router)
     return app

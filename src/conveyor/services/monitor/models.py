@@ -167,3 +167,28 @@ class Removed(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class CleanupRun(BaseModel):
+    """One cleanup run of a queue (``conveyor cleanup``), as its history records it."""
+
+    trigger: str = Field(description="schedule, or manual (conveyor cleanup --once).")
+    dry_run: bool
+    started_at_ms: int
+    duration_ms: int
+    failed_retention_s: float
+    completed_retention_s: float | None
+    failed_jobs_removed: int
+    failure_records_removed: int
+    completed_jobs_removed: int
+    index_entries_dropped: int
+    runner: str = Field(description="host:pid of the process that ran it.")
+
+
+class CleanupHistory(BaseModel):
+    """The newest cleanup runs of a queue, newest first (the history keeps the last 100)."""
+
+    last_scheduled_run_ms: int | None = Field(
+        description="Start of the last scheduled run; the next is due one interval later."
+    )
+    runs: list[CleanupRun]

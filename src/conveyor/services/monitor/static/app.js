@@ -162,6 +162,7 @@
     loadJobs();
     loadErrors();
     loadWorkers();
+    loadCleanup();
     loadHistory();
   }
 
@@ -382,6 +383,24 @@
     $("#workers-hint").textContent = data.workers.length ? num(data.workers.length) + " connected" : "";
   }
 
+  async function loadCleanup() {
+    let data;
+    try { data = await api("/api/queues/" + q(ui.queue) + "/cleanup?limit=10"); } catch (err) { return; }
+    const body = $("#cleanup tbody");
+    body.textContent = "";
+    for (const r of data.runs) {
+      const removed = num(r.failed_jobs_removed) + " / " + num(r.failure_records_removed) + " / " + num(r.completed_jobs_removed);
+      body.appendChild(el("tr", { "data-testid": "cleanup-run", title: r.trigger + " run by " + (r.runner || "?") },
+        el("td", { title: stamp(r.started_at_ms) }, ago(r.started_at_ms),
+          r.trigger === "manual" ? el("span", { class: "badge", text: "manual" }) : null,
+          r.dry_run ? el("span", { class: "badge", "data-testid": "cleanup-dry-run", text: "dry run" }) : null),
+        el("td", { class: "num", text: removed }),
+        el("td", { class: "num", text: duration(r.duration_ms) })));
+    }
+    if (!data.runs.length) body.appendChild(el("tr", {}, el("td", { class: "empty", colspan: 3, text: "No cleanup run yet." })));
+    $("#cleanup-hint").textContent = data.last_scheduled_run_ms ? "last scheduled " + ago(data.last_scheduled_run_ms) : "";
+  }
+
   const THROUGHPUT = [
     { key: "completed", label: "completed", color: COLORS.completed, fill: true },
     { key: "failed", label: "failed", color: COLORS.failed },
@@ -477,7 +496,7 @@
     refreshTimer = setTimeout(() => {
       if (ui.jobId) { loadJob(); return; }
       loadJobs();
-      if (all) { loadErrors(); loadWorkers(); }
+      if (all) { loadErrors(); loadWorkers(); loadCleanup(); }
     }, 250);
   }
 
