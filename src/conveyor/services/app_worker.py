@@ -87,13 +87,16 @@ async def run_worker(
 
     Either way it stops as ``conveyor worker`` does: it takes no more jobs, lets the active
     ones finish within ``shutdown_grace_s`` and hands any still running back to the queue;
-    then a cancellation is re-raised and a signal returns. ``settings`` default to the
-    environment's (``load_settings()``); ``queue`` and ``concurrency`` override theirs. With
-    no ``redis_url`` it uses (and starts if needed) the embedded Redis of ``data_dir``, as the
-    commands do. Logs go through the ``logging`` module: configure it in the application.
-    ``hooks`` are called after Conveyor's own (logging, and the monitor's stats). Raises
-    ConfigurationError for a bad override, RedisUnavailableError or RedisPolicyError when
-    Redis does not answer in ``redis_wait_s`` or evicts keys."""
+    then a cancellation is re-raised and a signal returns. A second cancellation during that
+    wait ends it at once, leaving jobs still running to the stalled-job check.
+
+    ``settings`` default to the environment's (``load_settings()``); ``queue`` and
+    ``concurrency`` override theirs. With no ``redis_url`` it uses (and starts if needed) the
+    embedded Redis of ``data_dir``, as the commands do. Logs go through the ``logging``
+    module: configure it in the application. ``hooks`` are called after Conveyor's own
+    (logging, and the monitor's stats). Raises ConfigurationError for a bad override,
+    RedisUnavailableError or RedisPolicyError when Redis does not answer in ``redis_wait_s``
+    or evicts keys."""
     settings = settings if settings is not None else load_settings()
     overrides: dict[str, Any] = {}
     if queue is not None:
