@@ -11,7 +11,9 @@ Two batchers do this, and they stay two because they answer different callers:
   operation queues several commands through redis-py's pipeline API (a HEXISTS beside the add
   script), pipelines go out on up to ``api_redis_pipelines`` pooled connections at once, and
   every request has a deadline and can be refused (503) when too many wait: the API promises
-  an answer within ``CONVEYOR_API_REDIS_TIMEOUT_S``, which a shared connection cannot.
+  an answer within ``CONVEYOR_API_REDIS_TIMEOUT_S`` of each request's arrival, while
+  ``AutoPipeline``'s timeout is its connection's (the oldest reply awaited), and when it fires
+  every call in flight fails with the connection.
 
 What both share is the rule for scripts Redis forgot (a restart, a failover, SCRIPT FLUSH):
 a call answered NOSCRIPT did not run, so it is sent once more after its script is loaded; a
