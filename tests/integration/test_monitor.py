@@ -508,6 +508,9 @@ async def test_the_monitor_speaks_the_apis_problem_dialect(
         assert body["detail"]
     assert cases[2][0].json()["errors"][0]["path"] == "query.size"
     assert cases[1][0].json()["job_id"] == "ghost"
+    listed = (await monitor.get("/api/openapi.json")).json()["x-problem-types"]
+    for _, status, slug in cases:
+        assert listed[f"urn:conveyor:problem:{slug}"]["status"] == status
 
 
 async def test_read_only_monitor_refuses_every_action(

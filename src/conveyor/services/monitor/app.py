@@ -8,14 +8,16 @@ dependency (``state.Monitor``), the routers live in ``routes/``, every error lea
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
+from conveyor import __version__
 from conveyor.config import Settings
+from conveyor.log import get_logger
 from conveyor.services.guard import GuardMiddleware, RequestGuard
 from conveyor.services.monitor import problems
 from conveyor.services.monitor.actions import Actions
@@ -26,7 +28,7 @@ from conveyor.services.monitor.sse import Broadcaster
 from conveyor.services.monitor.state import MonitorState
 from conveyor.services.redis_connection import open_checked
 
-log = logging.getLogger("conveyor.monitor")
+log = get_logger("conveyor.monitor")
 
 
 def create_app(settings: Settings, redis_url: str) -> FastAPI:
@@ -50,10 +52,7 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
             broadcaster=Broadcaster(overview, settings.monitor_refresh_s),
         )
         app.state.monitor = state
-        log.info(
-            "monitor_ready",
-            extra={"fields": {"auth": access.enabled, "read_only": settings.monitor_read_only}},
-        )
+        log.info("monitor_ready", auth=access.enabled, read_only=settings.monitor_read_only)
         try:
             yield
         finally:
@@ -78,4 +77,15 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     for router in (pages.router, reading.router, cleanup.router, acting.router):
         app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=__version__, routes=app.routes)
+            doc["x-problem-types"] = {
+                t.uri: {"status": t.status, "title": t.title} for t in problems.MONITOR_TYPES
+            }
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -7,8 +7,6 @@ dashboard's own calls), where the API's job bodies are a 422.
 
 from __future__ import annotations
 
-import logging
-
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
@@ -17,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from conveyor.errors import ConveyorError
+from conveyor.log import get_logger
 from conveyor.services.guard import Refusal, Verdict
 from conveyor.services.monitor.inspector import UnknownQueueError
 from conveyor.services.monitor.jobs import InvalidRequestError
@@ -33,7 +32,7 @@ from conveyor.services.problems import (
     shared_problem,
 )
 
-log = logging.getLogger("conveyor.monitor")
+log = get_logger("conveyor.monitor")
 
 CREDENTIALS_REQUIRED = ProblemType("credentials-required", 401, "Valid credentials are required")
 ACTION_FORBIDDEN = ProblemType("action-forbidden", 403, "Not allowed to act")
@@ -86,20 +85,16 @@ def problem_for(exc: BaseException) -> ProblemError:
 async def handle(request: Request, exc: Exception) -> Response:
     """The monitor's one exception handler."""
     problem = problem_for(exc)
-    if problem.kind.status >= 500:
-        log.log(
-            logging.ERROR if problem.kind.status == 500 else logging.WARNING,
-            "monitor_request_failed",
-            exc_info=exc if problem.kind.status == 500 else None,
-            extra={
-                "fields": {
-                    "path": request.url.path,
-                    "status": problem.kind.status,
-                    "problem": problem.kind.slug,
-                    "error": f"{type(exc).__name__}: {exc}",
-                }
-            },
-        )
+    fields = {
+        "path": request.url.path,
+        "status": problem.kind.status,
+        "problem": problem.kind.slug,
+        "error": f"{type(exc).__name__}: {exc}",
+    }
+    if problem.kind.status == 500:
+        log.exception("monitor_request_failed", **fields)  # a bug: with its stack
+    elif problem.kind.status > 500:
+        log.warning("monitor_request_failed", **fields)
     return render(problem, request.url.path, None)
 
 

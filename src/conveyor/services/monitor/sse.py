@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi.sse import ServerSentEvent
 from redis.exceptions import RedisError
 
-log = logging.getLogger("conveyor.monitor")
+from conveyor.log import get_logger
+
+log = get_logger("conveyor.monitor")
 
 #: What the browser waits before reconnecting after a drop (ms).
 RECONNECT_MS = 2000
@@ -54,7 +55,7 @@ class Broadcaster:
                 snapshot = json.dumps(await self.source())
                 message = ServerSentEvent(event="overview", raw_data=snapshot)
             except (RedisError, OSError) as exc:
-                log.warning("monitor_poll_failed", extra={"fields": {"error": str(exc)}})
+                log.warning("monitor_poll_failed", error=str(exc))
                 trouble = json.dumps({"error": str(exc)})
                 message = ServerSentEvent(event="trouble", raw_data=trouble)
             if message != self.latest:
