@@ -26,7 +26,8 @@ from conveyor import lua
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
 from conveyor.failures import FailureStore, parse_sweep
-from conveyor.jobs import FailureKeys, JobState
+from conveyor.jobs import JobState
+from conveyor.keys import CONVEYOR_KEY_SPACE, FailureKeys
 from conveyor.pipeline import AutoPipeline
 from conveyor.resp import RespConnection, ignore_reply
 
@@ -135,8 +136,6 @@ _KEY_TYPES = (
 #: ``migrations`` set, the old ``delay`` key that obliterate still deletes, and the roots of
 #: the metrics (``metrics:completed``) and deduplication (``dn:{id}``) keys.
 _OTHER_KEY_NAMES = ("migrations", "delay", "metrics", "dn")
-#: Conveyor's own keys under a queue's prefix all start ``{prefix}:{queue}:conveyor:``.
-CONVEYOR_KEY_SPACE = "conveyor"
 #: A job hash field of Conveyor's own: when the job sent back for a retry (or put back) is due
 #: again, in ms. BullMQ keeps only the creation time and the last delay, which would count a
 #: retry's wait from the first enqueue, earlier attempts and backoff included.
@@ -374,7 +373,7 @@ class BullQueue:
         return self.base + job_id
 
     def failure_store(self, failed_key_prefix: str = "failedJobs") -> FailureStore:
-        """The failure records of this queue (see ``conveyor.jobs.FailureKeys``)."""
+        """The failure records of this queue (see ``conveyor.keys.FailureKeys``)."""
         keys = FailureKeys(self.prefix, self.name, failed_key_prefix)
         return FailureStore(self.redis, keys, failed_set=self.keys["failed"])
 

@@ -178,7 +178,7 @@ class QueueClient:
         # concurrent enqueues cost a few round trips, not one each. Closed by close().
         self._hot_path = RespConnection.like(redis) if pipelined else None
         self.bull = BullQueue(redis, queue, prefix, hot_path=self._hot_path)
-        #: This queue's failure records (``conveyor.jobs.FailureKeys`` says where they live).
+        #: This queue's failure records (``conveyor.keys.FailureKeys`` says where they live).
         self.records = self.bull.failure_store(failed_key_prefix)
         self._owns_redis = owns_redis
 
@@ -325,7 +325,7 @@ class QueueClient:
     async def failure_record(self, job_id: str) -> dict[str, str] | None:
         """The record of a permanently failed job, if any: ``failedJobs:{jobId}`` on the seed's
         queue, ``{prefix}:{queue}:conveyor:failed:{jobId}`` on any other (see
-        ``conveyor.jobs.FailureKeys``); a record an earlier version wrote is found too."""
+        ``conveyor.keys.FailureKeys``); a record an earlier version wrote is found too."""
         if not is_job_id(job_id):
             return None
         return await self.records.read(job_id)

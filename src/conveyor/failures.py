@@ -1,6 +1,6 @@
 """The failure-record store: Conveyor's own hash per permanently failed job.
 
-Where a record lives is ``conveyor.jobs.FailureKeys`` (``failedJobs:{jobId}`` for the seed's
+Where a record lives is ``conveyor.keys.FailureKeys`` (``failedJobs:{jobId}`` for the seed's
 queue, ``{prefix}:{queue}:conveyor:failed:{jobId}`` for every other one). Every write and
 delete here is one Lua script that checks the record's ``job_id``, ``queue`` and ``prefix``
 fields first, so no call for one queue can overwrite or delete another queue's record, even
@@ -25,7 +25,7 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from conveyor import lua
-from conveyor.jobs import FailureKeys
+from conveyor.keys import FailureKeys
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from conveyor.maintenance import (
     Cleaner,
     CleanupBusyError,
     CleanupKeys,
+    CleanupReport,
     CleanupScheduler,
     RetentionPolicy,
     read_last_run_ms,
@@ -297,3 +298,74 @@ async def test_a_garbled_last_run_counts_as_never_ran(
         with contextlib.suppress(asyncio.CancelledError):
             await loop
     assert CleanupKeys.for_queue(settings.prefix, settings.queue) == scheduler.keys
+
+
+def test_the_schedule_lives_in_the_queues_own_key_space(settings: Settings) -> None:
+    keys = CleanupKeys.for_queue(settings.prefix, settings.queue)
+    own = f"{settings.prefix}:{settings.queue}:conveyor:cleanup:"
+    assert (keys.lease, keys.last_run, keys.runs) == (
+        f"{own}lease",
+        f"{own}last-run",
+        f"{own}runs",
+    )
+    old = f"conveyor:cleanup:{settings.prefix}:{settings.queue}:"
+    assert (keys.legacy_lease, keys.legacy_last_run, keys.legacy_runs) == (
+        f"{old}lease",
+        f"{old}last-run",
+        f"{old}runs",
+    )
+
+
+async def test_an_upgrade_neither_skips_nor_repeats_a_run(
+    redis: Redis, replica: Callable[..., CleanupScheduler]
+) -> None:
+    """A deployment whose schedule an earlier version kept at conveyor:cleanup:{prefix}:{queue}:*
+    goes on from it: its last run counts, its history shows, and a replica of that version
+    still running (a rolling upgrade) neither runs beside this one nor repeats its run."""
+    t0 = now_ms()
+    scheduler = replica()
+    keys = scheduler.keys
+    old_run = CleanupReport(
+        queue=scheduler.cleaner.queue,
+        prefix=scheduler.cleaner.prefix,
+        trigger="schedule",
+        dry_run=False,
+        started_at_ms=t0 - DAY_MS // 2,
+        finished_at_ms=t0 - DAY_MS // 2,
+        failed_retention_s=7 * DAY_S,
+        failed_cutoff_ms=0,
+        completed_retention_s=None,
+        completed_cutoff_ms=None,
+        failed_jobs_removed=0,
+        failure_records_removed=0,
+        completed_jobs_removed=0,
+    )
+    await redis.set(keys.legacy_last_run, t0 - DAY_MS // 2)
+    await redis.lpush(keys.legacy_runs, old_run.to_json())
+
+    assert await scheduler.tick(t0) is None  # the old version ran half a day ago: not due
+    assert await read_last_run_ms(redis, keys) == t0 - DAY_MS // 2
+
+    due = t0 + DAY_MS // 2
+    await redis.set(keys.legacy_lease, "old-replica", px=60_000)  # an old replica runs now
+    assert await scheduler.tick(due) is None
+    assert not await redis.exists(keys.lease)  # it let go of its own lease too
+    await redis.delete(keys.legacy_lease)
+
+    report = await scheduler.tick(due)
+    assert report is not None
+    assert await redis.get(keys.last_run) == str(due)
+    # Kept in step, so the old replica, reading only its key, does not repeat the run.
+    assert await redis.get(keys.legacy_last_run) == str(due)
+    assert not await redis.exists(keys.lease, keys.legacy_lease)
+    runs = await read_runs(redis, keys)
+    assert [r.started_at_ms for r in runs] == [due, t0 - DAY_MS // 2]  # this version's first
+
+
+async def test_a_new_deployment_writes_no_legacy_key(
+    redis: Redis, replica: Callable[..., CleanupScheduler]
+) -> None:
+    scheduler = replica()
+    assert await scheduler.tick(now_ms()) is not None
+    keys = scheduler.keys
+    assert not await redis.exists(keys.legacy_last_run, keys.legacy_lease, keys.legacy_runs)

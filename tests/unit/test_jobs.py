@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor.errors import JobOptionsError
-from conveyor.jobs import FailureKeys
+from conveyor.keys import FailureKeys
 from conveyor.policy import (
     MAX_BACKOFF_MS,
     RetryPolicy,

@@ -4,6 +4,7 @@
 in bounded batches, ``schedule`` runs it once per interval across replicas.
 """
 
+from conveyor.keys import CleanupKeys
 from conveyor.maintenance.remover import Cleaner
 from conveyor.maintenance.retention import (
     CleanupReport,
@@ -16,7 +17,6 @@ from conveyor.maintenance.retention import (
 )
 from conveyor.maintenance.schedule import (
     CleanupBusyError,
-    CleanupKeys,
     CleanupScheduler,
     read_last_run_ms,
     read_runs,

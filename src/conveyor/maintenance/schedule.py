@@ -1,6 +1,8 @@
 """When cleanup runs: once per interval across every replica, on a schedule kept in Redis.
 
-Three keys per queue (``conveyor:cleanup:<prefix>:<queue>:...``):
+Three keys per queue (``<prefix>:<queue>:conveyor:cleanup:...``, ``conveyor.keys.CleanupKeys``;
+versions before kept them at ``conveyor:cleanup:<prefix>:<queue>:...``, which are still read,
+see ``CleanupKeys``):
 
 - ``last-run``: the start time (ms) of the last successful scheduled run. A replica runs when
   ``now >= last-run + interval``; a restarted replica reads it back, so restarts neither skip
@@ -29,6 +31,7 @@ from redis.exceptions import LockError, RedisError
 from conveyor import lua
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
+from conveyor.keys import CleanupKeys
 from conveyor.maintenance.remover import Cleaner
 from conveyor.maintenance.retention import CleanupReport, Trigger, is_due, iso_ms, next_due_ms
 
@@ -52,42 +55,49 @@ class CleanupBusyError(ConveyorError):
 
 @dataclass(frozen=True)
 class Lease:
-    """A held run lease: redis-py's lock, and its token (the finishing script checks it)."""
+    """A held run lease: redis-py's locks at the lease key and at the legacy one (so a replica
+    of an earlier version cannot run meanwhile), and their token (the finishing script
+    checks it)."""
 
-    lock: Lock
+    locks: tuple[Lock, ...]
     token: str
 
+    async def reacquire(self) -> None:
+        for lock in self.locks:
+            await lock.reacquire()
 
-@dataclass(frozen=True)
-class CleanupKeys:
-    """Where one queue's cleanup schedule and history live."""
-
-    lease: str
-    last_run: str
-    runs: str
-
-    @classmethod
-    def for_queue(cls, prefix: str, queue: str) -> CleanupKeys:
-        base = f"conveyor:cleanup:{prefix}:{queue}"
-        return cls(lease=f"{base}:lease", last_run=f"{base}:last-run", runs=f"{base}:runs")
+    async def release(self) -> None:
+        for lock in self.locks:
+            with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
+                await lock.release()
 
 
 async def read_runs(redis: Redis, keys: CleanupKeys, count: int = 20) -> list[CleanupReport]:
-    """The newest ``count`` run records, newest first (what the monitor shows)."""
-    raws = await redis.lrange(keys.runs, 0, count - 1)
+    """The newest ``count`` run records, newest first (what the monitor shows); those an
+    earlier version recorded at the legacy key come after this version's."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.lrange(keys.runs, 0, count - 1)
+        pipe.lrange(keys.legacy_runs, 0, count - 1)
+        current, legacy = await pipe.execute()
     reports = []
-    for raw in raws:
+    for raw in [*current, *legacy][:count]:
         with contextlib.suppress(ValueError, TypeError):
             reports.append(CleanupReport.from_json(str(raw)))
     return reports
 
 
-async def read_last_run_ms(redis: Redis, keys: CleanupKeys) -> int | None:
-    raw = await redis.get(keys.last_run)
+def _ms(raw: object) -> int | None:
     try:
-        return int(raw) if raw is not None else None
+        return int(str(raw)) if raw is not None else None
     except ValueError:
         return None
+
+
+async def read_last_run_ms(redis: Redis, keys: CleanupKeys) -> int | None:
+    """The later of the last-run times at the key and at the legacy key."""
+    times = [_ms(raw) for raw in await redis.mget(keys.last_run, keys.legacy_last_run)]
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
 
 
 class CleanupScheduler:
@@ -122,17 +132,23 @@ class CleanupScheduler:
 
     # --- the lease -------------------------------------------------------------------------------
     async def _acquire(self) -> Lease | None:
-        lock = self.redis.lock(
-            self.keys.lease, timeout=self.lease_ms / 1000, blocking=False, thread_local=False
-        )
         token = uuid.uuid4().hex
-        return Lease(lock, token) if await lock.acquire(token=token) else None
+        held: list[Lock] = []
+        for key in (self.keys.lease, self.keys.legacy_lease):
+            lock = self.redis.lock(
+                key, timeout=self.lease_ms / 1000, blocking=False, thread_local=False
+            )
+            if not await lock.acquire(token=token):
+                await Lease(tuple(held), token).release()
+                return None
+            held.append(lock)
+        return Lease(tuple(held), token)
 
     async def _keep_renewing(self, lease: Lease) -> None:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
             try:
-                await lease.lock.reacquire()  # back to the full lifetime
+                await lease.reacquire()  # back to the full lifetime
             except LockError:
                 log.warning("cleanup_lease_lost", extra={"fields": {"queue": self.cleaner.queue}})
                 return
@@ -144,7 +160,13 @@ class CleanupScheduler:
     ) -> None:
         """Record the run (and a scheduled run's time) and release the lease, in one script."""
         await self._finish(
-            keys=[self.keys.lease, self.keys.last_run, self.keys.runs],
+            keys=[
+                self.keys.lease,
+                self.keys.last_run,
+                self.keys.runs,
+                self.keys.legacy_lease,
+                self.keys.legacy_last_run,
+            ],
             args=[
                 "" if lease is None else lease.token,
                 "" if last_run_ms is None else last_run_ms,
@@ -163,8 +185,8 @@ class CleanupScheduler:
             await self._record(report, lease, now_ms if scheduled else None)
             return report
         except BaseException:
-            with contextlib.suppress(LockError, RedisError, OSError):
-                await lease.lock.release()
+            with contextlib.suppress(RedisError, OSError):
+                await lease.release()
             raise
         finally:
             renewal.cancel()
@@ -185,8 +207,7 @@ class CleanupScheduler:
             return None
         last = await read_last_run_ms(self.redis, self.keys)  # again, under the lease
         if not is_due(last, now_ms, self.interval_s):
-            with contextlib.suppress(LockError):  # expired meanwhile: nothing to release
-                await lease.lock.release()
+            await lease.release()
             self._wait_for_run(last)
             return None
         log.info(
@@ -251,7 +272,10 @@ class CleanupScheduler:
             return report
         lease = await self._acquire()
         if lease is None:
-            holder_ttl = await self.redis.pttl(self.keys.lease)
+            holder_ttl = max(
+                await self.redis.pttl(self.keys.lease),
+                await self.redis.pttl(self.keys.legacy_lease),
+            )
             raise CleanupBusyError(
                 f"another cleanup run of queue {self.cleaner.queue!r} is in progress "
                 f"(its lease expires within {max(holder_ttl, 0) / 1000:.0f} s); try again later"

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from conveyor._bullmq import CONVEYOR_KEY_SPACE
+from conveyor import keys
 from conveyor.hooks import JobEvent
 from conveyor.log import get_logger
 
@@ -57,17 +57,12 @@ _SECOND_METRICS = ("c", "f", "r", "n", "w", "d")
 _TOTAL_COUNTERS = ("completed", "failed", "retried", "deferred")
 
 
-def stats_base(prefix: str, queue: str) -> str:
-    """Where a queue's history keys start."""
-    return f"{prefix}:{queue}:{CONVEYOR_KEY_SPACE}:"
-
-
 def minute_key(prefix: str, queue: str, minute: int) -> str:
-    return f"{stats_base(prefix, queue)}ts:{minute}"
+    return keys.stats_minute(prefix, queue, minute)
 
 
 def totals_key(prefix: str, queue: str) -> str:
-    return f"{stats_base(prefix, queue)}totals"
+    return keys.stats_totals(prefix, queue)
 
 
 def bucket_label(bound: float) -> str:

@@ -6,7 +6,7 @@ Delivery is at-least-once. What happens if the process dies:
 - while a job runs: its lock expires; the stalled-job check (any worker's) puts it back in wait
   and it runs again. Handlers must be idempotent.
 - while finishing: each finish is one BullMQ script (atomic); a permanent failure and its
-  failure record (``conveyor.jobs.FailureKeys``) are written in one MULTI, so they cannot
+  failure record (``conveyor.keys.FailureKeys``) are written in one MULTI, so they cannot
   disagree.
 
 A job whose task this worker does not know is put back for another worker (see ``unknown``).

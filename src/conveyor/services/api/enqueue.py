@@ -25,8 +25,7 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
-from conveyor import lua
-from conveyor._bullmq import CONVEYOR_KEY_SPACE
+from conveyor import keys, lua
 from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import ConveyorError, JobOptionsError
 from conveyor.log import get_logger
@@ -236,7 +235,8 @@ class Enqueuer:
                 JobOptionsError("the same jobId appears twice in one bulk request")
             )
         key = jobs[0].key if jobs else None
-        receipt = f"{self.client.bull.base}{CONVEYOR_KEY_SPACE}:bulk:{uuid.uuid4().hex}"
+        bull = self.client.bull
+        receipt = keys.bulk_receipt(bull.prefix, bull.name, uuid.uuid4().hex)
         sending = _Sending()
         try:
             async with self.gate.open(self.gate.timeout_s + len(jobs) * self.bulk_s_per_job):

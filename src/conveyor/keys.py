@@ -1,0 +1,148 @@
+"""Every Redis key Conveyor owns (beside BullMQ's own, which ``conveyor._bullmq`` names), in
+one layout: a queue's keys live inside its own key space, ``{prefix}:{queue}:conveyor:``, so
+they share the queue's hash slot and go when the queue goes. Pure names, no I/O.
+
+=====================================================  ========================================
+``{prefix}:{queue}:conveyor:failed:{jobId}``           failure record (every queue but the
+                                                       seed's), ``FailureKeys``
+``{prefix}:{queue}:conveyor:failed-index``             its index by failure time (ms)
+``failedJobs:{jobId}``, ``failedJobs-index``           the seed's queue (``taskQueue`` under
+                                                       ``bull``): exactly where the seed's
+                                                       deployment reads them; kept as they are
+``{prefix}:{queue}:conveyor:ts:{minute}``, ``…:totals``  throughput history (observability.stats)
+``{prefix}:{queue}:conveyor:bulk:{uuid}``              a bulk enqueue's commit receipt (API)
+``{prefix}:{queue}:conveyor:cleanup:{lease,last-run,runs}``  cleanup schedule, ``CleanupKeys``
+=====================================================  ========================================
+
+Earlier versions kept the cleanup schedule at ``conveyor:cleanup:{prefix}:{queue}:*`` and
+failure records of other queues at ``failedJobs:*``; ``CleanupKeys.legacy_*`` and
+``FailureKeys.legacy_*`` name those, which readers still honour (docs/cleanup.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Conveyor's own keys under a queue's prefix all start ``{prefix}:{queue}:conveyor:``; no job
+#: may have this id (its hash would be the key space's root).
+CONVEYOR_KEY_SPACE = "conveyor"
+
+
+def queue_space(prefix: str, queue: str) -> str:
+    """The start of every key Conveyor owns for one queue: ``{prefix}:{queue}:conveyor:``."""
+    return f"{prefix}:{queue}:{CONVEYOR_KEY_SPACE}:"
+
+
+def bulk_receipt(prefix: str, queue: str, token: str) -> str:
+    """The key a bulk enqueue writes in its MULTI, proving it committed."""
+    return f"{queue_space(prefix, queue)}bulk:{token}"
+
+
+def stats_minute(prefix: str, queue: str, minute: int) -> str:
+    """One minute of a queue's throughput history (a hash)."""
+    return f"{queue_space(prefix, queue)}ts:{minute}"
+
+
+def stats_totals(prefix: str, queue: str) -> str:
+    """A queue's running totals (a hash)."""
+    return f"{queue_space(prefix, queue)}totals"
+
+
+@dataclass(frozen=True)
+class CleanupKeys:
+    """Where one queue's cleanup schedule and history live (``maintenance.schedule``):
+    ``{prefix}:{queue}:conveyor:cleanup:{lease,last-run,runs}``.
+
+    ``legacy_*`` are the keys of versions before this layout
+    (``conveyor:cleanup:{prefix}:{queue}:*``). The schedule reads the later of both last-run
+    times, keeps a legacy last-run that exists in step, takes both leases and shows both
+    histories, so a deployment that upgrades (even replica by replica) neither skips nor
+    repeats a run.
+    """
+
+    lease: str
+    last_run: str
+    runs: str
+    legacy_lease: str
+    legacy_last_run: str
+    legacy_runs: str
+
+    @classmethod
+    def for_queue(cls, prefix: str, queue: str) -> CleanupKeys:
+        base = f"{queue_space(prefix, queue)}cleanup"
+        legacy = f"conveyor:cleanup:{prefix}:{queue}"
+        return cls(
+            lease=f"{base}:lease",
+            last_run=f"{base}:last-run",
+            runs=f"{base}:runs",
+            legacy_lease=f"{legacy}:lease",
+            legacy_last_run=f"{legacy}:last-run",
+            legacy_runs=f"{legacy}:runs",
+        )
+
+
+def is_counter_id(job_id: str) -> bool:
+    """Whether ``job_id`` is a BullMQ counter id ("1", "2", ...), as BullMQ gives jobs added
+    without a custom id (Node.js producers). Conveyor never makes or accepts such ids."""
+    return job_id.isascii() and job_id.isdigit()
+
+
+#: The seed's deployment: queue ``taskQueue`` under BullMQ's default prefix ``bull``. Its
+#: permanent failures live at exactly ``failedJobs:{jobId}``, as the seed says.
+SEED_PREFIX = "bull"
+SEED_QUEUE = "taskQueue"
+
+
+@dataclass(frozen=True)
+class FailureKeys:
+    """Where one queue (prefix + name) keeps the records of its permanently failed jobs.
+
+    The one place that maps a job to its record key (worker, client, API, monitor and
+    cleanup all ask it):
+
+    - the seed's queue (``taskQueue`` under prefix ``bull``): ``failedJobs:{jobId}`` for every
+      id, BullMQ counter ids included, indexed in ``failedJobs-index`` (``failedJobs`` is the
+      ``failed_key_prefix`` setting);
+    - every other queue: inside its own key space, ``{prefix}:{queue}:conveyor:failed:{jobId}``,
+      indexed in ``{prefix}:{queue}:conveyor:failed-index``. Job ids never contain ``:``, so
+      no two queues' records can share a key.
+
+    ``legacy_record``/``legacy_index`` name where earlier versions wrote the same record
+    (``failedJobs:{jobId}``, or ``failedJobs:{queue}:{jobId}`` for counter ids, all queues in
+    ``failedJobs-index``): readers fall back to it when its ``queue`` and ``prefix`` fields
+    are this queue's, and cleanup drains it.
+    """
+
+    prefix: str
+    queue: str
+    failed_key_prefix: str = "failedJobs"
+
+    @property
+    def is_seed(self) -> bool:
+        return self.prefix == SEED_PREFIX and self.queue == SEED_QUEUE
+
+    @property
+    def record_base(self) -> str:
+        """The record key without the job id."""
+        if self.is_seed:
+            return f"{self.failed_key_prefix}:"
+        return f"{queue_space(self.prefix, self.queue)}failed:"
+
+    @property
+    def index(self) -> str:
+        """A sorted set of this queue's record keys scored by failure time (ms)."""
+        if self.is_seed:
+            return self.legacy_index
+        return f"{queue_space(self.prefix, self.queue)}failed-index"
+
+    @property
+    def legacy_index(self) -> str:
+        return f"{self.failed_key_prefix}-index"
+
+    def record(self, job_id: str) -> str:
+        return self.record_base + job_id
+
+    def legacy_record(self, job_id: str) -> str:
+        if is_counter_id(job_id):
+            return f"{self.failed_key_prefix}:{self.queue}:{job_id}"
+        return f"{self.failed_key_prefix}:{job_id}"
