@@ -36,6 +36,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from conveyor.config import Settings
 from conveyor.log import get_logger
+from conveyor.services.problems import (
+    MALFORMED_REQUEST,
+    PROBLEM_MEDIA_TYPE,
+    REQUEST_TIMEOUT,
+    TOO_MANY_CONNECTIONS,
+    ProblemType,
+)
 
 log = get_logger("conveyor.http")
 
@@ -67,16 +74,14 @@ class ConnectionLimits:
         )
 
 
-def problem_bytes(
-    status: int, reason: bytes, slug: str, title: str, detail: str, **headers: str
-) -> bytes:
+def problem_bytes(kind: ProblemType, reason: bytes, detail: str, **headers: str) -> bytes:
     """A whole HTTP/1.1 problem+json response that closes the connection."""
     body = orjson.dumps(
-        {"type": f"urn:conveyor:problem:{slug}", "title": title, "status": status, "detail": detail}
+        {"type": kind.uri, "title": kind.title, "status": kind.status, "detail": detail}
     )
     lines = [
-        b"HTTP/1.1 %d %s" % (status, reason),
-        b"content-type: application/problem+json",
+        b"HTTP/1.1 %d %s" % (kind.status, reason),
+        b"content-type: " + PROBLEM_MEDIA_TYPE.encode(),
         b"content-length: %d" % len(body),
         b"connection: close",
         *(f"{name}: {value}".encode("latin-1") for name, value in headers.items()),
@@ -146,10 +151,8 @@ class GuardedProtocol(HttpToolsProtocol):
             )
             self.transport.write(
                 problem_bytes(
-                    408,
+                    REQUEST_TIMEOUT,
                     b"Request Timeout",
-                    "request-timeout",
-                    "Request timeout",
                     f"the request's {phase} did not arrive within {seconds:g} s",
                 )
             )
@@ -171,10 +174,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = True
         self.transport.write(
             problem_bytes(
-                503,
+                TOO_MANY_CONNECTIONS,
                 b"Service Unavailable",
-                "too-many-connections",
-                "Too many connections",
                 f"this server holds {self.limits.max_connections} connections already",
                 **{"retry-after": "1"},
             )
@@ -203,9 +204,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """Malformed HTTP: a problem+json 400 instead of uvicorn's text/plain."""
         self._disarm()
-        self.transport.write(
-            problem_bytes(400, b"Bad Request", "malformed-request", "Malformed HTTP request", msg)
-        )
+        self.transport.write(problem_bytes(MALFORMED_REQUEST, b"Bad Request", msg))
         self.transport.close()
 
     # --- requests --------------------------------------------------------------------------
