@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, overload
 
 if TYPE_CHECKING:
     from conveyor.client import JobView, QueueClient
@@ -17,8 +17,23 @@ T = TypeVar("T")
 POLL_INTERVAL_S = 0.01
 
 
+@overload
 async def wait_for(
-    predicate: Callable[[], T | Awaitable[T]], timeout: float = 10.0, *, message: str = ""
+    predicate: Callable[[], Awaitable[T | None]], timeout: float = 10.0, *, message: str = ""
+) -> T: ...
+
+
+@overload
+async def wait_for(
+    predicate: Callable[[], T | None], timeout: float = 10.0, *, message: str = ""
+) -> T: ...
+
+
+async def wait_for(
+    predicate: Callable[[], T | Awaitable[T | None] | None],
+    timeout: float = 10.0,
+    *,
+    message: str = "",
 ) -> T:
     """Poll ``predicate`` (sync or async) until it returns something truthy; answer it.
 

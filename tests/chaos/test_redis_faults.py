@@ -112,7 +112,9 @@ async def _run_fault(
     states = await states_now()
     executions = dict(
         zip(
-            accepted, [int(n) for n in await redis.hmget("chaos:executions", accepted)], strict=True
+            accepted,
+            [int(n or 0) for n in await redis.hmget("chaos:executions", accepted)],
+            strict=True,
         )
     )
     twice = {job for job, n in executions.items() if n > 1}
@@ -145,7 +147,9 @@ async def test_redis_killed_and_restarted(chaos: Chaos, report: Callable[..., No
         redis.start()
 
     figures = await _run_fault(chaos, kill, restart, down_s=3)
-    assert figures["answers"].get("503", 0) > 0, figures  # type: ignore[union-attr]
+    answers = figures["answers"]
+    assert isinstance(answers, dict)
+    assert answers.get("503", 0) > 0, figures
     report(faults="SIGKILL Redis once, restart after 3 s", **figures)
 
 

@@ -70,7 +70,7 @@ async def test_crash_storm_loses_no_job(
         os.killpg(workers[victim].pid, signal.SIGKILL)
         workers[victim].wait()
         kills += 1
-        at_risk |= set(await redis.lrange(f"{chaos.prefix}:{chaos.queue}:active", 0, -1))
+        at_risk |= set(map(str, await redis.lrange(f"{chaos.prefix}:{chaos.queue}:active", 0, -1)))
         workers[victim] = chaos.spawn("worker", "--concurrency", "25", **storm)
     drained_s = time.monotonic() - started
 

@@ -66,6 +66,7 @@ def test_embedded_redis_outlives_the_command_that_started_it(
     job_url = f"{base}/jobs/{job.json()['id']}"
     wait_for_sync(lambda: httpx.get(job_url).json()["state"] == "completed", timeout=60)
     status = run_cli("redis", "status", env=env)
+    assert url is not None
     assert status.stdout.startswith(url)
     assert "2 conveyor processes" in status.stdout
 

@@ -123,5 +123,5 @@ async def test_scripts_flushed_from_redis_are_loaded_again(redis: Redis) -> None
     assert await batcher.run(incr(2)) == [str(1), 3]
     await redis.script_flush()
     results = await asyncio.gather(batcher.run(incr(10)), batcher.run(incr(100)))
-    assert results == [[str(3), 13], [str(13), 113]]
+    assert list(results) == [[str(3), 13], [str(13), 113]]
     assert await redis.get(key) == "113"

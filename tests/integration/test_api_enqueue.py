@@ -261,7 +261,8 @@ async def test_body_over_the_limit_is_413_whether_declared_or_streamed(
         for start in range(0, len(big), 256):
             yield big[start : start + 256]
 
-    for overrides in ({}, {"api_fast_path": False}):
+    variants: list[dict[str, Any]] = [{}, {"api_fast_path": False}]
+    for overrides in variants:
         async with api_client(settings, redis_url, api_max_body_bytes=1024, **overrides) as api:
             declared = await api.post(
                 "/enqueue", content=big, headers={"content-type": "application/json"}

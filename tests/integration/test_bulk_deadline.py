@@ -48,7 +48,7 @@ async def test_the_bound_of_a_bulk_grows_with_its_size(
     async with api_client(
         settings, redis_url, api_redis_timeout_s=0.05, api_bulk_max_jobs=JOBS
     ) as api:
-        state = api._transport.app.state.api
+        state = api._transport.app.state.api  # type: ignore[attr-defined]
         request = EnqueueRequest(name="simulate", data={"duration_ms": 5})
         prepared = [state.enqueuer.prepare(request, None, i) for i in range(2000)]
         busy = redis.connection_pool.make_connection()
@@ -102,7 +102,7 @@ async def test_the_commit_proof_waits_for_what_the_cut_connection_sent(
     it sent, and the check answers only once that connection is gone: committed exactly when
     the EXEC was sent."""
     async with api_client(settings, redis_url) as api:
-        enqueuer = api._transport.app.state.api.enqueuer
+        enqueuer = api._transport.app.state.api.enqueuer  # type: ignore[attr-defined]
         receipt = f"{settings.prefix}:{settings.queue}:conveyor:bulk:test"
         cut = redis.connection_pool.make_connection()
         busy = redis.connection_pool.make_connection()

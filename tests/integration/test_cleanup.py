@@ -117,8 +117,8 @@ async def assert_consistent(redis: Redis, client: QueueClient, failed_prefix: st
     """Every record of this queue in the index has its job in the failed set and vice versa
     (for jobs that were not removed on failure), and every index entry has a record."""
     index = client.records.keys.index
-    failed_ids = set(await redis.zrange(client.bull.keys["failed"], 0, -1))
-    for record_key in await redis.zrange(index, 0, -1):
+    failed_ids = set(map(str, await redis.zrange(client.bull.keys["failed"], 0, -1)))
+    for record_key in map(str, await redis.zrange(index, 0, -1)):
         record = await redis.hgetall(record_key)
         assert record, f"index entry {record_key} has no record"
         assert record["job_id"] in failed_ids, f"{record_key}: its job left the failed set"

@@ -141,6 +141,7 @@ async def test_records_of_earlier_versions_are_found_retried_and_drained(
         failed_key_prefix=failed_prefix,
         policy=RetentionPolicy(failed_s=1),
     )
+    assert record is not None
     report = await cleaner.run(int(record["failed_at_ms"]) + 10_000)
     assert report.failure_records_removed >= 1
     assert not await redis.exists(keys.legacy_record(ids[2]))

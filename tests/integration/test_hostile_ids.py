@@ -47,7 +47,7 @@ def queue(make_client: Callable[..., QueueClient]) -> QueueClient:
 async def keys_of(redis: Redis, settings: Settings) -> dict[str, str]:
     """Every key under the test's prefix with its type: what Redis holds for this test."""
     names = sorted(await redis.keys(f"{settings.prefix}:*"))
-    return {name: await redis.type(name) for name in names}
+    return {str(name): str(await redis.type(name)) for name in names}
 
 
 def test_the_reserved_names_cover_bullmq_and_conveyor() -> None:

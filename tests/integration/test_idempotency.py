@@ -33,7 +33,7 @@ async def api(
 async def keys_of(redis: Redis, settings: Settings) -> dict[str, str]:
     """Every key under the test's prefix with its type: what Redis holds for this test."""
     names = sorted(await redis.keys(f"{settings.prefix}:*"))
-    return {name: await redis.type(name) for name in names}
+    return {str(name): str(await redis.type(name)) for name in names}
 
 
 def jobs(count: int) -> dict[str, Any]:

@@ -347,7 +347,7 @@ async def test_retry_all_failed_skips_and_reports_orphans(
     client = make_client()
     ids = await _fail_jobs(client, make_worker, registry, ["x"] * 5)
     failed_key = f"{settings.prefix}:{settings.queue}:failed"
-    scores = [float(s) for _, s in await redis.zrange(failed_key, 0, -1, withscores=True)]
+    scores = [float(s) for _, s in await redis.zrange(failed_key, 0, -1, withscores=True)]  # type: ignore[str-unpack]
     ghosts = {"ghost-first": scores[0] - 1, "ghost-middle": scores[2], "ghost-last": scores[-1] + 1}
     await redis.zadd(failed_key, ghosts)
 

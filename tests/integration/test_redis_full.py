@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -65,7 +66,7 @@ async def job_ids(client: QueueClient) -> set[str]:
     ],
 )
 async def test_the_api_answers_507_redis_full_and_writes_nothing(
-    own: Settings, server: RedisServer, admin: Redis, config: dict[str, object]
+    own: Settings, server: RedisServer, admin: Redis, config: dict[str, Any]
 ) -> None:
     client = QueueClient(admin, queue=own.queue, prefix=own.prefix, registry=registry)
     async with api_client(own, server.url, **config) as api:

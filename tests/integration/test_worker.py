@@ -4,6 +4,7 @@ backoff, fail for good into BullMQ's failed set and failedJobs:{jobId}."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -318,7 +319,7 @@ async def test_a_delayed_job_starts_on_time_not_on_redis_clock_tick(
     """Redis ends a blocking wait only on its clock tick (1 s at hz 1); the worker ends its
     wait itself at the due time. The margin is wide on purpose: this proves who woke the
     worker, not how fast (that is bench/, --only timeliness)."""
-    hz = (await redis.config_get("hz"))["hz"]
+    hz = str((await redis.config_get("hz"))["hz"])
     await redis.config_set("hz", 1)
     try:
         client = make_client(registry)
@@ -329,7 +330,7 @@ async def test_a_delayed_job_starts_on_time_not_on_redis_clock_tick(
             enqueued = time.monotonic()
             job_id = await client.enqueue("ok", options={"delay": 150})
             # Watch the handler, not Redis: any command would wake Redis and end the wait.
-            await wait_for(lambda job_id=job_id: runs.get(job_id), timeout=5)  # type: ignore[misc]
+            await wait_for(functools.partial(runs.get, job_id), timeout=5)
             delays.append(runs[job_id][0] - enqueued - 0.150)
         assert min(delays) >= -0.002  # never early
         assert max(delays) < 0.6  # Redis's own tick would be up to 1 s late
