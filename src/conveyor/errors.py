@@ -1,4 +1,27 @@
-"""The one error tree of Conveyor: everything raised on purpose derives from ConveyorError."""
+"""The one error tree of Conveyor: everything raised on purpose derives from ConveyorError.
+
+::
+
+    ConveyorError
+    ├── ConfigurationError
+    ├── RedisUnavailableError
+    ├── RedisPolicyError
+    ├── EmbeddedRedisError
+    ├── TaskError
+    │   ├── UnknownTaskError
+    │   ├── TaskCatalogueError
+    │   └── PayloadValidationError
+    ├── JobOptionsError
+    ├── JobNotFoundError
+    ├── JobStateError
+    ├── JobLockLostError
+    └── Unrecoverable
+
+The services add a few of their own at the edge (the API's ``OverloadedError``, the monitor's
+``InvalidRequestError`` and ``UnknownQueueError``, cleanup's ``CleanupBusyError``), each a
+``ConveyorError``; the HTTP services map every one to a problem type in one handler.
+``tests/unit/test_errors.py`` checks that this drawing matches the classes.
+"""
 
 from __future__ import annotations
 
