@@ -17,7 +17,7 @@ from typing import Any
 from bench.tasks import make_registry
 from bench.workers.protocol import Recorder, common_arguments, run_main
 from conveyor import JobEvent, Worker, WorkerHooks, WorkerOptions
-from conveyor._bullmq import Fetched, _fetched, dumps
+from conveyor._bullmq import Fetched, dumps, fetched
 from conveyor.hooks import HookChain, NoHooks
 from conveyor.observability.logging import LoggingHooks, configure_logging
 from conveyor.observability.stats import StatsHooks
@@ -65,7 +65,7 @@ def without_failure_records(worker: Worker) -> None:
         (moved,) = await auto.transaction([(bull._scripts["moveToFinished"], keys, args)], by_sha=1)
         if isinstance(moved, Exception):
             raise moved
-        return _fetched(moved)
+        return fetched(moved)
 
     bull.fail = fail  # type: ignore[method-assign]
 

@@ -1,5 +1,6 @@
 """Conveyor: a distributed task queue for Python that keeps jobs in the BullMQ format."""
 
+from conveyor._bullmq import JobRecord
 from conveyor.client import JobSpec, JobView, QueueClient
 from conveyor.config import Settings, load_settings
 from conveyor.errors import (
@@ -33,6 +34,7 @@ __all__ = [
     "JobLockLostError",
     "JobNotFoundError",
     "JobOptionsError",
+    "JobRecord",
     "JobSpec",
     "JobState",
     "JobStateError",

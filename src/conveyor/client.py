@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from conveyor._bullmq import RESERVED_JOB_IDS, BullQueue, JobInfo, dumps, is_job_id
+from conveyor._bullmq import RESERVED_JOB_IDS, BullQueue, JobRecord, dumps, is_job_id
 from conveyor.config import Settings, load_settings
 from conveyor.embedded import running_url
 from conveyor.errors import (
@@ -70,7 +70,7 @@ class RetriedFailed:
 class JobView:
     """A job with its current state."""
 
-    info: JobInfo
+    info: JobRecord
     state: JobState
 
     @property
@@ -282,7 +282,7 @@ class QueueClient:
         if not is_job_id(job_id):
             raise JobNotFoundError(job_id, self.queue)
 
-    async def find_job(self, job_id: str) -> JobInfo | None:
+    async def find_job(self, job_id: str) -> JobRecord | None:
         """The job ``job_id`` names, or None (also for ids that cannot name a job)."""
         if not is_job_id(job_id):
             return None
@@ -295,7 +295,7 @@ class QueueClient:
             raise JobNotFoundError(job_id, self.queue)
         return JobView(info=info, state=state)
 
-    def max_attempts(self, info: JobInfo) -> int:
+    def max_attempts(self, info: JobRecord) -> int:
         """The attempts a worker gives this job (``conveyor.policy``): its own ``attempts``,
         else its task's (when this client's registry knows the task), else this client's
         default policy's. A Node.js job without ``attempts`` gets Conveyor's, not Node's 1."""
@@ -314,7 +314,7 @@ class QueueClient:
 
     async def list_jobs(
         self, state: JobState, start: int = 0, end: int = 49, *, ascending: bool = False
-    ) -> list[JobInfo]:
+    ) -> list[JobRecord]:
         ids = await self.bull.get_range([state], start, end, ascending=ascending)
         return await self.bull.get_jobs(ids)
 

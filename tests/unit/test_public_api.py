@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import conveyor
 
 
@@ -18,3 +20,13 @@ def test_everything_public_is_listed() -> None:
         if not name.startswith("_") and not isinstance(value, type(conveyor))
     }
     assert public == set(conveyor.__all__) - {"__version__"}
+
+
+def test_public_calls_answer_the_public_read_model() -> None:
+    """What QueueClient answers about a job is conveyor.JobRecord, not a private type."""
+    assert "JobRecord" in conveyor.__all__
+    assert typing.get_type_hints(conveyor.JobView)["info"] is conveyor.JobRecord
+    hints = typing.get_type_hints(conveyor.QueueClient.find_job)
+    assert hints["return"] == conveyor.JobRecord | None
+    hints = typing.get_type_hints(conveyor.QueueClient.list_jobs)
+    assert hints["return"] == list[conveyor.JobRecord]

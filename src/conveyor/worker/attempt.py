@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from conveyor._bullmq import BullQueue, JobInfo, dumps
+from conveyor._bullmq import BullQueue, JobRecord, dumps
 from conveyor.backoff import capped_backoff
 from conveyor.clock import now_ms
 from conveyor.errors import (
@@ -55,7 +55,7 @@ STACKTRACE_LIMIT = 10
 class _Context:
     """The JobContext handed to handlers."""
 
-    def __init__(self, bull: BullQueue, job: JobInfo, attempt: int) -> None:
+    def __init__(self, bull: BullQueue, job: JobRecord, attempt: int) -> None:
         self._bull = bull
         self._job = job
         self._attempt = attempt
@@ -133,7 +133,7 @@ class Attempts:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # --- the retry policy ----------------------------------------------------------------------
-    def policy(self, task: Task | None, job: JobInfo) -> RetryPolicy:
+    def policy(self, task: Task | None, job: JobRecord) -> RetryPolicy:
         policy, problem = effective_policy(job.options, self.options.default_policy, task)
         if problem is not None:
             # E.g. a Node.js job with a custom backoff strategy: it keeps its attempts and
@@ -141,12 +141,12 @@ class Attempts:
             log.warning("job_options_unsupported", job_id=job.id, error=str(problem))
         return policy
 
-    def max_attempts(self, task: Task | None, job: JobInfo) -> int:
+    def max_attempts(self, task: Task | None, job: JobRecord) -> int:
         """Attempts for the log line, without building the whole policy."""
         return max_attempts(job.options, self.options.default_policy, task)
 
     # --- one attempt ---------------------------------------------------------------------------
-    async def run(self, job: JobInfo, token: str) -> JobInfo | None:
+    async def run(self, job: JobRecord, token: str) -> JobRecord | None:
         """Run one attempt and record its outcome; answers the next job when one was fetched
         in the same call."""
         attempt = job.attempts_made + 1
@@ -208,7 +208,7 @@ class Attempts:
         return await self._completed(job, token, return_json, event, duration)
 
     async def _put_back(
-        self, job: JobInfo, token: str, event: JobEvent, unknown: UnknownTaskError
+        self, job: JobRecord, token: str, event: JobEvent, unknown: UnknownTaskError
     ) -> bool:
         """Put a job of an unknown task back for another worker; False when its time is up."""
         deferral = next_deferral(job.raw, now_ms(), self.options.unknown_task_timeout_s)
@@ -250,8 +250,8 @@ class Attempts:
 
     # --- recording the outcome -----------------------------------------------------------------
     async def _completed(
-        self, job: JobInfo, token: str, return_json: str, event: JobEvent, duration_ms: float
-    ) -> JobInfo | None:
+        self, job: JobRecord, token: str, return_json: str, event: JobEvent, duration_ms: float
+    ) -> JobRecord | None:
         fetch_next = not self._stopping.is_set()
         try:
             fetched = await self._persist(
@@ -260,7 +260,7 @@ class Attempts:
                     job.id,
                     token,
                     return_json,
-                    keep=_keep(job.options.get("removeOnComplete")),
+                    keep=_keep(job.remove_on_complete),
                     lock_duration_ms=self.options.lock_duration_ms,
                     fetch_next=fetch_next and first,
                 ),
@@ -286,14 +286,14 @@ class Attempts:
 
     async def _failed(
         self,
-        job: JobInfo,
+        job: JobRecord,
         token: str,
         exc: BaseException,
         policy: RetryPolicy,
         event: JobEvent,
         duration_ms: float,
         unrecoverable: bool,
-    ) -> JobInfo | None:
+    ) -> JobRecord | None:
         """Record a failed attempt (retry later, or fail for good with its failure record);
         answers the next job when the final failure fetched one."""
         error = utf8(describe(exc))
@@ -311,7 +311,7 @@ class Attempts:
                         delay_ms=delay,
                         error=error,
                         stacktrace=stack,
-                        lifo=bool(job.options.get("lifo")),
+                        lifo=job.lifo,
                     ),
                 )
                 self.hooks.job_retrying(replace(done, retry_delay_ms=delay))
@@ -326,7 +326,7 @@ class Attempts:
                     error=error,
                     stacktrace=stack,
                     attempts=policy.attempts,
-                    keep=_keep(job.options.get("removeOnFail")),
+                    keep=_keep(job.remove_on_fail),
                     lock_duration_ms=self.options.lock_duration_ms,
                     records=self._records,
                     failed_at_iso=failed_at.isoformat(timespec="milliseconds").replace(
@@ -366,5 +366,5 @@ class Attempts:
                 log.warning("redis_error", where="finish", job_id=job_id, error=describe(exc))
                 await asyncio.sleep(delay)
 
-    def _lock_lost(self, job: JobInfo, exc: BaseException) -> None:
+    def _lock_lost(self, job: JobRecord, exc: BaseException) -> None:
         log.warning("job_lock_lost", job_id=job.id, name=job.name, error=str(exc))

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from conveyor._bullmq import BullQueue, JobInfo
+from conveyor._bullmq import BullQueue, JobRecord
 from conveyor.backoff import capped_backoff
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
@@ -221,12 +221,12 @@ class Worker:
         log.warning("redis_error", where=where, error=describe(exc), retry_in_s=delay)
         await self._until(asyncio.sleep(delay))
 
-    def _start(self, job: JobInfo, token: str) -> None:
+    def _start(self, job: JobRecord, token: str) -> None:
         self._slots += 1
         task = asyncio.create_task(self._work(job, token), name=f"conveyor-job-{job.id}")
         self._active[job.id] = (token, task)
 
-    async def _work(self, job: JobInfo | None, token: str) -> None:
+    async def _work(self, job: JobRecord | None, token: str) -> None:
         try:
             while job is not None:
                 current = job

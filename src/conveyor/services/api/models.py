@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from conveyor._bullmq import RESERVED_JOB_IDS, JobInfo
+from conveyor._bullmq import RESERVED_JOB_IDS, JobRecord
 from conveyor.jobs import JobState
 from conveyor.policy import (
     MAX_ATTEMPTS,
@@ -225,7 +225,7 @@ class JobStatus(BaseModel):
     finished_at: datetime | None = None
 
     @classmethod
-    def of(cls, info: JobInfo, state: JobState, queue: str, *, max_attempts: int) -> JobStatus:
+    def of(cls, info: JobRecord, state: JobState, queue: str, *, max_attempts: int) -> JobStatus:
         """``max_attempts`` from ``QueueClient.max_attempts`` (``conveyor.policy``)."""
         return cls(
             id=info.id,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from conveyor._bullmq import JobInfo
+from conveyor._bullmq import JobRecord
 from conveyor.errors import JobNotFoundError
 from conveyor.jobs import COUNTED_STATES, JobState
 from conveyor.redis import memory_full
@@ -157,7 +157,7 @@ async def enqueue_bulk(
     return Response(orjson.dumps(content), status_code=201, media_type="application/json")
 
 
-def _status(state: ApiState, info: JobInfo, job_state: JobState) -> JobStatus:
+def _status(state: ApiState, info: JobRecord, job_state: JobState) -> JobStatus:
     return JobStatus.of(
         info, job_state, state.settings.queue, max_attempts=state.client.max_attempts(info)
     )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor._bullmq import JobInfo
+from conveyor._bullmq import JobRecord
 from conveyor.client import QueueClient
 from conveyor.errors import ConveyorError
 from conveyor.jobs import COUNTED_STATES, JobState
@@ -62,7 +62,7 @@ def error_pattern(reason: str | None) -> str:
     return _NUMBER.sub("<n>", line)
 
 
-def _wait_ms(info: JobInfo) -> int | None:
+def _wait_ms(info: JobRecord) -> int | None:
     """From the last attempt's due time to its start; None while that attempt has not begun
     (a retry waiting in delayed: its due time is after the last start)."""  # docs/monitor.md
     if info.processed_on is None or not info.timestamp:
@@ -71,13 +71,13 @@ def _wait_ms(info: JobInfo) -> int | None:
     return wait if wait >= 0 else None
 
 
-def _run_ms(info: JobInfo) -> int | None:
+def _run_ms(info: JobRecord) -> int | None:
     if info.processed_on is None or info.finished_on is None:
         return None
     return max(0, info.finished_on - info.processed_on)
 
 
-def job_row(info: JobInfo, state: JobState, max_attempts: int) -> dict[str, Any]:
+def job_row(info: JobRecord, state: JobState, max_attempts: int) -> dict[str, Any]:
     """A job as one row of a list: no payload beyond a short preview. ``max_attempts`` is
     ``QueueClient.max_attempts`` (``conveyor.policy``): what a worker gives the job."""
     preview = info.raw_data

@@ -1,165 +1,31 @@
-"""The BullMQ adapter: the only module that speaks BullMQ's key layout, Lua scripts and
-camelCase job hashes.
+"""``BullQueue``: the script calls of one BullMQ queue (prefix + name) on one Redis client.
 
-It runs the Lua scripts that ship inside the ``bullmq`` package (the same scripts Node.js
-BullMQ runs), so every job Conveyor writes is a BullMQ job, and converts what they return into
-Conveyor's snake_case values. Each call takes an optional pipeline so callers can batch.
+Every job Conveyor writes goes through BullMQ's own scripts (``scripts``), so it is a BullMQ
+job; what they return comes back decoded (``record``). Each call takes an optional pipeline
+so callers can batch.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-from dataclasses import dataclass, field
-from functools import cache, cached_property
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import bullmq
 import msgpack
-from pydantic_core import from_json
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from conveyor import lua
+from conveyor._bullmq.layout import FETCH_KEY_TYPES, KEY_TYPES
+from conveyor._bullmq.record import DUE_FIELD, JobRecord, as_dict, dumps
+from conveyor._bullmq.scripts import SCRIPT_FILES, script_error, script_source
 from conveyor.clock import now_ms
-from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
+from conveyor.errors import ConveyorError, JobStateError
 from conveyor.failures import FailureStore, parse_sweep
 from conveyor.jobs import JobState
-from conveyor.keys import CONVEYOR_KEY_SPACE, FailureKeys
+from conveyor.keys import FailureKeys
 from conveyor.pipeline import AutoPipeline
 from conveyor.resp import RespConnection, ignore_reply
-
-_COMMANDS_DIR = Path(bullmq.__file__).parent / "commands"
-
-#: Our name for each BullMQ script -> its file inside the bullmq package.
-_SCRIPT_FILES = {
-    "addStandardJob": "addStandardJob-9.lua",
-    "addDelayedJob": "addDelayedJob-6.lua",
-    "addPrioritizedJob": "addPrioritizedJob-9.lua",
-    "moveToActive": "moveToActive-11.lua",
-    "moveToFinished": "moveToFinished-14.lua",
-    "moveToDelayed": "moveToDelayed-11.lua",
-    "retryJob": "retryJob-11.lua",
-    "extendLocks": "extendLocks-1.lua",
-    "moveStalledJobsToWait": "moveStalledJobsToWait-9.lua",
-    "getCounts": "getCounts-1.lua",
-    "getStateV2": "getStateV2-8.lua",
-    "getRanges": "getRanges-1.lua",
-    "removeJob": "removeJob-2.lua",
-    "reprocessJob": "reprocessJob-9.lua",
-    "pause": "pause-7.lua",
-    "updateProgress": "updateProgress-3.lua",
-    "addLog": "addLog-2.lua",
-    "promote": "promote-9.lua",
-    "moveJobFromActiveToWait": "moveJobFromActiveToWait-9.lua",
-    "cleanJobsInSet": "cleanJobsInSet-3.lua",
-}
-
-#: Node.js BullMQ before 6 keeps a paused queue's waiting jobs in "paused", where BullMQ 6's
-#: scripts leave them in "wait": ``lua/paused_layout.lua`` (its comment says how) runs after
-#: each script that can put a job in "wait" (or pause), in the same script call.
-#: The scripts that can put a job in "wait" (or pause the queue) -> the position of the meta
-#: key in their KEYS. addDelayedJob and addPrioritizedJob only push to a wait list for parent
-#: jobs (flows), which Conveyor never creates.
-_PAUSED_LAYOUT_META_KEY = {
-    "addStandardJob": 3,
-    "moveToActive": 9,
-    "moveToFinished": 9,
-    "moveToDelayed": 7,
-    "retryJob": 5,
-    "moveStalledJobsToWait": 5,
-    "moveJobFromActiveToWait": 5,
-    "reprocessJob": 5,
-    "promote": 4,
-    "pause": 3,
-}
-
-
-@cache
-def _script_source(name: str) -> str:
-    """A pinned script's text; with the paused-layout guard run after it when it needs one."""
-    file = _SCRIPT_FILES[name]
-    source = (_COMMANDS_DIR / file).read_text()
-    meta = _PAUSED_LAYOUT_META_KEY.get(name)
-    if meta is None:
-        return source
-    if f"KEYS[{meta}]" not in source or "meta" not in source.split(f"KEYS[{meta}]", 1)[1][:40]:
-        raise ConveyorError(f"bullmq's {file} no longer has its meta key at KEYS[{meta}]")
-    resuming = "ARGV[1] == 'resumed'" if name == "pause" else "false"
-    return (
-        "local function conveyorBullmqScript()\n"
-        f"{source}\n"
-        "end\n"
-        f"{lua.source('paused_layout')}\n"
-        "local conveyorResult = conveyorBullmqScript()\n"
-        f"conveyorPausedLayout(KEYS[{meta}], {resuming})\n"
-        "return conveyorResult\n"
-    )
-
-
-#: The first keys of moveToActive and moveToFinished, in BullMQ's order.
-_FETCH_KEY_TYPES = (
-    "wait", "active", "prioritized", "events", "stalled", "limiter", "delayed", "paused",
-    "meta", "pc",
-)  # fmt: skip
-
-# BullMQ error codes returned by its scripts.
-_CODE_MISSING_JOB = -1
-_CODE_MISSING_LOCK = -2
-_CODE_NOT_IN_STATE = -3
-_CODE_LOCK_MISMATCH = -6
-
-_KEY_TYPES = (
-    "",
-    "active",
-    "wait",
-    "waiting-children",
-    "paused",
-    "completed",
-    "failed",
-    "delayed",
-    "repeat",
-    "stalled",
-    "limiter",
-    "prioritized",
-    "id",
-    "stalled-check",
-    "meta",
-    "pc",
-    "events",
-    "marker",
-    "de",
-)
-#: Names BullMQ keeps directly under a queue's prefix besides those above (QueueKeys): Node's
-#: ``migrations`` set, the old ``delay`` key that obliterate still deletes, and the roots of
-#: the metrics (``metrics:completed``) and deduplication (``dn:{id}``) keys.
-_OTHER_KEY_NAMES = ("migrations", "delay", "metrics", "dn")
-#: A job hash field of Conveyor's own: when the job sent back for a retry (or put back) is due
-#: again, in ms. BullMQ keeps only the creation time and the last delay, which would count a
-#: retry's wait from the first enqueue, earlier attempts and backoff included.
-DUE_FIELD = "cvDue"
-#: Ids no job may have: each one is (or roots) one of the queue's own keys, which a job hash
-#: (``{prefix}:{queue}:{id}``) would overwrite or a removal would delete.
-RESERVED_JOB_IDS = frozenset({*_KEY_TYPES, *_OTHER_KEY_NAMES, CONVEYOR_KEY_SPACE} - {""})
-
-
-def is_job_id(job_id: object) -> bool:
-    """Whether ``job_id`` can name a job of a queue at all: a non-empty string without ``:``
-    (every key beyond the job hash itself is ``{id}:…``) that is not one of the queue's own
-    key names. Anything else is answered "not found" without touching Redis."""
-    return (
-        isinstance(job_id, str)
-        and bool(job_id)
-        and ":" not in job_id
-        and job_id not in RESERVED_JOB_IDS
-    )
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON as BullMQ writes it (NaN refused, unicode kept)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 
 def _pack(value: Any) -> bytes:
@@ -174,135 +40,23 @@ def _flat(pairs: dict[str, Any]) -> list[Any]:
     return out
 
 
-def _as_dict(raw: Any) -> dict[str, str]:
-    if isinstance(raw, dict):
-        return raw
-    pairs = iter(raw or ())
-    return dict(zip(pairs, pairs, strict=False))
-
-
-def _loads(raw: str | None, default: Any) -> Any:
-    """Decode JSON text from a job hash, every integer exact whatever its size; text that is
-    not JSON comes back as it is.
-
-    pydantic-core's parser (the one the API validates requests with): as fast as orjson here,
-    but orjson turns integers beyond 64 bits into rounded floats (2**64 + 1 came back as
-    1.8446744073709552e19, and a typed task then failed "invalid payload").
-    """
-    if raw is None or raw == "":
-        return default
-    try:
-        return from_json(raw, allow_inf_nan=False)
-    except ValueError:
-        return raw
-
-
-def _int(raw: str | None) -> int:
-    if not raw:
-        return 0
-    try:
-        return int(raw)
-    except ValueError:
-        return 0
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    """A snapshot of one BullMQ job hash, in Conveyor's words.
-
-    The JSON fields a worker rarely needs (data, progress, return value, stack traces) are
-    decoded on first use: a worker takes thousands of jobs a second and reads only some.
-    """
-
-    id: str
-    name: str
-    options: dict[str, Any]
-    timestamp: int
-    attempts_made: int
-    attempts_started: int
-    stalled_count: int
-    delay: int
-    priority: int
-    processed_on: int | None
-    finished_on: int | None
-    failed_reason: str | None
-    deferred_failure: str | None
-    raw_data: str
-    #: The name of the worker (Conveyor or Node) that took the job last.
-    processed_by: str | None = None
-    #: The hash as read (decoded lazily by the properties below).
-    raw: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
-
-    @cached_property
-    def data(self) -> Any:
-        return _loads(self.raw_data, {})
-
-    @cached_property
-    def progress(self) -> Any:
-        return _loads(self.raw.get("progress"), 0)
-
-    @cached_property
-    def return_value(self) -> Any:
-        return _loads(self.raw.get("returnvalue"), None)
-
-    @property
-    def due_ms(self) -> int:
-        """When the current (or last) attempt became due: enqueue time plus delay for the
-        first; for a retry or a put-back, the due time recorded when it was sent back."""
-        recorded = self.raw.get(DUE_FIELD)
-        if recorded is not None and recorded.isdigit():
-            return int(recorded)
-        return self.timestamp + self.delay
-
-    @cached_property
-    def stacktrace(self) -> list[str]:
-        stack = _loads(self.raw.get("stacktrace"), [])
-        return [str(s) for s in stack] if isinstance(stack, list) else []
-
-    @classmethod
-    def from_hash(cls, job_id: str, raw: dict[str, str]) -> JobInfo:
-        """Decode a job hash as BullMQ (Node or Python) wrote it."""
-        get = raw.get
-        opts = _loads(get("opts"), {})
-        if not isinstance(opts, dict):
-            opts = {}
-        return cls(
-            id=job_id,
-            name=get("name", ""),
-            options=opts,
-            timestamp=_int(get("timestamp")),
-            attempts_made=_int(get("atm") or get("attemptsMade")),
-            attempts_started=_int(get("ats")),
-            stalled_count=_int(get("stc")),
-            delay=_int(get("delay")),
-            priority=_int(get("priority")),
-            processed_on=_int(get("processedOn")) or None,
-            finished_on=_int(get("finishedOn")) or None,
-            failed_reason=get("failedReason") or None,
-            deferred_failure=get("defa") or None,
-            raw_data=get("data", "{}"),
-            processed_by=get("pb") or None,
-            raw=raw,
-        )
-
-
 @dataclass(frozen=True)
 class Fetched:
     """What moveToActive (or a finish that fetched the next job) returned."""
 
-    job: JobInfo | None
+    job: JobRecord | None
     #: When rate limited: ms until the limit lifts.
     limit_until_ms: int = 0
     #: When nothing is ready: timestamp (ms) of the next delayed job, 0 if none.
     next_delayed_ms: int = 0
 
 
-def _fetched(raw: Any) -> Fetched:
+def fetched(raw: Any) -> Fetched:
     if not raw or not isinstance(raw, list | tuple):
         return Fetched(job=None)
     job = None
     if raw[0]:
-        job = JobInfo.from_hash(str(raw[1]), _as_dict(raw[0]))
+        job = JobRecord.from_hash(str(raw[1]), as_dict(raw[0]))
     limit = int(raw[2] or 0) if len(raw) > 2 else 0
     delayed = int(raw[3] or 0) if len(raw) > 3 else 0
     return Fetched(job=job, limit_until_ms=limit, next_delayed_ms=delayed)
@@ -313,17 +67,6 @@ def _state(raw: Any) -> JobState:
         return JobState(str(raw))
     except ValueError:
         return JobState.UNKNOWN
-
-
-def script_error(code: int, job_id: str, command: str, *, queue: str) -> ConveyorError:
-    """Translate a BullMQ script's negative return code into a Conveyor error."""
-    if code == _CODE_MISSING_JOB:
-        return JobNotFoundError(job_id, queue)
-    if code in (_CODE_MISSING_LOCK, _CODE_LOCK_MISMATCH):
-        return JobLockLostError(f"{command}: job {job_id} is no longer locked by this worker")
-    if code == _CODE_NOT_IN_STATE:
-        return JobStateError(f"{command}: job {job_id} is not in the expected state")
-    return ConveyorError(f"{command}: BullMQ script returned code {code} for job {job_id}")
 
 
 @dataclass(frozen=True)
@@ -362,11 +105,11 @@ class BullQueue:
         #: Set by a worker: stored on each job it takes as BullMQ's ``processedBy``.
         self.worker_name: str | None = None
         self.base = f"{prefix}:{name}:"
-        self.keys = {kind: f"{prefix}:{name}:{kind}" for kind in _KEY_TYPES}
+        self.keys = {kind: f"{prefix}:{name}:{kind}" for kind in KEY_TYPES}
         #: The keys BullMQ's moveToActive and moveToFinished start with (hot path: built once).
-        self._fetch_keys = self._keys(*_FETCH_KEY_TYPES)
+        self._fetch_keys = self._keys(*FETCH_KEY_TYPES)
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(_script_source(name)) for name in _SCRIPT_FILES
+            name: redis.register_script(script_source(name)) for name in SCRIPT_FILES
         }
 
     def job_key(self, job_id: str) -> str:
@@ -437,7 +180,7 @@ class BullQueue:
             }
         )
         raw = await self._run("moveToActive", keys, [self.base, now_ms(), opts], None)
-        return _fetched(raw)
+        return fetched(raw)
 
     def _processed_by(self) -> dict[str, str]:
         return {"name": self.worker_name} if self.worker_name else {}
@@ -520,11 +263,11 @@ class BullQueue:
         raw = await self._run("moveToFinished", keys, args, None)
         if isinstance(raw, int) and raw < 0:
             raise script_error(raw, job_id, "moveToFinished", queue=self.name)
-        return _fetched(raw)
+        return fetched(raw)
 
     async def fail(
         self,
-        job: JobInfo,
+        job: JobRecord,
         token: str,
         *,
         error: str,
@@ -583,7 +326,7 @@ class BullQueue:
             raise moved
         if isinstance(moved, int) and moved < 0:
             raise script_error(moved, job.id, "moveToFinished", queue=self.name)
-        return _fetched(moved)
+        return fetched(moved)
 
     async def retry_later(
         self,
@@ -720,16 +463,16 @@ class BullQueue:
             connection.send([("CLIENT", "UNBLOCK", blocking.client_id, "TIMEOUT")], [ignore_reply])
 
     # --- job and queue queries ---------------------------------------------------------------
-    async def get_job(self, job_id: str) -> JobInfo | None:
+    async def get_job(self, job_id: str) -> JobRecord | None:
         raw: dict[str, str] = await self.redis.hgetall(self.job_key(job_id))  # type: ignore[assignment]
-        return JobInfo.from_hash(job_id, raw) if raw else None
+        return JobRecord.from_hash(job_id, raw) if raw else None
 
-    async def get_jobs(self, job_ids: list[str]) -> list[JobInfo]:
+    async def get_jobs(self, job_ids: list[str]) -> list[JobRecord]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(self.job_key(job_id))
             raws = await pipe.execute()
-        return [JobInfo.from_hash(j, r) for j, r in zip(job_ids, raws, strict=True) if r]
+        return [JobRecord.from_hash(j, r) for j, r in zip(job_ids, raws, strict=True) if r]
 
     async def get_state(self, job_id: str, pipe: Pipeline | None = None) -> JobState:
         keys = self._keys(
@@ -739,13 +482,13 @@ class BullQueue:
         raw = await self._run("getStateV2", keys, [job_id, self.job_key(job_id)], pipe)
         return _state(raw)
 
-    async def get_job_with_state(self, job_id: str) -> tuple[JobInfo | None, JobState]:
+    async def get_job_with_state(self, job_id: str) -> tuple[JobRecord | None, JobState]:
         """The job hash and its state read in one MULTI, so they agree."""
         async with self.redis.pipeline(transaction=True) as pipe:
             await self.get_state(job_id, pipe)
             await pipe.hgetall(self.job_key(job_id))
             state, raw = await pipe.execute()
-        info = JobInfo.from_hash(job_id, raw) if raw else None
+        info = JobRecord.from_hash(job_id, raw) if raw else None
         return info, _state(state)
 
     async def get_counts(self, states: list[JobState]) -> dict[JobState, int]:

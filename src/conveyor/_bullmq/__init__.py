@@ -1,0 +1,30 @@
+"""The BullMQ adapter: the only package that speaks BullMQ's key layout, Lua scripts and
+camelCase job hashes.
+
+- ``scripts``: the Lua scripts that ship inside the ``bullmq`` package (the same scripts
+  Node.js BullMQ runs), with Conveyor's paused-layout guard, and their error codes;
+- ``layout``: BullMQ's keys of a queue, and which ids can name a job;
+- ``record``: a job hash decoded into ``JobRecord`` (the public read model);
+- ``queue``: ``BullQueue``, the script calls of one queue (each takes an optional pipeline
+  so callers can batch).
+
+Conveyor's own keys are ``conveyor.keys``; its own Lua is ``conveyor.lua``.
+"""
+
+from conveyor._bullmq.layout import RESERVED_JOB_IDS, is_job_id
+from conveyor._bullmq.queue import BullQueue, CleanedBatch, Fetched, fetched
+from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
+from conveyor._bullmq.scripts import script_error
+
+__all__ = [
+    "DUE_FIELD",
+    "RESERVED_JOB_IDS",
+    "BullQueue",
+    "CleanedBatch",
+    "Fetched",
+    "JobRecord",
+    "dumps",
+    "fetched",
+    "is_job_id",
+    "script_error",
+]

@@ -1,0 +1,98 @@
+"""BullMQ's Lua scripts as Conveyor runs them: the pinned files inside the ``bullmq`` package
+(the same scripts Node.js BullMQ runs), each with the paused-layout guard where it needs one,
+and the translation of their error codes."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import bullmq
+
+from conveyor import lua
+from conveyor.errors import ConveyorError, JobLockLostError, JobNotFoundError, JobStateError
+
+_COMMANDS_DIR = Path(bullmq.__file__).parent / "commands"
+
+#: Our name for each BullMQ script -> its file inside the bullmq package.
+SCRIPT_FILES = {
+    "addStandardJob": "addStandardJob-9.lua",
+    "addDelayedJob": "addDelayedJob-6.lua",
+    "addPrioritizedJob": "addPrioritizedJob-9.lua",
+    "moveToActive": "moveToActive-11.lua",
+    "moveToFinished": "moveToFinished-14.lua",
+    "moveToDelayed": "moveToDelayed-11.lua",
+    "retryJob": "retryJob-11.lua",
+    "extendLocks": "extendLocks-1.lua",
+    "moveStalledJobsToWait": "moveStalledJobsToWait-9.lua",
+    "getCounts": "getCounts-1.lua",
+    "getStateV2": "getStateV2-8.lua",
+    "getRanges": "getRanges-1.lua",
+    "removeJob": "removeJob-2.lua",
+    "reprocessJob": "reprocessJob-9.lua",
+    "pause": "pause-7.lua",
+    "updateProgress": "updateProgress-3.lua",
+    "addLog": "addLog-2.lua",
+    "promote": "promote-9.lua",
+    "moveJobFromActiveToWait": "moveJobFromActiveToWait-9.lua",
+    "cleanJobsInSet": "cleanJobsInSet-3.lua",
+}
+
+#: Node.js BullMQ before 6 keeps a paused queue's waiting jobs in "paused", where BullMQ 6's
+#: scripts leave them in "wait": ``lua/paused_layout.lua`` (its comment says how) runs after
+#: each script that can put a job in "wait" (or pause), in the same script call.
+#: The scripts that can put a job in "wait" (or pause the queue) -> the position of the meta
+#: key in their KEYS. addDelayedJob and addPrioritizedJob only push to a wait list for parent
+#: jobs (flows), which Conveyor never creates.
+_PAUSED_LAYOUT_META_KEY = {
+    "addStandardJob": 3,
+    "moveToActive": 9,
+    "moveToFinished": 9,
+    "moveToDelayed": 7,
+    "retryJob": 5,
+    "moveStalledJobsToWait": 5,
+    "moveJobFromActiveToWait": 5,
+    "reprocessJob": 5,
+    "promote": 4,
+    "pause": 3,
+}
+
+
+@cache
+def script_source(name: str) -> str:
+    """A pinned script's text; with the paused-layout guard run after it when it needs one."""
+    file = SCRIPT_FILES[name]
+    source = (_COMMANDS_DIR / file).read_text()
+    meta = _PAUSED_LAYOUT_META_KEY.get(name)
+    if meta is None:
+        return source
+    if f"KEYS[{meta}]" not in source or "meta" not in source.split(f"KEYS[{meta}]", 1)[1][:40]:
+        raise ConveyorError(f"bullmq's {file} no longer has its meta key at KEYS[{meta}]")
+    resuming = "ARGV[1] == 'resumed'" if name == "pause" else "false"
+    return (
+        "local function conveyorBullmqScript()\n"
+        f"{source}\n"
+        "end\n"
+        f"{lua.source('paused_layout')}\n"
+        "local conveyorResult = conveyorBullmqScript()\n"
+        f"conveyorPausedLayout(KEYS[{meta}], {resuming})\n"
+        "return conveyorResult\n"
+    )
+
+
+# BullMQ error codes returned by its scripts.
+_CODE_MISSING_JOB = -1
+_CODE_MISSING_LOCK = -2
+_CODE_NOT_IN_STATE = -3
+_CODE_LOCK_MISMATCH = -6
+
+
+def script_error(code: int, job_id: str, command: str, *, queue: str) -> ConveyorError:
+    """Translate a BullMQ script's negative return code into a Conveyor error."""
+    if code == _CODE_MISSING_JOB:
+        return JobNotFoundError(job_id, queue)
+    if code in (_CODE_MISSING_LOCK, _CODE_LOCK_MISMATCH):
+        return JobLockLostError(f"{command}: job {job_id} is no longer locked by this worker")
+    if code == _CODE_NOT_IN_STATE:
+        return JobStateError(f"{command}: job {job_id} is not in the expected state")
+    return ConveyorError(f"{command}: BullMQ script returned code {code} for job {job_id}")
