@@ -6,13 +6,16 @@ camelCase job hashes.
 - ``layout``: BullMQ's keys of a queue, and which ids can name a job;
 - ``record``: a job hash decoded into ``JobRecord`` (the public read model);
 - ``queue``: ``BullQueue``, the script calls of one queue (each takes an optional pipeline
-  so callers can batch).
+  so callers can batch): adding and the worker's cycle there, reading in ``reads``, managing
+  in ``admin``, what they share in ``base``.
 
 Conveyor's own keys are ``conveyor.keys``; its own Lua is ``conveyor.lua``.
 """
 
+from conveyor._bullmq.admin import CleanedBatch
+from conveyor._bullmq.base import Fetched, fetched
 from conveyor._bullmq.layout import RESERVED_JOB_IDS, is_job_id
-from conveyor._bullmq.queue import BullQueue, CleanedBatch, Fetched, fetched
+from conveyor._bullmq.queue import BullQueue
 from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
 from conveyor._bullmq.scripts import script_error
 

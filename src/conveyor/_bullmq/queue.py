@@ -1,132 +1,31 @@
 """``BullQueue``: the script calls of one BullMQ queue (prefix + name) on one Redis client.
 
 Every job Conveyor writes goes through BullMQ's own scripts (``scripts``), so it is a BullMQ
-job; what they return comes back decoded (``record``). Each call takes an optional pipeline
-so callers can batch.
+job; what they return comes back decoded (``record``). Adding jobs and the worker's cycle are
+here; reading is ``reads``, managing ``admin``, what they share ``base``. Each call takes an
+optional pipeline so callers can batch.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 
-from conveyor._bullmq.layout import FETCH_KEY_TYPES, KEY_TYPES
-from conveyor._bullmq.record import DUE_FIELD, JobRecord, as_dict, dumps
-from conveyor._bullmq.scripts import SCRIPT_FILES, script_error, script_source
+from conveyor._bullmq.admin import QueueAdmin
+from conveyor._bullmq.base import Fetched, fetched, flat, pack
+from conveyor._bullmq.reads import QueueReads
+from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
+from conveyor._bullmq.scripts import script_error
 from conveyor.clock import now_ms
-from conveyor.errors import ConveyorError, JobStateError
-from conveyor.failures import FailureStore, parse_sweep
-from conveyor.jobs import JobState
-from conveyor.keys import FailureKeys
-from conveyor.pipeline import AutoPipeline
+from conveyor.errors import ConveyorError
+from conveyor.failures import FailureStore
 from conveyor.resp import RespConnection, ignore_reply
 
 
-def _pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed
-
-
-def _flat(pairs: dict[str, Any]) -> list[Any]:
-    out: list[Any] = []
-    for key, value in pairs.items():
-        out.extend((key, value))
-    return out
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """What moveToActive (or a finish that fetched the next job) returned."""
-
-    job: JobRecord | None
-    #: When rate limited: ms until the limit lifts.
-    limit_until_ms: int = 0
-    #: When nothing is ready: timestamp (ms) of the next delayed job, 0 if none.
-    next_delayed_ms: int = 0
-
-
-def fetched(raw: Any) -> Fetched:
-    if not raw or not isinstance(raw, list | tuple):
-        return Fetched(job=None)
-    job = None
-    if raw[0]:
-        job = JobRecord.from_hash(str(raw[1]), as_dict(raw[0]))
-    limit = int(raw[2] or 0) if len(raw) > 2 else 0
-    delayed = int(raw[3] or 0) if len(raw) > 3 else 0
-    return Fetched(job=job, limit_until_ms=limit, next_delayed_ms=delayed)
-
-
-def _state(raw: Any) -> JobState:
-    try:
-        return JobState(str(raw))
-    except ValueError:
-        return JobState.UNKNOWN
-
-
-@dataclass(frozen=True)
-class CleanedBatch:
-    """What one bounded cleanup step of the failed set removed."""
-
-    #: Failed jobs removed (hash, logs, set entry), by BullMQ's cleanJobsInSet.
-    job_ids: list[str]
-    #: Failure records removed with their index entries.
-    records_removed: int
-    #: Index entries in the window that stay (another queue's, or their job is still failed).
-    records_kept: int
-    #: Index entries dropped because their record no longer existed.
-    index_entries_dropped: int
-    #: Index entries the window looked at (equal to the limit: there may be more).
-    examined: int
-
-
-class BullQueue:
+class BullQueue(QueueReads, QueueAdmin):
     """One BullMQ queue (prefix + name) on one Redis client: keys plus script calls."""
-
-    def __init__(
-        self,
-        redis: Redis,
-        name: str,
-        prefix: str = "bull",
-        *,
-        hot_path: RespConnection | None = None,
-    ) -> None:
-        self.redis = redis
-        #: With a hot-path connection, script calls made without an explicit pipeline are
-        #: batched per event-loop tick on it (the worker's fast path).
-        self._auto = AutoPipeline(hot_path) if hot_path is not None else None
-        self.name = name
-        self.prefix = prefix
-        #: Set by a worker: stored on each job it takes as BullMQ's ``processedBy``.
-        self.worker_name: str | None = None
-        self.base = f"{prefix}:{name}:"
-        self.keys = {kind: f"{prefix}:{name}:{kind}" for kind in KEY_TYPES}
-        #: The keys BullMQ's moveToActive and moveToFinished start with (hot path: built once).
-        self._fetch_keys = self._keys(*FETCH_KEY_TYPES)
-        self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(script_source(name)) for name in SCRIPT_FILES
-        }
-
-    def job_key(self, job_id: str) -> str:
-        return self.base + job_id
-
-    def failure_store(self, failed_key_prefix: str = "failedJobs") -> FailureStore:
-        """The failure records of this queue (see ``conveyor.keys.FailureKeys``)."""
-        keys = FailureKeys(self.prefix, self.name, failed_key_prefix)
-        return FailureStore(self.redis, keys, failed_set=self.keys["failed"])
-
-    def _keys(self, *kinds: str) -> list[str]:
-        return [self.keys[k] for k in kinds]
-
-    def _run(self, script: str, keys: list[str], args: list[Any], pipe: Pipeline | None) -> Any:
-        if pipe is None and self._auto is not None:
-            return self._auto.call(self._scripts[script], keys, args)
-        return self._scripts[script](keys=keys, args=args, client=pipe)
 
     # --- adding ------------------------------------------------------------------------------
     async def add_job(
@@ -145,8 +44,8 @@ class BullQueue:
         (BullMQ's duplicate rule).
         """
         ts = timestamp if timestamp is not None else now_ms()
-        packed_args = _pack([self.base, job_id, name, ts, None, None, None, None, None])
-        args: list[Any] = [packed_args, data_json, _pack(options)]
+        packed_args = pack([self.base, job_id, name, ts, None, None, None, None, None])
+        args: list[Any] = [packed_args, data_json, pack(options)]
         if options.get("delay"):
             keys = self._keys("marker", "meta", "id", "delayed", "completed", "events")
             return await self._run("addDelayedJob", keys, [*args, ts], pipe)
@@ -171,7 +70,7 @@ class BullQueue:
     # --- the worker's cycle ------------------------------------------------------------------
     async def move_to_active(self, token: str, lock_duration_ms: int) -> Fetched:
         keys = [*self._fetch_keys, self.keys["marker"]]
-        opts = _pack(
+        opts = pack(
             {
                 "token": token,
                 "lockDuration": lock_duration_ms,
@@ -206,7 +105,7 @@ class BullQueue:
             self.base + "metrics:" + target,
             self.keys["marker"],
         ]
-        opts = _pack(
+        opts = pack(
             {
                 "token": token,
                 "keepJobs": keep,
@@ -234,7 +133,7 @@ class BullQueue:
             opts,
         ]
         if fields:
-            args.append(_pack(_flat(fields)))
+            args.append(pack(flat(fields)))
         return keys, args
 
     async def complete(
@@ -340,8 +239,8 @@ class BullQueue:
     ) -> None:
         """Send a failed attempt back: to delayed (with backoff) or straight to wait."""
         now = now_ms()
-        fields = _pack(
-            _flat(
+        fields = pack(
+            flat(
                 {
                     "failedReason": error,
                     "stacktrace": dumps(stacktrace),
@@ -378,7 +277,7 @@ class BullQueue:
         keys += [self.job_key(job_id)]
         keys += self._keys("events", "meta", "stalled", "wait", "limiter", "pc")
         now = now_ms()
-        packed = _pack(_flat({**fields, DUE_FIELD: str(now + delay_ms)}))
+        packed = pack(flat({**fields, DUE_FIELD: str(now + delay_ms)}))
         args = [self.base, str(now), job_id, token, delay_ms, "1", packed, "0"]
         raw = await self._run("moveToDelayed", keys, args, None)
         if isinstance(raw, int) and raw < 0:
@@ -415,7 +314,7 @@ class BullQueue:
         raw = await self._run(
             "extendLocks",
             [self.keys["stalled"]],
-            [self.base, _pack(tokens), _pack(job_ids), duration_ms],
+            [self.base, pack(tokens), pack(job_ids), duration_ms],
             None,
         )
         return [str(j) for j in raw or []]
@@ -462,97 +361,6 @@ class BullQueue:
         if connection.connected:
             connection.send([("CLIENT", "UNBLOCK", blocking.client_id, "TIMEOUT")], [ignore_reply])
 
-    # --- job and queue queries ---------------------------------------------------------------
-    async def get_job(self, job_id: str) -> JobRecord | None:
-        raw: dict[str, str] = await self.redis.hgetall(self.job_key(job_id))  # type: ignore[assignment]
-        return JobRecord.from_hash(job_id, raw) if raw else None
-
-    async def get_jobs(self, job_ids: list[str]) -> list[JobRecord]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hgetall(self.job_key(job_id))
-            raws = await pipe.execute()
-        return [JobRecord.from_hash(j, r) for j, r in zip(job_ids, raws, strict=True) if r]
-
-    async def get_state(self, job_id: str, pipe: Pipeline | None = None) -> JobState:
-        keys = self._keys(
-            "completed", "failed", "delayed", "active", "wait", "paused", "waiting-children",
-            "prioritized",
-        )  # fmt: skip
-        raw = await self._run("getStateV2", keys, [job_id, self.job_key(job_id)], pipe)
-        return _state(raw)
-
-    async def get_job_with_state(self, job_id: str) -> tuple[JobRecord | None, JobState]:
-        """The job hash and its state read in one MULTI, so they agree."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await self.get_state(job_id, pipe)
-            await pipe.hgetall(self.job_key(job_id))
-            state, raw = await pipe.execute()
-        info = JobRecord.from_hash(job_id, raw) if raw else None
-        return info, _state(state)
-
-    async def get_counts(self, states: list[JobState]) -> dict[JobState, int]:
-        names = ["wait" if s is JobState.WAITING else s.value for s in states]
-        raw = await self._run("getCounts", [self.keys[""]], names, None)
-        return {s: int(n or 0) for s, n in zip(states, raw, strict=True)}
-
-    async def get_range(
-        self, states: list[JobState], start: int, end: int, *, ascending: bool = False
-    ) -> list[str]:
-        """Job ids in the given states, newest first unless ``ascending``."""
-        names = ["wait" if s is JobState.WAITING else s.value for s in states]
-        raw = await self._run(
-            "getRanges", [self.keys[""]], [start, end, "1" if ascending else "0", *names], None
-        )
-        ids: list[str] = []
-        for name, part in zip(names, raw, strict=True):
-            part = list(part or [])
-            if ascending and name in ("wait", "active", "paused"):
-                part.reverse()
-            ids.extend(str(j) for j in part)
-        return ids
-
-    async def remove(self, job_id: str, *, records: FailureStore) -> bool:
-        """Remove a job that is not locked (and its failure record); False when a worker holds
-        it."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await self._run(
-                "removeJob",
-                [self.job_key(job_id), self.keys["repeat"]],
-                [job_id, 1, self.base],
-                pipe,
-            )
-            await records.forget(job_id, pipe)
-            removed, _ = await pipe.execute()
-        return bool(removed and int(removed) == 1)
-
-    async def reprocess(
-        self, job_id: str, state: JobState, *, records: FailureStore, lifo: bool = False
-    ) -> None:
-        """Move a finished (failed or completed) job back to wait, as BullMQ's Job.retry, and
-        drop its failure record in the same transaction."""
-        keys = [self.job_key(job_id), self.keys["events"], self.keys[state.value]]
-        keys += self._keys("wait", "meta", "active", "marker", "prioritized", "pc")
-        prop = "failedReason" if state is JobState.FAILED else "returnvalue"
-        args = [job_id, "RPUSH" if lifo else "LPUSH", prop, state.value, "1", "0"]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await self._run("reprocessJob", keys, args, pipe)
-            await records.forget(job_id, pipe)
-            raw, _ = await pipe.execute()
-        if isinstance(raw, int) and raw < 0:
-            raise script_error(raw, job_id, "reprocessJob", queue=self.name)
-
-    async def pause(self, paused: bool) -> None:
-        """Pause or resume the queue for every worker (BullMQ's pause script plus the
-        paused-layout guard: a pause keeps waiting jobs where BullMQ 5 expects them, a resume
-        moves every job in "paused" back to "wait" in the same call)."""
-        src, dst = ("wait", "paused") if paused else ("paused", "wait")
-        keys = self._keys(src, dst, "meta", "prioritized", "events", "delayed", "marker")
-        await self._run("pause", keys, ["paused" if paused else "resumed"], None)
-
-    async def is_paused(self) -> bool:
-        return bool(await self.redis.hexists(self.keys["meta"], "paused"))
-
     async def update_progress(self, job_id: str, progress: Any) -> None:
         keys = [self.job_key(job_id), self.keys["events"], self.keys["meta"]]
         raw = await self._run("updateProgress", keys, [job_id, dumps(progress)], None)
@@ -563,89 +371,3 @@ class BullQueue:
         keys = [self.job_key(job_id), self.job_key(job_id) + ":logs"]
         raw = await self._run("addLog", keys, [job_id, row, keep or ""], None)
         return int(raw)
-
-    async def get_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
-        rows = await self.redis.lrange(self.job_key(job_id) + ":logs", start, end)
-        return [str(r) for r in rows]
-
-    # --- cleanup -------------------------------------------------------------------------------
-    async def clean(
-        self, state: JobState, older_than_ms: int, limit: int, pipe: Pipeline | None = None
-    ) -> list[str]:
-        """BullMQ's Queue.clean on a finished set: remove up to ``limit`` jobs that finished at
-        or before ``older_than_ms`` (their hash and logs too); answers their ids. With
-        ``pipe`` the call is only queued: the ids come back from ``pipe.execute()``."""
-        if state not in (JobState.COMPLETED, JobState.FAILED):
-            raise JobStateError(f"only completed or failed jobs can be cleaned, not {state}")
-        if limit < 1:
-            raise ValueError("limit must be at least 1 (0 would mean unlimited to BullMQ)")
-        keys = [self.keys[state.value], self.keys["events"], self.keys["repeat"]]
-        raw = await self._run(
-            "cleanJobsInSet", keys, [self.base, older_than_ms, limit, state.value], pipe
-        )
-        return [str(j) for j in raw or []] if pipe is None else []
-
-    async def clean_failed(
-        self,
-        older_than_ms: int,
-        limit: int,
-        *,
-        records: FailureStore,
-        index: str | None = None,
-        offset: int = 0,
-    ) -> CleanedBatch:
-        """One bounded step of failure cleanup, consistent across both stores.
-
-        In one MULTI: up to ``limit`` failed jobs older than the cutoff are removed, then one
-        window of a failure index (``index``: the queue's own by default, or the legacy one
-        being drained; ``offset``, ``limit``) is swept of this queue's records whose job is
-        gone. The records of the jobs just removed are then removed by key, at their key and
-        their legacy key (in case their record was written a moment after the job's
-        finishedOn, or sits outside the window).
-        """
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        walked = index or records.keys.index
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await self.clean(JobState.FAILED, older_than_ms, limit, pipe=pipe)
-            await records.sweep(
-                walked,
-                cutoff_ms=older_than_ms,
-                offset=offset,
-                limit=limit,
-                keep_removed=False,
-                pipe=pipe,
-            )
-            cleaned, swept = await pipe.execute()
-        job_ids = [str(j) for j in cleaned or []]
-        window = parse_sweep(swept)
-        removed = window.removed
-        if job_ids:
-            keys = records.keys
-            record_keys = [keys.record(j) for j in job_ids]
-            record_keys += [keys.legacy_record(j) for j in job_ids]
-            explicit = await records.sweep(
-                walked, cutoff_ms=older_than_ms, keep_removed=False, record_keys=record_keys
-            )
-            assert explicit is not None
-            removed += explicit.removed
-        return CleanedBatch(job_ids, removed, window.kept, window.dangling, window.examined)
-
-    # --- the event stream ---------------------------------------------------------------------
-    async def read_events(self, after: str, count: int) -> list[tuple[str, dict[str, str]]]:
-        """Up to ``count`` entries of the queue's event stream after the entry id ``after``
-        (``"0"``: from the start), oldest first."""
-        start = "-" if after in ("", "0", "0-0") else _next_stream_id(after)
-        raw: Any = await self.redis.xrange(self.keys["events"], start, "+", count=count)
-        return [(str(i), {str(k): str(v) for k, v in (f or {}).items()}) for i, f in raw or []]
-
-    async def last_event_id(self) -> str:
-        """The id of the newest entry of the queue's event stream ("0" when it is empty)."""
-        raw = await self.redis.xrevrange(self.keys["events"], "+", "-", count=1)
-        return str(raw[0][0]) if raw else "0"
-
-
-def _next_stream_id(entry_id: str) -> str:
-    """The smallest stream id after ``entry_id`` (XRANGE's exclusive start needs Redis 6.2)."""
-    ms, _, seq = entry_id.partition("-")
-    return f"{ms}-{int(seq or 0) + 1}"
