@@ -16,7 +16,7 @@ from conveyor._bullmq.admin import CleanedBatch
 from conveyor._bullmq.base import Fetched, fetched
 from conveyor._bullmq.layout import RESERVED_JOB_IDS, is_job_id
 from conveyor._bullmq.queue import BullQueue
-from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
+from conveyor._bullmq.record import DUE_FIELD, FailureSummary, JobRecord, dumps, event_job_id
 from conveyor._bullmq.scripts import script_error
 
 __all__ = [
@@ -24,9 +24,11 @@ __all__ = [
     "RESERVED_JOB_IDS",
     "BullQueue",
     "CleanedBatch",
+    "FailureSummary",
     "Fetched",
     "JobRecord",
     "dumps",
+    "event_job_id",
     "fetched",
     "is_job_id",
     "script_error",

@@ -7,7 +7,7 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 
 from conveyor._bullmq.base import QueueBase, state_of
-from conveyor._bullmq.record import JobRecord
+from conveyor._bullmq.record import FailureSummary, JobRecord, _int
 from conveyor.jobs import JobState
 
 
@@ -42,6 +42,34 @@ class QueueReads(QueueBase):
             state, raw = await pipe.execute()
         info = JobRecord.from_hash(job_id, raw) if raw else None
         return info, state_of(state)
+
+    async def failure_summaries(self, job_ids: list[str]) -> list[FailureSummary]:
+        """Name, reason and failure time of each job (one pipelined round trip)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self.job_key(job_id), ["name", "failedReason", "finishedOn"])
+            rows: list[list[str | None]] = await pipe.execute()
+        return [
+            FailureSummary(job_id, name, reason, _int(finished))
+            for job_id, (name, reason, finished) in zip(job_ids, rows, strict=True)
+        ]
+
+    async def oldest_waiting_due_ms(self) -> int | None:
+        """When the job that has waited longest in the wait (or paused) list became due
+        (enqueue time plus delay, ms); None when none waits. Markers (``0:…``) are no jobs."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lindex(self.keys["wait"], -1)
+            pipe.lindex(self.keys["paused"], -1)
+            tails = await pipe.execute()
+        ids = [str(t) for t in tails if t and not str(t).startswith("0:")]
+        if not ids:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self.job_key(job_id), ["timestamp", "delay"])
+            rows = await pipe.execute()
+        dues = [_int(ts) + _int(delay) for ts, delay in rows if ts is not None]
+        return min(dues) if dues else None
 
     async def get_counts(self, states: list[JobState]) -> dict[JobState, int]:
         names = ["wait" if s is JobState.WAITING else s.value for s in states]

@@ -150,3 +150,19 @@ class JobRecord:
             processed_by=get("pb") or None,
             raw=raw,
         )
+
+
+@dataclass(frozen=True)
+class FailureSummary:
+    """The few fields of a failed job that grouping failures needs."""
+
+    job_id: str
+    name: str | None
+    failed_reason: str | None
+    #: When it failed (ms), 0 if unknown.
+    finished_on: int
+
+
+def event_job_id(fields: dict[str, str]) -> str | None:
+    """The job an entry of the queue's event stream is about (BullMQ's ``jobId`` field)."""
+    return fields.get("jobId")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conveyor._bullmq import BullQueue
+from conveyor._bullmq import BullQueue, event_job_id
 from conveyor.failures import FailureStore
 from conveyor.log import get_logger
 
@@ -82,7 +82,7 @@ class FailureReconciler:
                 self._cursor = entry_id
                 event = fields.get("event")
                 if (event == "waiting" and fields.get("prev") == "failed") or event == "removed":
-                    job_id = fields.get("jobId")
+                    job_id = event_job_id(fields)
                     if job_id and job_id not in seen:
                         seen.add(job_id)
                         job_ids.append(job_id)

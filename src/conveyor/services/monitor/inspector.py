@@ -195,21 +195,8 @@ class Inspector:
 
     async def oldest_waiting_s(self, client: QueueClient) -> float:
         """Age of the job that has waited longest in the wait (or paused) list."""
-        keys = client.bull.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lindex(keys["wait"], -1)
-            pipe.lindex(keys["paused"], -1)
-            tails = await pipe.execute()
-        ids = [str(t) for t in tails if t and not str(t).startswith("0:")]
-        if not ids:
-            return 0.0
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(client.bull.job_key(job_id), ["timestamp", "delay"])
-            rows = await pipe.execute()
-        now = now_ms()
-        ages = [(now - _int(ts) - _int(delay)) / 1000 for ts, delay in rows if ts is not None]
-        return max(0.0, max(ages, default=0.0))
+        due = await client.bull.oldest_waiting_due_ms()
+        return 0.0 if due is None else max(0.0, (now_ms() - due) / 1000)
 
     # --- workers ---------------------------------------------------------------------------------
     async def workers(self, queues: Iterable[str] | None = None) -> list[WorkerInfo]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,22 +243,16 @@ async def error_groups(client: QueueClient, sample: int) -> ErrorGroups:
     ids = await client.bull.get_range([JobState.FAILED], 0, sample - 1)
     groups: dict[str, ErrorGroup] = {}
     for offset in range(0, len(ids), BATCH):
-        chunk = ids[offset : offset + BATCH]
-        async with client.redis.pipeline(transaction=False) as pipe:
-            for job_id in chunk:
-                pipe.hmget(client.bull.job_key(job_id), ["failedReason", "name", "finishedOn"])
-            rows: Sequence[list[str | None]] = await pipe.execute()
-        for job_id, (reason, name, finished) in zip(chunk, rows, strict=True):
-            pattern = error_pattern(reason)
+        for job in await client.bull.failure_summaries(ids[offset : offset + BATCH]):
+            pattern = error_pattern(job.failed_reason)
             group = groups.setdefault(pattern, ErrorGroup(pattern))
             group.count += 1
-            group.job_ids.append(job_id)
-            if name:
-                group.names.add(name)
-            finished_ms = int(finished) if finished and finished.isdigit() else 0
-            if finished_ms >= group.latest_ms or not group.example:
-                group.latest_ms = max(group.latest_ms, finished_ms)
-                group.example = (reason or "")[:REASON_CHARS]
+            group.job_ids.append(job.job_id)
+            if job.name:
+                group.names.add(job.name)
+            if job.finished_on >= group.latest_ms or not group.example:
+                group.latest_ms = max(group.latest_ms, job.finished_on)
+                group.example = (job.failed_reason or "")[:REASON_CHARS]
     total = (await client.counts()).get(JobState.FAILED, 0)
     ordered = sorted(groups.values(), key=lambda g: (-g.count, g.pattern))
     return ErrorGroups(ordered, len(ids), total)
