@@ -23,28 +23,14 @@ from conveyor.errors import (
 from conveyor.jobs import COUNTED_STATES, JobState
 from conveyor.policy import (
     DEFAULT_POLICY,
-    MAX_JOB_ID_LENGTH,
     RetryPolicy,
+    check_job_id,
     check_option_limits,
     max_attempts,
 )
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
 from conveyor.resp import RespConnection
-
-#: Job options a caller may set, in BullMQ's own words.
-ALLOWED_OPTIONS = frozenset(
-    {
-        "delay",
-        "priority",
-        "attempts",
-        "backoff",
-        "jobId",
-        "lifo",
-        "removeOnComplete",
-        "removeOnFail",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -87,24 +73,11 @@ def build_options(
     queues) and the options to store. Raises JobOptionsError, before anything touches Redis.
     """
     opts = dict(options or {})
-    unknown = set(opts) - ALLOWED_OPTIONS
-    if unknown:
-        raise JobOptionsError(
-            f"unknown job options: {', '.join(sorted(unknown))} "
-            f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})"
-        )
     policy = check_option_limits(opts, default_policy)
     opts.update(policy.to_job_options())
     given_id = opts.get("jobId", job_id)
     if given_id is not None:
-        if not isinstance(given_id, str) or not given_id or len(given_id) > MAX_JOB_ID_LENGTH:
-            raise JobOptionsError(
-                f"options.jobId must be a string of 1 to {MAX_JOB_ID_LENGTH} characters"
-            )
-        if ":" in given_id or "/" in given_id:
-            raise JobOptionsError("options.jobId must not contain ':' or '/'")
-        if given_id.isdigit():
-            raise JobOptionsError("options.jobId must not be an integer (BullMQ reserves those)")
+        check_job_id(given_id)
         if given_id in RESERVED_JOB_IDS:
             raise JobOptionsError(
                 f"options.jobId {given_id!r} is the name of one of the queue's own keys; "

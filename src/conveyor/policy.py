@@ -41,6 +41,19 @@ MAX_PRIORITY = 2_097_152
 MAX_KEEP = 2**31 - 1
 #: A job's own ``jobId``, in characters.
 MAX_JOB_ID_LENGTH = 256
+#: Job options a caller may set, in BullMQ's own words.
+ALLOWED_OPTIONS = frozenset(
+    {
+        "delay",
+        "priority",
+        "attempts",
+        "backoff",
+        "jobId",
+        "lifo",
+        "removeOnComplete",
+        "removeOnFail",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -241,10 +254,29 @@ def _check_keep(options: Mapping[str, Any], key: str) -> None:
     )
 
 
+def check_job_id(job_id: object) -> None:
+    """The shape of a caller's own ``jobId`` (the queue's reserved key names are checked by
+    the client, which knows BullMQ's layout). Raises JobOptionsError."""
+    if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID_LENGTH:
+        raise JobOptionsError(
+            f"options.jobId must be a string of 1 to {MAX_JOB_ID_LENGTH} characters"
+        )
+    if ":" in job_id or "/" in job_id:
+        raise JobOptionsError("options.jobId must not contain ':' or '/'")
+    if job_id.isdigit():
+        raise JobOptionsError("options.jobId must not be an integer (BullMQ reserves those)")
+
+
 def check_option_limits(options: Mapping[str, Any], default: RetryPolicy) -> RetryPolicy:
-    """Check the limits of a caller's job options (``delay``, ``priority``, ``attempts``,
-    ``backoff``, ``removeOnComplete``, ``removeOnFail``, ``lifo``) and answer the retry policy
-    they ask for over ``default``. Raises JobOptionsError."""
+    """Check a caller's job options: only ``ALLOWED_OPTIONS``, each within its limit (``jobId``
+    apart: ``check_job_id``); answer the retry policy they ask for over ``default``. Raises
+    JobOptionsError."""
+    unknown = set(options) - ALLOWED_OPTIONS
+    if unknown:
+        raise JobOptionsError(
+            f"unknown job options: {', '.join(sorted(unknown))} "
+            f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})"
+        )
     _check_whole(options, "delay", 0, MAX_DELAY_MS)
     _check_whole(options, "priority", 0, MAX_PRIORITY)
     _check_whole(options, "attempts", 1, MAX_ATTEMPTS)
