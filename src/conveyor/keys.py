@@ -28,6 +28,18 @@ from dataclasses import dataclass
 CONVEYOR_KEY_SPACE = "conveyor"
 
 
+#: Within a queue's key space: its failure records (``…:conveyor:failed:{jobId}``) and their
+#: index (``…:conveyor:failed-index``).
+FAILED_RECORD = "failed:"
+FAILED_INDEX = "failed-index"
+#: What follows ``{prefix}:{queue}`` in those keys, for the record script, which moves a record
+#: of another queue home (``lua/failure_record.lua``, ARGV 11 and 12).
+OTHER_QUEUE_RECORD_SUFFIXES = (
+    f":{CONVEYOR_KEY_SPACE}:{FAILED_RECORD}",
+    f":{CONVEYOR_KEY_SPACE}:{FAILED_INDEX}",
+)
+
+
 def queue_space(prefix: str, queue: str) -> str:
     """The start of every key Conveyor owns for one queue: ``{prefix}:{queue}:conveyor:``."""
     return f"{prefix}:{queue}:{CONVEYOR_KEY_SPACE}:"
@@ -126,14 +138,14 @@ class FailureKeys:
         """The record key without the job id."""
         if self.is_seed:
             return f"{self.failed_key_prefix}:"
-        return f"{queue_space(self.prefix, self.queue)}failed:"
+        return f"{queue_space(self.prefix, self.queue)}{FAILED_RECORD}"
 
     @property
     def index(self) -> str:
         """A sorted set of this queue's record keys scored by failure time (ms)."""
         if self.is_seed:
             return self.legacy_index
-        return f"{queue_space(self.prefix, self.queue)}failed-index"
+        return f"{queue_space(self.prefix, self.queue)}{FAILED_INDEX}"
 
     @property
     def legacy_index(self) -> str:

@@ -21,6 +21,7 @@ from conveyor._bullmq.scripts import script_error
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
 from conveyor.failures import FailureStore
+from conveyor.keys import OTHER_QUEUE_RECORD_SUFFIXES
 from conveyor.resp import RespConnection, ignore_reply
 
 
@@ -211,6 +212,7 @@ class BullQueue(QueueReads, QueueAdmin):
             failed_at_iso,
             failed_at_ms,
             self.prefix,
+            *OTHER_QUEUE_RECORD_SUFFIXES,
         ]
         # The record goes by EVAL: if Redis forgot moveToFinished (NOSCRIPT), the record script
         # still runs, sees the job is not failed and writes nothing.

@@ -5,7 +5,9 @@
 -- version for any queue) is moved to its own queue's key space first, never overwritten. The
 -- same job's record at its legacy key is superseded and dropped.
 -- KEYS: job hash, failed set, record, index, legacy record, legacy index.
--- ARGV: job id, name, queue, data, error, stack, attempts, failed_at, failed_at_ms, prefix.
+-- ARGV: job id, name, queue, data, error, stack, attempts, failed_at, failed_at_ms, prefix,
+-- then what follows "{prefix}:{queue}" in a queue's record keys and in its index key
+-- (conveyor.keys.OTHER_QUEUE_RECORD_SUFFIXES).
 local jobKey, failedSet, recordKey, indexKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local legacyKey, legacyIndex = KEYS[5], KEYS[6]
 local jobId, queue, prefix = ARGV[1], ARGV[3], ARGV[10]
@@ -15,7 +17,7 @@ if kept and not redis.call("ZSCORE", failedSet, jobId) then
 end
 local f = redis.call("HMGET", recordKey, "job_id", "queue", "prefix")
 if f[1] and f[2] and f[3] and (f[2] ~= queue or f[3] ~= prefix) then
-  local home = f[3] .. ":" .. f[2] .. ":conveyor:failed:"
+  local home = f[3] .. ":" .. f[2] .. ARGV[11]
   local score = redis.call("ZSCORE", legacyIndex, recordKey)
   redis.call("ZREM", legacyIndex, recordKey)
   if redis.call("EXISTS", home .. f[1]) == 1 then
@@ -23,7 +25,7 @@ if f[1] and f[2] and f[3] and (f[2] ~= queue or f[3] ~= prefix) then
   else
     redis.call("RENAME", recordKey, home .. f[1])
     if score then
-      redis.call("ZADD", f[3] .. ":" .. f[2] .. ":conveyor:failed-index", score, home .. f[1])
+      redis.call("ZADD", f[3] .. ":" .. f[2] .. ARGV[12], score, home .. f[1])
     end
   end
 end
