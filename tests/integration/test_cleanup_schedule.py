@@ -215,6 +215,24 @@ async def test_a_held_lease_blocks_runs_until_it_expires(
     assert await scheduler.tick(now_ms()) is not None
 
 
+async def test_a_replica_that_lost_the_race_looks_again_soon(
+    redis: Redis, replica: Callable[..., CleanupScheduler]
+) -> None:
+    """While another replica holds the lease, this one looks again within about a second
+    (it used to wait a whole minute, so it learnt of the finished run that late)."""
+    scheduler = replica()
+    await redis.set(scheduler.keys.lease, "other-replica", px=60_000)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(scheduler.run_forever(stop))
+    try:
+        await wait_for(lambda: scheduler.ticks >= 3, timeout=5)
+        await redis.delete(scheduler.keys.lease)
+        await wait_for(lambda: has_runs(redis, scheduler.keys, 1), timeout=5)
+    finally:
+        stop.set()
+        await loop
+
+
 async def test_a_long_run_keeps_its_lease(
     redis: Redis, replica: Callable[..., CleanupScheduler]
 ) -> None:

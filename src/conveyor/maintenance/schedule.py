@@ -45,6 +45,9 @@ LEASE_MS = 60_000
 POLL_S = 60.0
 #: Wait after an error (Redis down) before the next look, doubling to POLL_S.
 ERROR_BACKOFF_S = 1.0
+#: A replica that finds another running the cleanup looks again this soon (one GET), so it
+#: learns of the finished run, and takes over a run whose holder died, without waiting POLL_S.
+BUSY_RECHECK_MS = 1_000
 
 Clock = Callable[[], int]
 
@@ -203,7 +206,9 @@ class CleanupScheduler:
             return None
         lease = await self._acquire()
         if lease is None:  # another replica is running it right now
-            self._next_check_ms = now_ms + min(self.lease_ms, round(self.poll_s * 1000))
+            self._next_check_ms = now_ms + min(
+                self.lease_ms, round(self.poll_s * 1000), BUSY_RECHECK_MS
+            )
             return None
         last = await read_last_run_ms(self.redis, self.keys)  # again, under the lease
         if not is_due(last, now_ms, self.interval_s):
