@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -23,24 +23,6 @@ from conveyor.services.api.enqueue import idempotent_job_id
 from tests.support.api import api_client
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(
-    params=[
-        pytest.param({}, id="fast-path+batching"),
-        pytest.param({"api_fast_path": False, "api_batch_enqueue": False}, id="route+single"),
-    ]
-)
-async def api(
-    request: pytest.FixtureRequest, settings: Settings, redis_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(settings, redis_url, **request.param) as client:
-        yield client
-
-
-@pytest.fixture
-def queue(make_client: Callable[..., QueueClient]) -> QueueClient:
-    return make_client()
 
 
 async def total(queue: QueueClient) -> int:

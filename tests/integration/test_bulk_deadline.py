@@ -4,8 +4,6 @@ a short CONVEYOR_API_REDIS_TIMEOUT_S stands in for a batch at the allowed maximu
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from redis.asyncio import Redis
 
@@ -32,11 +30,6 @@ def bulk(count: int) -> dict[str, object]:
 
 async def total(queue: QueueClient) -> int:
     return sum((await queue.counts()).values())
-
-
-@pytest.fixture
-def queue(make_client: Callable[..., QueueClient]) -> QueueClient:
-    return make_client()
 
 
 async def test_the_bound_of_a_bulk_grows_with_its_size(

@@ -4,8 +4,6 @@ in the monitor's. Real app, real monitor server, real Redis."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-
 import httpx
 import pytest
 from redis.asyncio import Redis
@@ -15,7 +13,6 @@ from conveyor.client import JobSpec, QueueClient
 from conveyor.config import Settings
 from conveyor.errors import JobNotFoundError, JobOptionsError
 from conveyor.observability.stats import totals_key
-from tests.support.api import api_client
 from tests.support.monitor import serve_monitor
 
 PROBLEM = "application/problem+json"
@@ -24,24 +21,6 @@ ACT = {"X-Conveyor-Action": "1"}
 SAMPLE = ["wait", "active", "delayed", "meta", "marker", "events", "id", "pc", "de", "limiter",
           "stalled-check", "repeat", "paused", "prioritized", "completed", "failed", "stalled",
           "waiting-children", "migrations", "metrics", "conveyor"]  # fmt: skip
-
-
-@pytest.fixture(
-    params=[
-        pytest.param({}, id="fast-path+batching"),
-        pytest.param({"api_fast_path": False, "api_batch_enqueue": False}, id="route+single"),
-    ]
-)
-async def api(
-    request: pytest.FixtureRequest, settings: Settings, redis_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(settings, redis_url, **request.param) as client:
-        yield client
-
-
-@pytest.fixture
-def queue(make_client: Callable[..., QueueClient]) -> QueueClient:
-    return make_client()
 
 
 async def keys_of(redis: Redis, settings: Settings) -> dict[str, str]:

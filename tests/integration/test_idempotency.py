@@ -5,29 +5,13 @@ the same jobs, even when the copies race. Real app, real Redis."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 from redis.asyncio import Redis
 
 from conveyor.config import Settings
 from conveyor.services.api.idempotency import FINGERPRINT_FIELD, idempotent_job_id
-from tests.support.api import api_client
-
-
-@pytest.fixture(
-    params=[
-        pytest.param({}, id="fast-path+batching"),
-        pytest.param({"api_fast_path": False, "api_batch_enqueue": False}, id="route+single"),
-    ]
-)
-async def api(
-    request: pytest.FixtureRequest, settings: Settings, redis_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(settings, redis_url, **request.param) as client:
-        yield client
 
 
 async def keys_of(redis: Redis, settings: Settings) -> dict[str, str]:

@@ -5,7 +5,7 @@ and bulk, both request paths) and QueueClient. Real app, real Redis."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -14,24 +14,11 @@ from redis.asyncio import Redis
 from conveyor.client import JobSpec, QueueClient
 from conveyor.config import Settings
 from conveyor.errors import JobOptionsError
-from tests.support.api import api_client, registry
+from tests.support.api import registry
 
 SENT = {"duration_ms": "5", "fail_rate": True}
 #: What the simulate task's model makes of SENT: the integer 5 and the number 1.0.
 STORED = '{"duration_ms":5,"fail_rate":1.0}'
-
-
-@pytest.fixture(
-    params=[
-        pytest.param({}, id="fast-path+batching"),
-        pytest.param({"api_fast_path": False, "api_batch_enqueue": False}, id="route+single"),
-    ]
-)
-async def api(
-    request: pytest.FixtureRequest, settings: Settings, redis_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(settings, redis_url, **request.param) as client:
-        yield client
 
 
 async def stored_data(redis: Redis, settings: Settings, job_id: str) -> str:

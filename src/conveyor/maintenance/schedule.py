@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +31,11 @@ from conveyor import lua
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
 from conveyor.keys import CleanupKeys
+from conveyor.log import get_logger
 from conveyor.maintenance.remover import Cleaner
 from conveyor.maintenance.retention import CleanupReport, Trigger, is_due, iso_ms, next_due_ms
 
-log = logging.getLogger("conveyor.cleanup")
+log = get_logger("conveyor.cleanup")
 
 #: Run records kept per queue.
 RUNS_KEPT = 100
@@ -153,10 +153,10 @@ class CleanupScheduler:
             try:
                 await lease.reacquire()  # back to the full lifetime
             except LockError:
-                log.warning("cleanup_lease_lost", extra={"fields": {"queue": self.cleaner.queue}})
+                log.warning("cleanup_lease_lost", queue=self.cleaner.queue)
                 return
             except RedisError as exc:
-                log.warning("cleanup_lease_renewal_failed", extra={"fields": {"error": str(exc)}})
+                log.warning("cleanup_lease_renewal_failed", error=str(exc))
 
     async def _record(
         self, report: CleanupReport, lease: Lease | None, last_run_ms: int | None
@@ -178,7 +178,7 @@ class CleanupScheduler:
             ],
         )
         event = "cleanup_dry_run" if report.dry_run else "cleanup_finished"
-        log.info(event, extra={"fields": report.log_fields()})
+        log.info(event, **report.log_fields())
 
     async def _leased_run(self, lease: Lease, now_ms: int, *, scheduled: bool) -> CleanupReport:
         renewal = asyncio.create_task(self._keep_renewing(lease), name="conveyor-cleanup-lease")
@@ -217,12 +217,8 @@ class CleanupScheduler:
             return None
         log.info(
             "cleanup_started",
-            extra={
-                "fields": {
-                    "queue": self.cleaner.queue,
-                    "last_run": iso_ms(last) if last is not None else "never",
-                }
-            },
+            queue=self.cleaner.queue,
+            last_run=iso_ms(last) if last is not None else "never",
         )
         report = await self._leased_run(lease, now_ms, scheduled=True)
         self._wait_for_run(now_ms)
@@ -234,25 +230,21 @@ class CleanupScheduler:
         self._next_check_ms = due
         if due != self._announced_ms:
             self._announced_ms = due
-            fields = {
-                "queue": self.cleaner.queue,
-                "last_run": iso_ms(last_run_ms) if last_run_ms is not None else "never",
-                "next_run": iso_ms(due),
-            }
-            log.info("cleanup_scheduled", extra={"fields": fields})
+            log.info(
+                "cleanup_scheduled",
+                queue=self.cleaner.queue,
+                last_run=iso_ms(last_run_ms) if last_run_ms is not None else "never",
+                next_run=iso_ms(due),
+            )
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Tick until ``stop`` is set, sleeping until the next run is due (at most poll_s)."""
         log.info(
             "cleanup_scheduler_started",
-            extra={
-                "fields": {
-                    "queue": self.cleaner.queue,
-                    "interval_s": self.interval_s,
-                    "failed_retention_s": self.cleaner.policy.failed_s,
-                    "completed_retention_s": self.cleaner.policy.completed_s,
-                }
-            },
+            queue=self.cleaner.queue,
+            interval_s=self.interval_s,
+            failed_retention_s=self.cleaner.policy.failed_s,
+            completed_retention_s=self.cleaner.policy.completed_s,
         )
         backoff = ERROR_BACKOFF_S
         while not stop.is_set():
@@ -261,7 +253,7 @@ class CleanupScheduler:
                 delay = (self._next_check_ms - self.clock()) / 1000
                 backoff = ERROR_BACKOFF_S
             except (RedisError, OSError, ConveyorError) as exc:
-                log.error("cleanup_error", extra={"fields": {"error": str(exc)}})
+                log.error("cleanup_error", error=str(exc))
                 delay, backoff = backoff, min(backoff * 2, self.poll_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.01, min(delay, self.poll_s)))

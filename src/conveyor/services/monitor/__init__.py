@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError
+from conveyor.log import get_logger
 from conveyor.ports import bind_error
 from conveyor.services.monitor.app import create_app
 from conveyor.services.redis_connection import open_checked, redis_url
@@ -16,7 +16,7 @@ from conveyor.services.serving import ConnectionLimits, ServingConfig, serve
 
 __all__ = ["create_app", "run"]
 
-log = logging.getLogger("conveyor.monitor")
+log = get_logger("conveyor.monitor")
 
 #: Seconds open event streams get to close when the monitor stops.
 SHUTDOWN_GRACE_S = 2
@@ -53,12 +53,8 @@ def run(settings: Settings) -> None:
         if not settings.monitor_users and not _is_loopback(settings.monitor_host):
             log.warning(
                 "monitor_open_access",
-                extra={
-                    "fields": {
-                        "host": settings.monitor_host,
-                        "hint": "set CONVEYOR_MONITOR_USERS=user:password:rw,...",
-                    }
-                },
+                host=settings.monitor_host,
+                hint="set CONVEYOR_MONITOR_USERS=user:password:rw,...",
             )
         config = ServingConfig(
             create_app(settings, url),
@@ -71,7 +67,6 @@ def run(settings: Settings) -> None:
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         )
         log.info(
-            "monitor_listening",
-            extra={"fields": {"url": f"http://{settings.monitor_host}:{settings.monitor_port}/"}},
+            "monitor_listening", url=f"http://{settings.monitor_host}:{settings.monitor_port}/"
         )
         serve(config)  # a SIGTERM ends in exit 0, after the embedded Redis (if any) stops

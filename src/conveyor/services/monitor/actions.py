@@ -6,15 +6,15 @@ what Node's ``job.retry()`` makes and its failure record is dropped with it.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from conveyor.errors import JobNotFoundError, JobStateError
 from conveyor.jobs import JobState
+from conveyor.log import get_logger
 from conveyor.services.monitor.inspector import Inspector
 from conveyor.services.monitor.jobs import error_groups
 
-log = logging.getLogger("conveyor.monitor.audit")
+log = get_logger("conveyor.monitor.audit")
 
 
 class Actions:
@@ -25,10 +25,7 @@ class Actions:
         self.error_sample = error_sample
 
     def _audit(self, action: str, queue: str, user: str | None, **fields: Any) -> None:
-        log.info(
-            "monitor_action",
-            extra={"fields": {"action": action, "queue": queue, "user": user or "-", **fields}},
-        )
+        log.info("monitor_action", action=action, queue=queue, user=user or "-", **fields)
 
     async def retry(self, queue: str, job_id: str, user: str | None) -> dict[str, Any]:
         client = await self.inspector.client(queue)
@@ -48,10 +45,7 @@ class Actions:
         orphans = len(done.orphans)
         self._audit("retry_all_failed", queue, user, count=done.retried, orphans=orphans)
         if orphans:
-            log.warning(
-                "failed_set_orphans",
-                extra={"fields": {"queue": queue, "count": orphans, "sample": done.orphans[:10]}},
-            )
+            log.warning("failed_set_orphans", queue=queue, count=orphans, sample=done.orphans[:10])
         return {"retried": done.retried, "orphans": orphans, "orphan_ids": done.orphans[:100]}
 
     async def pause(self, queue: str, user: str | None) -> dict[str, Any]:

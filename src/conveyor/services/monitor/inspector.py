@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,10 +20,11 @@ from conveyor.clock import now_ms
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
 from conveyor.jobs import COUNTED_STATES
+from conveyor.log import get_logger
 from conveyor.observability.metrics import QueueMetrics
 from conveyor.observability.stats import TaskTotals, read_totals
 
-log = logging.getLogger("conveyor.monitor")
+log = get_logger("conveyor.monitor")
 
 #: How long a queue discovery is reused (seconds).
 DISCOVERY_TTL_S = 30.0
@@ -152,7 +152,7 @@ class Inspector:
             if cursor == 0 or seen >= DISCOVERY_MAX_KEYS or len(found) >= MAX_QUEUES:
                 break
         if cursor != 0:
-            log.info("queue_discovery_truncated", extra={"fields": {"keys_scanned": seen}})
+            log.info("queue_discovery_truncated", keys_scanned=seen)
         return sorted(found)
 
     async def client(self, queue: str) -> QueueClient:
