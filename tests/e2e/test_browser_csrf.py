@@ -9,18 +9,16 @@ import http.server
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 from redis import Redis
 
 from conveyor.config import Settings
 from conveyor.ports import free_port
 from conveyor.testing import wait_for_sync
 from tests.e2e.conftest import output_of
-from tests.e2e.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.e2e
 
@@ -33,17 +31,6 @@ PAGE = """<!doctype html>
     .then(() => {{ document.title = "fetched"; }}, () => {{ document.title = "fetch failed"; }});
 </script>
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "apt-get install chromium (Debian's package)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

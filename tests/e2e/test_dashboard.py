@@ -10,41 +10,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from conveyor.config import Settings
+from conveyor.ports import free_port
 from conveyor.testing import wait_for_sync
 from tests.e2e.conftest import output_of, run_cli
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Generous bounds for a loaded 2-core machine (ms, Playwright's unit).
 UI_TIMEOUT_MS = 30_000
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _ready(url: str) -> bool:
@@ -52,17 +35,6 @@ def _ready(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "apt-get install chromium (Debian's package)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _wait_ready(proc: subprocess.Popen[str], url: str) -> None:
@@ -89,7 +61,7 @@ def test_dashboard_shows_live_counts_and_retries_a_failed_job(
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    monitor_port, api_port = _free_port(), _free_port()
+    monitor_port, api_port = free_port(), free_port()
     monitor = f"http://127.0.0.1:{monitor_port}"
     api = f"http://127.0.0.1:{api_port}"
     # the three start together (each takes seconds to import on a busy machine)
@@ -187,7 +159,7 @@ def test_first_tab_has_jobs_and_a_job_completed_after_a_retry_reads_as_completed
     """The default tab was an empty `waiting` beside failures, and a job that succeeded after
     a retry showed a red FAILURE block with every stack trace. The cleanup panel shows the
     runs `conveyor cleanup` recorded."""
-    monitor_port, api_port = _free_port(), _free_port()
+    monitor_port, api_port = free_port(), free_port()
     monitor = f"http://127.0.0.1:{monitor_port}"
     api = f"http://127.0.0.1:{api_port}"
     monitor_proc = spawn("monitor", "--port", str(monitor_port))

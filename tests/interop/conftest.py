@@ -170,15 +170,20 @@ class NodeDriver:
             self.proc.stdout.close()
 
 
-@pytest.fixture(scope="session")
-def node_driver(
-    node_modules: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[NodeDriver]:
+def serve_node(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeDriver]:
+    """A NodeDriver on ``redis_url`` for a fixture to yield, closed when the fixture ends."""
     driver = NodeDriver(redis_url, tmp_path_factory.mktemp("node") / "queue-serve.log")
     try:
         yield driver
     finally:
         driver.close()
+
+
+@pytest.fixture(scope="session")
+def node_driver(
+    node_modules: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeDriver]:
+    yield from serve_node(redis_url, tmp_path_factory)
 
 
 def _caller(driver: NodeDriver, settings: Settings) -> NodeCall:

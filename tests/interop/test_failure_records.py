@@ -24,7 +24,7 @@ from conveyor.registry import EmptyPayload, JobContext, TaskRegistry
 from conveyor.testing import wait_for
 from conveyor.worker import Worker
 from conveyor.worker.reconciler import FailureReconciler
-from tests.interop.conftest import SCRIPT_TIMEOUT_S, NodeCall, NodeDriver
+from tests.interop.conftest import SCRIPT_TIMEOUT_S, NodeCall, NodeDriver, serve_node
 from tests.interop.helpers import settled
 
 #: Fast reconciler ticks (it runs on the stalled-check timer).
@@ -59,11 +59,7 @@ async def empty(redis: Redis) -> None:
 def seed_node(
     node_modules: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeDriver]:
-    driver = NodeDriver(redis_url, tmp_path_factory.mktemp("node") / "queue-serve.log")
-    try:
-        yield driver
-    finally:
-        driver.close()
+    yield from serve_node(redis_url, tmp_path_factory)
 
 
 @pytest.fixture
