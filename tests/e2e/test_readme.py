@@ -68,7 +68,6 @@ def walk(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], list[subprocess
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.pop("PYTHONPATH", None)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["CONVEYOR_API_PORT"] = str(free_port())
     procs: list[subprocess.Popen[bytes]] = []
     yield folder, env, procs
     for proc in procs:
@@ -88,6 +87,13 @@ def start_service(line: str, folder: Path, env: dict[str, str]) -> subprocess.Po
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def start_api(line: str, folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start the API on a port picked now, once the embedded Redis listens: a port picked
+    before it started could be the very port Redis then took (seen once in CI)."""
+    env["CONVEYOR_API_PORT"] = str(free_port())
+    return start_service(line, folder, env)
 
 
 def run_line(line: str, folder: Path, env: dict[str, str]) -> str:
@@ -143,7 +149,7 @@ async def test_the_readme_path_from_tasks_to_completed_jobs(
     # The worker first: it starts the embedded Redis that the API then finds.
     procs.append(start_service(services[0], folder, env))
     wait_for_sync(lambda: running_url(folder / ".conveyor"), timeout=60)
-    procs.append(start_service(services[1], folder, env))
+    procs.append(start_api(services[1], folder, env))
     wait_for_sync(lambda: api_ready(env), timeout=60, message="the API never became ready")
 
     answer = json.loads(run_line(others[0], folder, env))
@@ -184,7 +190,7 @@ async def test_the_readme_http_api_example_runs_as_written(
     [block] = [b for b in readme_blocks("## HTTP API") if b.lang == "bash"]
     procs.append(start_service("conveyor worker", folder, env))
     wait_for_sync(lambda: running_url(folder / ".conveyor"), timeout=60)
-    procs.append(start_service("conveyor api", folder, env))
+    procs.append(start_api("conveyor api", folder, env))
     wait_for_sync(lambda: api_ready(env), timeout=60, message="the API never became ready")
 
     job = json.loads(run_line(block.text, folder, env))
