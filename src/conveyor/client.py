@@ -185,7 +185,14 @@ class QueueClient:
                     f"{settings.data_dir.resolve()}: start `conveyor worker` or `conveyor up` "
                     f"from this folder first, or set CONVEYOR_REDIS_URL"
                 )
-            redis = connect(url, timeout_s=settings.redis_timeout_s)
+            sentinel_password = settings.redis_sentinel_password
+            redis = connect(
+                url,
+                timeout_s=settings.redis_timeout_s,
+                sentinel_password=sentinel_password.get_secret_value()
+                if sentinel_password
+                else None,
+            )
         elif redis_url is not None:
             raise ValueError("QueueClient.from_settings: pass redis or redis_url, not both")
         return cls(

@@ -9,7 +9,6 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -23,6 +22,7 @@ from conveyor.policy import (
     BackoffType,
     RetryPolicy,
 )
+from conveyor.redis_url import redis_url_problem
 
 DEFAULT_QUEUE = "taskQueue"
 DEFAULT_PREFIX = "bull"
@@ -49,30 +49,6 @@ def _split_csv(value: object) -> object:
     return value
 
 
-def redis_url_problem(url: str) -> str | None:
-    """What is wrong with a Redis URL (never quoting its password), or None when it is usable.
-
-    Checked when the settings are built, so a bad port or database number ends every command
-    with one readable line instead of failing deep inside the Redis client.
-    """
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return "must start with redis://, rediss:// or unix://"
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return None if parts.path else "a unix:// URL needs the socket's path (unix:///path)"
-    hostport = parts.netloc.rpartition("@")[2]
-    if not parts.hostname:
-        return "names no host (redis://host:port/db)"
-    after_host = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
-    port = after_host.partition(":")[2]
-    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        return f"the port {port!r} is not a number from 1 to 65535"
-    db = parts.path.strip("/")
-    if db and not (db.isascii() and db.isdigit()):
-        return f"the database {db!r} is not a number (redis://host:port/0)"
-    return None
-
-
 #: Monitor roles: rw may look and act, ro may only look.
 MONITOR_ROLES = ("rw", "ro")
 
@@ -94,9 +70,31 @@ class Settings(BaseSettings):
     # --- Redis -------------------------------------------------------------------------------
     redis_url: str | None = Field(
         default=None,
-        description="Redis URL (redis://, rediss:// or unix://). Unset: the embedded "
-        "redis-server of CONVEYOR_DATA_DIR, shared by every command (started by the first, "
-        "stopped when the last exits).",
+        description="Redis URL: redis://, rediss:// (TLS) or unix:// for one server; "
+        "redis+sentinel://[[user]:password@]host1:port1[,host2:port2...]/MASTER_NAME[/DB] "
+        "(or rediss+sentinel://) to find the master through Redis Sentinel. Unset: the "
+        "embedded redis-server of CONVEYOR_DATA_DIR, shared by every command (started by the "
+        "first, stopped when the last exits).",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="The sentinels' own password (requirepass in sentinel.conf), for "
+        "redis+sentinel:// URLs; the URL's password is the master's.",
+    )
+    enqueue_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Acknowledge an enqueue (API 201, QueueClient) only once this many "
+        "replicas hold the job (Redis WAIT); 0: once the master has it. See docs/scaling.md.",
+    )
+    enqueue_replicas_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        le=60_000,
+        description="How long an enqueue waits for CONVEYOR_ENQUEUE_REPLICAS replicas before "
+        "it is refused (API 503; QueueClient raises ReplicationError). Keep it under "
+        "CONVEYOR_REDIS_TIMEOUT_S and CONVEYOR_API_REDIS_TIMEOUT_S.",
     )
     redis_wait_s: float = Field(
         default=10.0, ge=0, description="How long services wait for Redis at start-up."

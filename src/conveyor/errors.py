@@ -5,6 +5,7 @@
     ConveyorError
     ├── ConfigurationError
     ├── RedisUnavailableError
+    │   └── ReplicationError
     ├── RedisPolicyError
     ├── EmbeddedRedisError
     ├── TaskError
@@ -38,6 +39,11 @@ class ConfigurationError(ConveyorError):
 
 class RedisUnavailableError(ConveyorError):
     """Raised when Redis cannot be reached (or stopped answering) within the allowed time."""
+
+
+class ReplicationError(RedisUnavailableError):
+    """Raised when fewer replicas than ``CONVEYOR_ENQUEUE_REPLICAS`` acknowledged a write in
+    time: the master holds it, but a failover now could lose it."""
 
 
 class RedisPolicyError(ConveyorError):

@@ -7,13 +7,15 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
     OutOfMemoryError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
     TimeoutError,
@@ -23,6 +25,8 @@ from conveyor.backoff import capped_backoff
 from conveyor.config import EvictionCheck
 from conveyor.errors import ConfigurationError, RedisPolicyError, RedisUnavailableError
 from conveyor.log import get_logger
+from conveyor.redis_address import AddressResolver, SentinelResolver, tls_context
+from conveyor.redis_url import RedisTarget, parse_redis_url
 
 log = get_logger("conveyor.redis")
 
@@ -75,36 +79,109 @@ def redact_url(url: str) -> str:
 
 
 def connect(
-    url: str, *, timeout_s: float = 5.0, max_connections: int | None = None, **extra: Any
+    url: str,
+    *,
+    timeout_s: float = 5.0,
+    max_connections: int | None = None,
+    sentinel_password: str | None = None,
+    **extra: Any,
 ) -> Redis:
     """A Redis client for ``url`` (RESP2, decoded strings, a few quick retries on blips).
 
-    Nothing is sent until the first command; use ``wait_until_ready`` to check the server.
+    The one place that turns a URL into connections: a ``redis+sentinel://`` URL gives a client
+    whose every connection asks the sentinels where the master is (``conveyor.redis_address``),
+    and ``RespConnection.like`` takes the same resolver. ``sentinel_password`` is the
+    sentinels' own (CONVEYOR_REDIS_SENTINEL_PASSWORD). Nothing is sent until the first
+    command; use ``wait_until_ready`` to check the server.
     """
+    target = parse_redis_url(url)
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "protocol": 2,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        "retry_on_error": [ConnectionError, TimeoutError],
+        "health_check_interval": 30,
+        "max_connections": max_connections,
+        **extra,
+    }
+    if target.uses_sentinel:
+        return _sentinel_client(target, sentinel_password, options)
     try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError on a malformed port
+        return Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigurationError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigurationError(
-            f"invalid Redis URL {redact_url(url)!r}: use redis://, rediss:// or unix://"
+
+
+def _sentinel_client(
+    target: RedisTarget, sentinel_password: str | None, options: dict[str, Any]
+) -> Redis:
+    assert target.master_name is not None
+    tls_options: dict[str, Any] = dict(target.tls_options)
+    if "ssl_check_hostname" in tls_options:
+        tls_options["ssl_check_hostname"] = tls_options["ssl_check_hostname"].lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
         )
-    try:
-        return Redis.from_url(
-            url,
-            decode_responses=True,
-            protocol=2,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-            retry_on_error=[ConnectionError, TimeoutError],
-            health_check_interval=30,
-            max_connections=max_connections,
-            **extra,
-        )
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
+    resolver = SentinelResolver(
+        target.sentinels,
+        target.master_name,
+        password=sentinel_password,
+        tls=tls_context(tls_options) if target.tls else None,
+    )
+    pool = ConnectionPool(
+        connection_class=ResolvedSSLConnection if target.tls else ResolvedConnection,
+        resolver=resolver,
+        username=target.username,
+        password=target.password,
+        db=target.db,
+        **(tls_options if target.tls else {}),
+        **options,
+    )
+    return Redis.from_pool(pool)
+
+
+class ResolvedConnection(Connection):
+    """A redis-py connection that asks its ``resolver`` where to connect each time it
+    connects, checks the server's ROLE when the resolver wants it, and drops itself when the
+    server answers READONLY (a master demoted by a failover), so the next command finds the
+    new master."""
+
+    def __init__(self, *, resolver: AddressResolver, **kwargs: Any) -> None:
+        self.resolver = resolver
+        super().__init__(**kwargs)
+
+    async def _connect(self) -> None:
+        address = await self.resolver.resolve()
+        self.host, self.port = address.host, address.port
+        await super()._connect()  # type: ignore[no-untyped-call]
+
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        await super().on_connect_check_health(check_health=check_health)
+        if self.resolver.checks_role:
+            await self.send_command("ROLE", check_health=False)
+            role = await self.read_response()
+            if not role or role[0] != "master":
+                raise ConnectionError(
+                    f"{self.host}:{self.port} is a {role[0] if role else 'server'} now, "
+                    "not the master"
+                )
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ReadOnlyError as exc:
+            await self.disconnect()
+            raise ConnectionError(
+                f"{self.host}:{self.port} became a replica (READONLY); looking for the master"
+            ) from exc
+
+
+class ResolvedSSLConnection(ResolvedConnection, SSLConnection):
+    """``ResolvedConnection`` over TLS."""
 
 
 async def wait_until_ready(client: Redis, url: str, wait_s: float) -> None:

@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import ConfigurationError
 from conveyor.log import get_logger
+from conveyor.redis_address import AddressResolver, FixedAddress, tls_context
 
 
 def _reply_error(message: str) -> ResponseError:
@@ -38,20 +39,9 @@ def _reply_error(message: str) -> ResponseError:
     return ResponseError(message)
 
 
-def _ssl_context(kw: dict[str, Any]) -> ssl.SSLContext:
-    """The TLS settings redis-py took from a rediss:// URL (ssl_ca_certs, ssl_certfile, ...)."""
-    context = ssl.create_default_context(
-        cafile=kw.get("ssl_ca_certs"), capath=kw.get("ssl_ca_path")
-    )
-    if kw.get("ssl_certfile"):
-        context.load_cert_chain(kw["ssl_certfile"], kw.get("ssl_keyfile"), kw.get("ssl_password"))
-    reqs = kw.get("ssl_cert_reqs", "required")
-    if reqs in (None, "none", ssl.CERT_NONE):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context.check_hostname = bool(kw.get("ssl_check_hostname", False))
-    return context
+class DemotedError(RedisConnectionError):
+    """A write answered READONLY: the server is a replica now (a failover demoted it). The
+    connection is dropped with it, so the next command connects to the master again."""
 
 
 #: Called with a command's reply: the value, a ResponseError instance for an error reply, or a
@@ -94,6 +84,13 @@ def collect(count: int, future: asyncio.Future[Any]) -> list[ReplyCallback]:
     return [*([one] * (count - 1)), last]
 
 
+def _role(reply: Any) -> str:
+    """The role a ROLE reply names (``master``, ``slave``, ``sentinel``)."""
+    if isinstance(reply, list) and reply and isinstance(reply[0], str):
+        return reply[0]
+    return "server of unknown role"
+
+
 class _Protocol(asyncio.Protocol):
     """Parses replies as bytes arrive and pairs them with the callbacks, in order."""
 
@@ -101,10 +98,20 @@ class _Protocol(asyncio.Protocol):
         self.owner = owner
         # Bytes that are not UTF-8 come out as U+FFFD instead of an exception that would drop
         # every command in flight (the job they belong to then fails its validation).
-        self.parser = hiredis.Reader(encoding="utf-8", errors="replace", replyError=_reply_error)
+        self.parser = hiredis.Reader(
+            encoding="utf-8", errors="replace", replyError=self._reply_error
+        )
+        #: A READONLY reply came: the connection is dropped once the replies read are handed out.
+        self.demoted: DemotedError | None = None
         self.waiting: deque[tuple[ReplyCallback, float]] = deque()
         self.transport: asyncio.Transport | None = None
         self.failure: Exception | None = None
+
+    def _reply_error(self, message: str) -> Exception:
+        if message.startswith("READONLY"):
+            self.demoted = DemotedError(f"{message} (a failover demoted this server)")
+            return self.demoted
+        return _reply_error(message)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports have the same methods but do not subclass asyncio's.
@@ -122,6 +129,8 @@ class _Protocol(asyncio.Protocol):
             callback, _ = waiting.popleft()
             _deliver(callback, reply)
             reply = parser.gets()
+        if self.demoted is not None:
+            self.fail(self.demoted)
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = self.failure or RedisConnectionError(
@@ -161,6 +170,8 @@ class RespConnection:
         db_part = parts.path.lstrip("/") if parts.scheme != "unix" else ""
         self.db = int(db_part) if db_part.isdigit() else 0
         self.ssl_context: ssl.SSLContext | None = None
+        #: Asked where the server is on every (re)connect (a Sentinel failover moves it).
+        self.resolver: AddressResolver = FixedAddress(self.host, self.port)
         self._protocol: _Protocol | None = None
         self._connect_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
@@ -174,18 +185,20 @@ class RespConnection:
 
     @classmethod
     def like(cls, client: Redis) -> RespConnection:
-        """A connection to the same server, database and credentials as a redis-py client."""
+        """A connection to the same server, database and credentials as a redis-py client,
+        found the same way (its connections' resolver: a Sentinel client's master)."""
         kw = client.connection_pool.connection_kwargs
         conn = cls("redis://localhost", timeout_s=kw.get("socket_timeout") or 5.0)
         conn.host = kw.get("host", "localhost")
         conn.port = int(kw.get("port", 6379))
+        conn.resolver = kw.get("resolver") or FixedAddress(conn.host, conn.port)
         conn.db = int(kw.get("db", 0) or 0)
         conn.username = kw.get("username")
         conn.password = kw.get("password")
         connection_class = client.connection_pool.connection_class
         conn.tls = issubclass(connection_class, SSLConnection)
         if conn.tls:
-            conn.ssl_context = _ssl_context(kw)
+            conn.ssl_context = tls_context(kw)
         if issubclass(connection_class, UnixDomainSocketConnection):
             conn.unix_path = kw.get("path")
         return conn
@@ -203,7 +216,11 @@ class RespConnection:
             await self._open()
 
     async def _open(self) -> None:
+        """Connect to where the resolver says the server is now, then greet it."""
         loop = asyncio.get_running_loop()
+        if not self.unix_path:
+            address = await self.resolver.resolve()
+            self.host, self.port = address.host, address.port
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 if self.unix_path:
@@ -224,6 +241,11 @@ class RespConnection:
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
         self._protocol = protocol
+        await self._greet()
+
+    async def _greet(self) -> None:
+        """AUTH and SELECT (refused: AuthenticationError), ROLE when the resolver wants a
+        master (a replica: ConnectionError), then CLIENT SETNAME and CLIENT ID."""
         hello: list[Sequence[Any]] = []
         if self.password:
             hello.append(
@@ -232,24 +254,33 @@ class RespConnection:
         if self.db:
             hello.append(("SELECT", self.db))
         checked = len(hello)
+        check_role = self.resolver.checks_role and not self.unix_path
+        if check_role:
+            hello.append(("ROLE",))
         if self.client_name:
             hello.append(("CLIENT", "SETNAME", self.client_name))
         if self.want_client_id:
             hello.append(("CLIENT", "ID"))
-        if hello:
-            try:
-                replies = await self._run(hello)
-            except (RedisConnectionError, RedisTimeoutError):
+        if not hello:
+            return
+        try:
+            replies = await self._run(hello)
+        except (RedisConnectionError, RedisTimeoutError):
+            await self.close()
+            raise
+        for index, reply in enumerate(replies):
+            if isinstance(reply, ResponseError) and index < checked:
                 await self.close()
-                raise
-            for index, reply in enumerate(replies):
-                if isinstance(reply, ResponseError) and index < checked:
-                    await self.close()
-                    raise AuthenticationError(str(reply))
-                if isinstance(reply, ResponseError):  # a name Redis refuses: go on unnamed
-                    log.warning("redis_client_name_refused", error=str(reply))
-            if self.want_client_id and isinstance(replies[-1], int):
-                self.client_id = replies[-1]
+                raise AuthenticationError(str(reply))
+            if check_role and index == checked and _role(reply) != "master":
+                await self.close()
+                raise RedisConnectionError(
+                    f"{self.host}:{self.port} is a {_role(reply)} now, not the master"
+                )
+            if isinstance(reply, ResponseError):  # a name Redis refuses: go on unnamed
+                log.warning("redis_client_name_refused", error=str(reply))
+        if self.want_client_id and isinstance(replies[-1], int):
+            self.client_id = replies[-1]
 
     def send(self, commands: Sequence[Sequence[Any]], callbacks: Sequence[ReplyCallback]) -> None:
         """Write the commands now (one write) without waiting for earlier replies; each reply

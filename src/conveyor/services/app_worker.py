@@ -19,7 +19,7 @@ from conveyor.observability.logging import LoggingHooks
 from conveyor.observability.stats import StatsHooks
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
-from conveyor.services.redis_connection import open_checked, redis_url
+from conveyor.services.redis_connection import open_checked, redis_url, sentinel_password
 from conveyor.worker import Worker, WorkerOptions
 
 
@@ -49,7 +49,11 @@ async def configured_worker(
     have written their last second."""
     redis = await open_checked(settings, url)
     options = worker_options(settings)
-    blocking = connect(url, timeout_s=options.drain_delay_s + settings.redis_timeout_s)
+    blocking = connect(
+        url,
+        timeout_s=options.drain_delay_s + settings.redis_timeout_s,
+        sentinel_password=sentinel_password(settings),
+    )
     chain: list[WorkerHooks] = [LoggingHooks()]
     stats: StatsHooks | None = None
     try:

@@ -22,6 +22,12 @@ def redis_url(settings: Settings) -> Iterator[str]:
         yield embedded.url
 
 
+def sentinel_password(settings: Settings) -> str | None:
+    """The sentinels' own password (CONVEYOR_REDIS_SENTINEL_PASSWORD), for ``connect``."""
+    secret = settings.redis_sentinel_password
+    return secret.get_secret_value() if secret is not None else None
+
+
 async def open_checked(settings: Settings, url: str, **extra: object) -> Redis:
     """A client that has answered PING and passed the eviction-policy check."""
     return await open_redis(
@@ -29,5 +35,6 @@ async def open_checked(settings: Settings, url: str, **extra: object) -> Redis:
         wait_s=settings.redis_wait_s,
         timeout_s=settings.redis_timeout_s,
         eviction=settings.eviction_check,
+        sentinel_password=sentinel_password(settings),
         **extra,
     )
