@@ -11,7 +11,8 @@ from conveyor.redis_url import HostPort, parse_redis_url, redis_url_problem
 
 def test_a_sentinel_url_names_its_sentinels_master_database_and_the_masters_credentials() -> None:
     target = parse_redis_url("redis+sentinel://app:s%40cret@10.0.0.1:26379,[::1],sen:5000/main/3")
-    assert target.uses_sentinel and not target.tls
+    assert target.uses_sentinel
+    assert not target.tls
     assert target.sentinels == (
         HostPort("10.0.0.1", 26379),
         HostPort("::1", 26379),
@@ -26,7 +27,8 @@ def test_rediss_sentinel_keeps_its_tls_options_and_drops_unknown_query_parameter
     target = parse_redis_url(
         "rediss+sentinel://:pw@h:1/m?ssl_ca_certs=/ca.crt&ssl_cert_reqs=none&other=1"
     )
-    assert target.tls and target.uses_sentinel
+    assert target.tls
+    assert target.uses_sentinel
     assert target.tls_options == {"ssl_ca_certs": "/ca.crt", "ssl_cert_reqs": "none"}
     assert (target.username, target.password, target.db) == (None, "pw", 0)
 
@@ -58,7 +60,8 @@ def test_one_server_urls(url: str, server: HostPort, db: int) -> None:
 )
 def test_a_bad_url_gets_one_readable_problem_without_its_password(url: str, problem: str) -> None:
     found = redis_url_problem(url)
-    assert found is not None and problem in found
+    assert found is not None
+    assert problem in found
     assert "secret" not in found
     with pytest.raises(ConfigurationError, match="invalid Redis URL"):
         parse_redis_url(url)
@@ -70,4 +73,5 @@ def test_the_settings_refuse_a_bad_sentinel_url_with_one_line(
     monkeypatch.setenv("CONVEYOR_REDIS_URL", "redis+sentinel://h:1")
     with pytest.raises(ConfigurationError) as caught:
         load_settings()
-    assert "names no master" in str(caught.value) and "\n" not in str(caught.value)
+    assert "names no master" in str(caught.value)
+    assert "\n" not in str(caught.value)
