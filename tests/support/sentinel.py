@@ -129,7 +129,9 @@ class SentinelSetup:
             with redis.Redis(port=port, decode_responses=True, socket_timeout=2) as client:
                 return port if client.role()[0] == "master" else None
 
-        return wait_for_sync(promoted, timeout, message="no failover happened")
+        port = wait_for_sync(promoted, timeout, message="no failover happened")
+        assert port is not None
+        return port
 
     def stop(self) -> None:
         for proc in self.sentinel_procs:
