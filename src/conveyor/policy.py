@@ -52,8 +52,13 @@ ALLOWED_OPTIONS = frozenset(
         "lifo",
         "removeOnComplete",
         "removeOnFail",
+        "deduplication",
     }
 )
+#: A ``deduplication.id``, in characters (it names the key ``{prefix}:{queue}:de:{id}``).
+MAX_DEDUPLICATION_ID_LENGTH = 256
+#: What BullMQ's Redis scripts (Node 6.7, the pinned Python bullmq) honour in ``deduplication``.
+DEDUPLICATION_FLAGS = ("extend", "replace", "keepLastIfActive")
 
 
 @dataclass(frozen=True)
@@ -223,14 +228,16 @@ def should_retry(attempts_made: int, policy: RetryPolicy, *, unrecoverable: bool
 
 
 # --- option limits ---------------------------------------------------------------------------
-def _check_whole(options: Mapping[str, Any], key: str, low: int, high: int) -> None:
+def _check_whole(
+    options: Mapping[str, Any], key: str, low: int, high: int, *, name: str | None = None
+) -> None:
     value = options.get(key)
     if value is None:
         return
     if not _is_whole(value):
-        raise JobOptionsError(f"options.{key} must be a whole number")
+        raise JobOptionsError(f"options.{name or key} must be a whole number")
     if not low <= value <= high:
-        raise JobOptionsError(f"options.{key} must be between {low} and {high}")
+        raise JobOptionsError(f"options.{name or key} must be between {low} and {high}")
 
 
 def _keep_count(value: object) -> bool:
@@ -267,6 +274,33 @@ def check_job_id(job_id: object) -> None:
         raise JobOptionsError("options.jobId must not be an integer (BullMQ reserves those)")
 
 
+def check_deduplication(value: object) -> None:
+    """BullMQ's ``deduplication`` option: ``{id, ttl?, extend?, replace?, keepLastIfActive?}``
+    (``ttl`` in ms). Raises JobOptionsError.
+
+    Node's ``reschedule`` is refused: BullMQ's Redis scripts (Node 6.7's and the pinned Python
+    bullmq's) do not implement it, so it would be silently ignored."""
+    if not isinstance(value, Mapping):
+        raise JobOptionsError("options.deduplication must be {id, ttl, extend, replace, ...}")
+    allowed = {"id", "ttl", *DEDUPLICATION_FLAGS}
+    unknown = set(value) - allowed
+    if unknown:
+        raise JobOptionsError(
+            f"unknown options.deduplication fields: {', '.join(sorted(unknown))} "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        )
+    dedup_id = value.get("id")
+    if not isinstance(dedup_id, str) or not 1 <= len(dedup_id) <= MAX_DEDUPLICATION_ID_LENGTH:
+        raise JobOptionsError(
+            f"options.deduplication.id must be a string of 1 to {MAX_DEDUPLICATION_ID_LENGTH} "
+            "characters"
+        )
+    _check_whole(value, "ttl", 0, MAX_DELAY_MS, name="deduplication.ttl")
+    for flag in DEDUPLICATION_FLAGS:
+        if flag in value and not isinstance(value[flag], bool):
+            raise JobOptionsError(f"options.deduplication.{flag} must be true or false")
+
+
 def check_option_limits(options: Mapping[str, Any], default: RetryPolicy) -> RetryPolicy:
     """Check a caller's job options: only ``ALLOWED_OPTIONS``, each within its limit (``jobId``
     apart: ``check_job_id``); answer the retry policy they ask for over ``default``. Raises
@@ -284,4 +318,6 @@ def check_option_limits(options: Mapping[str, Any], default: RetryPolicy) -> Ret
         _check_keep(options, key)
     if "lifo" in options and not isinstance(options["lifo"], bool):
         raise JobOptionsError("options.lifo must be true or false")
+    if "deduplication" in options:
+        check_deduplication(options["deduplication"])
     return policy_from_job_options(options, default)

@@ -42,10 +42,17 @@ class BullQueue(QueueReads, QueueAdmin):
         """Add one job (standard, delayed or prioritized, as BullMQ's Queue.add does).
 
         Answers the job id, or queues the call on ``pipe``. An existing id is left as it is
-        (BullMQ's duplicate rule).
+        (BullMQ's duplicate rule). With BullMQ's ``deduplication`` option (stored as ``de``,
+        its key ``{prefix}:{queue}:de:{id}``, as Node's Queue.add writes them) a duplicate
+        answers the id of the job that was there first, and nothing is added.
         """
         ts = timestamp if timestamp is not None else now_ms()
-        packed_args = pack([self.base, job_id, name, ts, None, None, None, None, None])
+        dedup_key = None
+        if "deduplication" in options:
+            options = dict(options)
+            options["de"] = options.pop("deduplication")
+            dedup_key = f"{self.base}de:{options['de']['id']}"
+        packed_args = pack([self.base, job_id, name, ts, None, None, None, None, dedup_key])
         args: list[Any] = [packed_args, data_json, pack(options)]
         if options.get("delay"):
             keys = self._keys("marker", "meta", "id", "delayed", "completed", "events")

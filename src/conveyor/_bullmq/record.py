@@ -132,6 +132,8 @@ class JobRecord:
         opts = loads(get("opts"), {})
         if not isinstance(opts, dict):
             opts = {}
+        elif "de" in opts:  # BullMQ stores ``deduplication`` under its short name
+            opts["deduplication"] = opts.pop("de")
         return cls(
             id=job_id,
             name=get("name", ""),

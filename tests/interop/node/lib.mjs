@@ -57,5 +57,6 @@ export async function view(job) {
     processedOn: job.processedOn ?? null,
     finishedOn: job.finishedOn ?? null,
     processedBy: job.processedBy ?? null,
+    deduplicationId: job.deduplicationId ?? null,
   };
 }

@@ -16,6 +16,7 @@
 //   retryJobs (none)                    Queue.retryJobs (Bull Board's retry-all)    -> {}
 //   remove   [id, ...]                  Job.remove()                                -> {}
 //   clean    (none)                     Queue.clean(0, 1000, 'failed')      -> {ids}
+//   dedupJobId id                       Queue.getDeduplicationJobId         -> {id}
 import { createInterface } from 'node:readline';
 import { disconnect, emit, openQueue, view } from './lib.mjs';
 
@@ -78,6 +79,8 @@ async function run(queue, command, arg) {
     case 'clean': {
       return { ids: await queue.clean(0, 1000, 'failed') };
     }
+    case 'dedupJobId':
+      return { id: await queue.getDeduplicationJobId(arg) };
     case 'pause':
       await queue.pause();
       return {};

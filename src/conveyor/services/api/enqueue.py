@@ -81,6 +81,18 @@ class Accepted:
     job_id: str
     name: str
     created: bool
+    #: The job's ``deduplication`` matched a job already there: ``job_id`` is that one's.
+    deduplicated: bool = False
+
+
+def _stored(job: PreparedJob, stored: Any, existed: bool) -> Accepted:
+    """What the add script answered for ``job``: its id, or the id of the job its
+    deduplication matched (BullMQ adds nothing then)."""
+    if isinstance(stored, Exception):
+        raise stored
+    stored_id = str(stored)
+    deduplicated = stored_id != job.job_id
+    return Accepted(stored_id, job.name, not existed and not deduplicated, deduplicated)
 
 
 def _same_job(job: PreparedJob, name: str | None, data_json: str | None) -> bool:
@@ -162,6 +174,14 @@ class Enqueuer:
         options = dict(sent)
         given_id = "jobId" in options
         if idempotency_key is not None:
+            if "deduplication" in options:
+                raise from_conveyor_error(
+                    JobOptionsError(
+                        "options.deduplication and the Idempotency-Key header both decide "
+                        "whether the job is new; send one of them"
+                    ),
+                    prefix,
+                )
             if given_id:
                 raise from_conveyor_error(
                     JobOptionsError(
@@ -208,10 +228,7 @@ class Enqueuer:
             async with self.gate.open():
                 results = await self._add_alone(job)
         existed = _existed(results[0]) if job.client_id else False
-        stored = results[-1]
-        if isinstance(stored, Exception):
-            raise stored
-        return Accepted(job_id=str(stored), name=job.name, created=not existed)
+        return _stored(job, results[-1], existed)
 
     async def _add_alone(self, job: PreparedJob) -> list[Any]:
         if not job.client_id:
@@ -238,6 +255,7 @@ class Enqueuer:
         bull = self.client.bull
         receipt = keys.bulk_receipt(bull.prefix, bull.name, uuid.uuid4().hex)
         sending = _Sending()
+        stored: list[Any] = [job.job_id for job in jobs]
         try:
             async with self.gate.open(self.gate.timeout_s + len(jobs) * self.bulk_s_per_job):
                 if key is not None:
@@ -254,17 +272,14 @@ class Enqueuer:
                             )
                         pipe.set(receipt, 1, ex=RECEIPT_TTL_S)
                         sending.existed = existed
-                        await pipe.execute()
+                        stored = list(await pipe.execute())[: len(jobs)]
         except (TimeoutError, RedisError, OSError) as exc:
             if not sending.existed or not await self._committed(receipt, sending.connection):
                 raise
             log.warning(
                 "api_bulk_committed_late", jobs=len(jobs), error=f"{type(exc).__name__}: {exc}"
             )
-        return [
-            Accepted(job_id=job.job_id, name=job.name, created=not e)
-            for job, e in zip(jobs, sending.existed, strict=True)
-        ]
+        return [_stored(job, s, e) for job, s, e in zip(jobs, stored, sending.existed, strict=True)]
 
     async def _committed(self, receipt: str, connection: int | None) -> bool:
         """Whether the MULTI that writes ``receipt`` ran. Redis runs what a connection sent

@@ -64,6 +64,7 @@ async def enqueue_one(
         "name": accepted.name,
         "queue": state.settings.queue,
         "created": accepted.created,
+        "deduplicated": accepted.deduplicated,
         "status_url": status_url(root_path, accepted.job_id),
     }
     return (201 if accepted.created else 200), content

@@ -27,6 +27,7 @@ from conveyor.jobs import JobState
 from conveyor.policy import (
     MAX_ATTEMPTS,
     MAX_BACKOFF_MS,
+    MAX_DEDUPLICATION_ID_LENGTH,
     MAX_DELAY_MS,
     MAX_JOB_ID_LENGTH,
     MAX_KEEP,
@@ -102,6 +103,29 @@ Keep = Annotated[
 ]
 
 
+class Deduplication(_Strict):
+    """BullMQ's deduplication: while a job added with this ``id`` is still there (simple
+    mode, no ``ttl``) or for ``ttl`` ms (throttle), adding another with the same ``id`` adds
+    nothing and answers the first job's id. ``extend`` restarts the ttl at each duplicate;
+    ``replace`` (with a ``delay``: debounce) swaps in the newest job while the first is still
+    delayed; ``keepLastIfActive`` keeps the newest duplicate of a running job for after it."""
+
+    id: str = Field(
+        min_length=1, max_length=MAX_DEDUPLICATION_ID_LENGTH, description="Deduplication key."
+    )
+    ttl: JobDelayMs | None = Field(
+        default=None, description="Milliseconds the id stays taken (unset: while the job lives)."
+    )
+    extend: bool | None = Field(default=None, description="A duplicate restarts the ttl.")
+    replace: bool | None = Field(
+        default=None, description="A duplicate replaces the first job while it is delayed."
+    )
+    keepLastIfActive: bool | None = Field(
+        default=None,
+        description="A duplicate of a running job is kept (the newest) and added when it ends.",
+    )
+
+
 #: The queue's own key names, which no jobId may be (in the published schema).
 _RESERVED_IDS: list[JsonValue] = [name for name in sorted(RESERVED_JOB_IDS)]
 
@@ -140,6 +164,12 @@ class JobOptions(_Strict):
     )
     removeOnFail: Keep | None = Field(
         default=None, description="Remove the job when it fails for good (same forms)."
+    )
+    deduplication: Deduplication | None = Field(
+        default=None,
+        description="BullMQ's deduplication ({id, ttl, extend, replace, keepLastIfActive}): "
+        "a duplicate adds nothing and is answered 200 with the existing job's id and "
+        "`deduplicated: true`. Not with an Idempotency-Key header.",
     )
 
     def to_bullmq(self) -> dict[str, Any]:
@@ -187,7 +217,13 @@ class EnqueueResponse(BaseModel):
     name: str
     queue: str
     created: bool = Field(
-        description="False when the job already existed (same Idempotency-Key or jobId)."
+        description="False when the job already existed (same Idempotency-Key or jobId) or "
+        "was deduplicated."
+    )
+    deduplicated: bool = Field(
+        default=False,
+        description="True when options.deduplication matched a job already there: nothing "
+        "was added and `id` is that job's.",
     )
     status_url: str = Field(description="Where to follow the job: GET /jobs/{id}.")
 

@@ -90,6 +90,7 @@ def _accepted(request: Request, state: ApiState, job: Accepted) -> dict[str, Any
         "name": job.name,
         "queue": state.settings.queue,
         "created": job.created,
+        "deduplicated": job.deduplicated,
         "status_url": status_url(request.scope.get("root_path", ""), job.job_id),
     }
 
