@@ -36,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from conveyor.config import Settings
 from conveyor.log import get_logger
+from conveyor.services.heap import FreezeHeapAfterStartup
 from conveyor.services.problems import (
     MALFORMED_REQUEST,
     PROBLEM_MEDIA_TYPE,
@@ -274,6 +275,10 @@ class ServingConfig(uvicorn.Config):
             app, http=GuardedProtocol, timeout_keep_alive=limits.keep_alive_s, **options
         )
         self.limits = limits
+
+    def load(self) -> None:
+        super().load()
+        self.loaded_app = FreezeHeapAfterStartup(self.loaded_app)  # conveyor.services.heap
 
 
 def ensure_descriptors(limits: ConnectionLimits) -> None:
