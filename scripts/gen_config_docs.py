@@ -89,6 +89,8 @@ def _type_name(annotation: Any) -> str:
         (item,) = get_args(annotation)
         what = "secrets" if item is SecretStr else "strings"
         return f"list of {what} (comma-separated)"
+    if origin is dict:
+        return "list of `name[:weight]` (comma-separated)"
     if inspect.isclass(annotation) and issubclass(annotation, enum.Enum):
         return "one of " + ", ".join(f"`{m.value}`" for m in annotation)
     names = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path",
@@ -144,7 +146,7 @@ def default_text(info: FieldInfo) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, enum.Enum):
         return f"`{value.value}`"
-    if isinstance(value, list):
+    if isinstance(value, list | dict):
         return f"`{','.join(str(v) for v in value)}`" if value else "empty"
     if isinstance(value, int | float):
         return f"`{_number(value)}`"

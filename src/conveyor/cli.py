@@ -33,6 +33,8 @@ def _fail(message: str) -> None:
 
 
 def _settings(**overrides: Any) -> Settings:
+    if overrides.get("queue") is not None:
+        overrides["queues"] = {}  # --queue: that queue alone, whatever CONVEYOR_QUEUES says
     settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
     configure_logging(settings.log_level, settings.log_format)
     return settings

@@ -10,7 +10,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigurationError
@@ -22,6 +29,7 @@ from conveyor.policy import (
     BackoffType,
     RetryPolicy,
 )
+from conveyor.queues import add_queue, parse_queue_weights
 from conveyor.redis_url import redis_url_problem
 
 DEFAULT_QUEUE = "taskQueue"
@@ -112,7 +120,19 @@ class Settings(BaseSettings):
     )
 
     # --- Queue -------------------------------------------------------------------------------
-    queue: str = Field(default=DEFAULT_QUEUE, min_length=1, description="The queue's name.")
+    queue: str = Field(
+        default=DEFAULT_QUEUE,
+        min_length=1,
+        description="The queue's name; with CONVEYOR_QUEUES, the API's default queue (one of "
+        "them; default: the first).",
+    )
+    queues: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="Comma-separated queues one worker process serves, each with an optional "
+        "weight (`orders:3,emails:1`): the process's concurrency is shared by weight while "
+        "several have work. The API accepts these queues, the monitor, `conveyor stats` and "
+        "cleanup cover them. Empty: CONVEYOR_QUEUE alone.",
+    )
     prefix: str = Field(
         default=DEFAULT_PREFIX, min_length=1, description="BullMQ key prefix (Node's default)."
     )
@@ -417,6 +437,41 @@ class Settings(BaseSettings):
         default="INFO", description="Lowest level written."
     )
     log_format: LogFormat = Field(default=LogFormat.CONSOLE, description="console or json.")
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _parse_queues(cls, value: object) -> object:
+        return parse_queue_weights(value) if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_queue(cls, data: object) -> object:
+        """With CONVEYOR_QUEUES and no CONVEYOR_QUEUE, the first listed is the default."""
+        if isinstance(data, dict) and data.get("queues") and not data.get("queue"):
+            queues = data["queues"]
+            try:
+                names = list(parse_queue_weights(queues) if isinstance(queues, str) else queues)
+            except ValueError:
+                return data  # the field's own validator says what is wrong
+            if names:
+                data = {**data, "queue": names[0]}
+        return data
+
+    @field_validator("queues")
+    @classmethod
+    def _check_queues(cls, value: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        checked: dict[str, int] = {}
+        for name, weight in value.items():
+            add_queue(checked, name, weight)  # the same checks for a dict given in code
+        queue = info.data.get("queue")
+        if value and queue is not None and queue not in value:
+            raise ValueError(f"CONVEYOR_QUEUE {queue!r} is not one of them ({', '.join(value)})")
+        return checked
+
+    @property
+    def queue_weights(self) -> dict[str, int]:
+        """The queues served, with their weights: CONVEYOR_QUEUES, else CONVEYOR_QUEUE."""
+        return dict(self.queues) if self.queues else {self.queue: 1}
 
     @field_validator("tasks", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from conveyor.observability.stats import StatsHooks
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
 from conveyor.services.redis_connection import open_checked, redis_url, sentinel_password
-from conveyor.worker import Worker, WorkerOptions
+from conveyor.worker import Worker, WorkerGroup, WorkerOptions
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
@@ -42,13 +42,14 @@ def worker_options(settings: Settings) -> WorkerOptions:
 @contextlib.asynccontextmanager
 async def configured_worker(
     registry: TaskRegistry, settings: Settings, url: str, hooks: WorkerHooks | None = None
-) -> AsyncIterator[Worker]:
-    """A Worker on ``url`` with the hooks the settings ask for (logging; the monitor's stats
-    when ``stats_enabled``; then ``hooks``), not yet running. Its connections are checked on
+) -> AsyncIterator[Worker | WorkerGroup]:
+    """A Worker on ``url`` (a WorkerGroup when ``settings.queues`` lists several) with the
+    hooks the settings ask for (logging; the monitor's stats when ``stats_enabled``; then
+    ``hooks``), not yet running. Its connections are checked on
     the way in (Redis answers, ``noeviction``) and closed on the way out, after the stats
     have written their last second."""
     redis = await open_checked(settings, url)
-    options = worker_options(settings)
+    options = worker_options(settings)  # the queue's, or every queue's but for the name
     blocking = connect(
         url,
         timeout_s=options.drain_delay_s + settings.redis_timeout_s,
@@ -69,7 +70,18 @@ async def configured_worker(
         if hooks is not None:
             chain.append(hooks)
         all_hooks = chain[0] if len(chain) == 1 else HookChain(*chain)
-        yield Worker(redis, registry, options, blocking_redis=blocking, hooks=all_hooks)
+        weights = settings.queue_weights
+        if len(weights) == 1:
+            yield Worker(redis, registry, options, blocking_redis=blocking, hooks=all_hooks)
+        else:
+            yield WorkerGroup(
+                dict.fromkeys(weights, redis),
+                registry,
+                options,
+                weights,
+                blocking_redis=dict.fromkeys(weights, blocking),
+                hooks=all_hooks,
+            )
     finally:
         if stats is not None:
             await stats.close()  # the last second's counts
@@ -94,9 +106,10 @@ async def run_worker(
     then a cancellation is re-raised and a signal returns. A second cancellation during that
     wait ends it at once, leaving jobs still running to the stalled-job check.
 
-    ``settings`` default to the environment's (``load_settings()``); ``queue`` and
-    ``concurrency`` override theirs. With no ``redis_url`` it uses (and starts if needed) the
-    embedded Redis of ``data_dir``, as the commands do. Logs go through the ``logging``
+    ``settings`` default to the environment's (``load_settings()``); ``queue`` (that queue
+    alone, whatever ``queues`` says) and ``concurrency`` override theirs. With no
+    ``redis_url`` it uses (and starts if needed) the embedded Redis of ``data_dir``, as the
+    commands do. Logs go through the ``logging``
     module: configure it in the application. ``hooks`` are called after Conveyor's own
     (logging, and the monitor's stats). Raises ConfigurationError for a bad override,
     RedisUnavailableError or RedisPolicyError when Redis does not answer in ``redis_wait_s``
@@ -105,6 +118,7 @@ async def run_worker(
     overrides: dict[str, Any] = {}
     if queue is not None:
         overrides["queue"] = queue
+        overrides["queues"] = {}
     if concurrency is not None:
         overrides["concurrency"] = concurrency
     if overrides:

@@ -23,7 +23,7 @@ from conveyor.registry import load_registry
 from conveyor.services.app_worker import configured_worker
 from conveyor.services.redis_connection import redis_url
 from conveyor.services.restarts import RestartPolicy
-from conveyor.worker import Worker
+from conveyor.worker import Worker, WorkerGroup
 from conveyor.worker.watchdog import LoopWatchdog
 
 log = get_logger("conveyor.service.worker")
@@ -52,7 +52,9 @@ async def serve(settings: Settings, url: str, started: Callable[[], None] = _not
         await _serve_worker(worker, settings, started)
 
 
-async def _serve_worker(worker: Worker, settings: Settings, started: Callable[[], None]) -> None:
+async def _serve_worker(
+    worker: Worker | WorkerGroup, settings: Settings, started: Callable[[], None]
+) -> None:
     loop = asyncio.get_running_loop()
     watchdog = LoopWatchdog(
         settings.watchdog_s or settings.lock_duration_ms / 1000,
@@ -75,7 +77,7 @@ async def _serve_worker(worker: Worker, settings: Settings, started: Callable[[]
         await watchdog.stop()
 
 
-def _blocked(worker: Worker, blocked_s: float) -> None:
+def _blocked(worker: Worker | WorkerGroup, blocked_s: float) -> None:
     """Runs in the watchdog thread: the loop is stuck, so end the process now."""
     log.critical(
         "event_loop_blocked",

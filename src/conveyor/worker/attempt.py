@@ -41,6 +41,7 @@ from conveyor.policy import (
 )
 from conveyor.registry import Task, TaskRegistry
 from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, WorkerOptions
+from conveyor.worker.slots import StopFlag
 from conveyor.worker.stack import describe, stack_text, utf8
 from conveyor.worker.unknown import next_deferral
 
@@ -104,7 +105,8 @@ def cancelled_by_worker() -> bool:
 class Attempts:
     """Runs attempts of a worker's jobs and records their outcomes.
 
-    ``stopping`` is the worker's: once set, finishing a job no longer fetches the next one."""
+    ``stopping`` is the worker's (or, sharing a slot pool, ``slots.YieldingStop``): once set,
+    finishing a job no longer fetches the next one."""
 
     def __init__(
         self,
@@ -113,7 +115,7 @@ class Attempts:
         options: WorkerOptions,
         hooks: WorkerHooks,
         records: FailureStore,
-        stopping: asyncio.Event,
+        stopping: StopFlag,
     ) -> None:
         self.bull = bull
         self.registry = registry

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from conveyor._bullmq import BullQueue, JobRecord
+from conveyor._bullmq import BullQueue, Fetched, JobRecord
 from conveyor.backoff import capped_backoff
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
@@ -33,6 +33,7 @@ from conveyor.resp import RespConnection
 from conveyor.worker.attempt import Attempts, cancelled_by_worker
 from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, WorkerOptions
 from conveyor.worker.reconciler import FailureReconciler
+from conveyor.worker.slots import SlotPool, YieldingStop
 from conveyor.worker.stack import describe
 
 log = get_logger("conveyor.worker")
@@ -62,6 +63,7 @@ class Worker:
         *,
         blocking_redis: Redis,
         hooks: WorkerHooks | None = None,
+        slots: SlotPool | None = None,
     ) -> None:
         self.redis = redis
         self.blocking_redis = blocking_redis
@@ -86,8 +88,16 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._token_seq = 0
+        #: Shared with the other queues of this process (``CONVEYOR_QUEUES``), or None: then
+        #: ``options.concurrency`` is this worker's own.
+        self._pool = slots
         self._attempts = Attempts(
-            self.bull, registry, options, self.hooks, self._records, self._stopping
+            self.bull,
+            registry,
+            options,
+            self.hooks,
+            self._records,
+            self._stopping if slots is None else YieldingStop(self._stopping, slots, options.queue),
         )
         self._run_attempt = self._attempts.run
         self.running = False
@@ -164,7 +174,10 @@ class Worker:
                 continue
             token = self._next_token()
             try:
-                fetched = await self.bull.move_to_active(token, self.options.lock_duration_ms)
+                if self._pool is None:
+                    fetched = await self.bull.move_to_active(token, self.options.lock_duration_ms)
+                else:
+                    fetched = await self._pooled_fetch(token)
             except (RedisError, OSError) as exc:
                 failures += 1
                 await self._redis_trouble("move_to_active", exc, failures)
@@ -200,6 +213,19 @@ class Worker:
             finally:
                 if wake is not None:
                     wake.cancel()
+
+    async def _pooled_fetch(self, token: str) -> Fetched:
+        """Take a slot of the shared pool, then a job; the slot goes back unless a job came."""
+        assert self._pool is not None
+        if not await self._until(self._pool.take(self.options.queue)):
+            return Fetched(job=None)  # stopping
+        fetched = None
+        try:
+            fetched = await self.bull.move_to_active(token, self.options.lock_duration_ms)
+        finally:
+            if fetched is None or fetched.job is None:
+                self._pool.give_back(self.options.queue)
+        return fetched
 
     async def _until(self, awaitable: Coroutine[Any, Any, T]) -> T | None:
         """Await ``awaitable`` unless stop() comes first (then cancel it and answer None)."""
@@ -244,6 +270,8 @@ class Worker:
         finally:
             self._slots -= 1
             self._slot_freed.set()
+            if self._pool is not None:
+                self._pool.give_back(self.options.queue)
 
     # --- background duties ---------------------------------------------------------------------
     async def _renew_locks(self) -> None:
