@@ -10,7 +10,12 @@ from collections import Counter
 from pydantic import BaseModel
 
 from conveyor import JobContext, JobSpec, QueueClient, Settings, TaskRegistry, run_worker
+from conveyor.errors import Unrecoverable
 from conveyor.jobs import JobState
+from conveyor.maintenance import RetentionPolicy
+from conveyor.redis import connect
+from conveyor.services import cleanup
+from conveyor.services.monitor.inspector import Inspector
 from conveyor.testing import wait_for
 
 JOB_S = 0.05
@@ -39,6 +44,10 @@ async def test_one_process_serves_two_queues_shared_by_weight(settings: Settings
             running[ctx.queue] -= 1
         return ctx.queue
 
+    @registry.task("boom")
+    async def boom(payload: Empty, ctx: JobContext) -> None:
+        raise Unrecoverable("for the cleanup")
+
     config = Settings.model_validate(
         {**settings.model_dump(), "queue": heavy, "queues": {heavy: 3, light: 1}, "concurrency": 4}
     )
@@ -58,6 +67,14 @@ async def test_one_process_serves_two_queues_shared_by_weight(settings: Settings
                 return all(c.get(JobState.COMPLETED, 0) == per_queue for c in counts)
 
             await wait_for(all_done, 20, message="every job of both queues completes")
+            for client in clients.values():
+                await client.enqueue("boom", {})
+
+            async def both_failed() -> bool:
+                counts = [await c.counts() for c in clients.values()]
+                return all(c.get(JobState.FAILED, 0) == 1 for c in counts)
+
+            await wait_for(both_failed, 10, message="one failure in each queue")
         finally:
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -66,6 +83,15 @@ async def test_one_process_serves_two_queues_shared_by_weight(settings: Settings
         for client in clients.values():
             await client.close()
     assert Counter(starts) == {heavy: per_queue, light: per_queue}
+    # Cleanup and the monitor's queue list cover every queue of CONVEYOR_QUEUES.
+    assert config.redis_url is not None
+    reports = await cleanup.once(config, config.redis_url, RetentionPolicy(0), dry_run=False)
+    assert [(r.queue, r.failed_jobs_removed, r.failure_records_removed) for r in reports] == [
+        (heavy, 1, 1),
+        (light, 1, 1),
+    ]
+    async with connect(config.redis_url) as redis:
+        assert Inspector(redis, config).configured == [heavy, light]
     # While both had a backlog (the heavy queue's 40 jobs take 40 / 3 rounds, in which the
     # light one runs about 13), the starts follow the weights 3:1 once the first round is
     # done; the whole process never ran more than its 4 at once.

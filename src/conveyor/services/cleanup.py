@@ -34,11 +34,15 @@ def policy_from(
 
 
 def scheduler(
-    settings: Settings, redis: Redis, policy: RetentionPolicy | None = None
+    settings: Settings,
+    redis: Redis,
+    policy: RetentionPolicy | None = None,
+    queue: str | None = None,
 ) -> CleanupScheduler:
+    """The schedule of ``queue`` (default: the settings' queue)."""
     cleaner = Cleaner(
         redis,
-        queue=settings.queue,
+        queue=queue if queue is not None else settings.queue,
         prefix=settings.prefix,
         failed_key_prefix=settings.failed_key_prefix,
         policy=policy or policy_from(settings),
@@ -56,18 +60,28 @@ async def serve(settings: Settings, url: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await scheduler(settings, redis).run_forever(stop)
+    try:  # every queue of CONVEYOR_QUEUES on its own schedule
+        await asyncio.gather(
+            *(
+                scheduler(settings, redis, queue=queue).run_forever(stop)
+                for queue in settings.queue_weights
+            )
+        )
     finally:
         await redis.aclose()
 
 
 async def once(
     settings: Settings, url: str, policy: RetentionPolicy, *, dry_run: bool
-) -> CleanupReport:
+) -> list[CleanupReport]:
+    """One run now on every queue of CONVEYOR_QUEUES (or CONVEYOR_QUEUE), one report each."""
     redis = await open_checked(settings, url)
     try:
-        return await scheduler(settings, redis, policy).run_now(now_ms(), dry_run=dry_run)
+        now = now_ms()
+        return [
+            await scheduler(settings, redis, policy, queue).run_now(now, dry_run=dry_run)
+            for queue in settings.queue_weights
+        ]
     finally:
         await redis.aclose()
 
@@ -78,13 +92,18 @@ def run(settings: Settings) -> int:
     return 0
 
 
-def run_once(settings: Settings, policy: RetentionPolicy, *, dry_run: bool) -> CleanupReport:
+def run_once(settings: Settings, policy: RetentionPolicy, *, dry_run: bool) -> list[CleanupReport]:
     with redis_url(settings) as url:
         return asyncio.run(once(settings, url, policy, dry_run=dry_run))
 
 
-def describe(report: CleanupReport) -> str:
-    """The report as a few lines for the terminal."""
+def describe(reports: list[CleanupReport]) -> str:
+    """The reports (one per queue) as a few lines each for the terminal."""
+    return "\n".join(describe_one(report) for report in reports)
+
+
+def describe_one(report: CleanupReport) -> str:
+    """One queue's report as a few lines for the terminal."""
     verb = "would remove" if report.dry_run else "removed"
     lines = [
         f"{verb} {report.failed_jobs_removed} failed jobs and "

@@ -111,22 +111,36 @@ def create_app(
                 max_pending=settings.api_max_pending,
                 timeout_s=settings.api_redis_timeout_s,
             )
+        enqueuer = Enqueuer(
+            client,
+            batcher,
+            gate,
+            bulk_s_per_job=settings.api_redis_bulk_ms_per_job / 1000,
+        )
+        others = {  # CONVEYOR_QUEUES: the same Redis, batcher and gate for all
+            name: QueueClient.from_settings(
+                settings, registry=tasks, redis=redis, queue=name, pipelined=False
+            )
+            for name in settings.queue_weights
+            if name != settings.queue
+        }
         app.state.api = ApiState(
             settings=settings,
             registry=tasks,
             client=client,
-            enqueuer=Enqueuer(
-                client,
-                batcher,
-                gate,
-                bulk_s_per_job=settings.api_redis_bulk_ms_per_job / 1000,
-            ),
+            enqueuer=enqueuer,
             batcher=batcher,
             gate=gate,
+            clients=others,
+            enqueuers={
+                name: Enqueuer(other, batcher, gate, bulk_s_per_job=enqueuer.bulk_s_per_job)
+                for name, other in others.items()
+            },
         )
         log.info(
             "api_ready",
             queue=settings.queue,
+            queues=",".join(settings.queue_weights),
             redis=redact_url(redis_url),
             tasks=",".join(tasks.names()),
             auth=bool(settings.api_keys),
@@ -191,7 +205,11 @@ def create_app(
             if tasks is None:
                 tasks = registry if registry is not None else load_registry(settings.tasks)
             app.openapi_schema = build_openapi(
-                app, tasks, bulk_max=settings.api_bulk_max_jobs, auth=bool(settings.api_keys)
+                app,
+                tasks,
+                bulk_max=settings.api_bulk_max_jobs,
+                auth=bool(settings.api_keys),
+                queues=list(settings.queue_weights),
             )
         return app.openapi_schema
 

@@ -20,6 +20,7 @@ from conveyor.services.api.body import check_declared_length, check_media_type, 
 from conveyor.services.api.models import MAX_IDEMPOTENCY_KEY_LENGTH, EnqueueRequest
 from conveyor.services.api.problems import (
     INVALID_REQUEST,
+    UNKNOWN_QUEUE,
     FieldProblem,
     ProblemError,
     problem_for,
@@ -32,8 +33,26 @@ ENQUEUE_PATH = "/enqueue"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def status_url(root_path: str, job_id: str) -> str:
-    return f"{root_path}/jobs/{quote(job_id, safe='')}"
+def status_url(root_path: str, job_id: str, queue: str | None = None) -> str:
+    """``/jobs/{id}``, with ``?queue=`` for a queue other than the API's default."""
+    url = f"{root_path}/jobs/{quote(job_id, safe='')}"
+    return url if queue is None else f"{url}?queue={quote(queue, safe='')}"
+
+
+def chosen_queue(state: ApiState, name: str | None, path: str = "queue") -> str:
+    """The queue a request names (None: the default), if this API serves it; else 422 and
+    nothing is written."""
+    queue = state.served(name)
+    if queue is None:
+        served = ", ".join(state.queue_names)
+        message = f"not a queue this API serves ({served})"
+        problem = FieldProblem(path=path, message=message, type="unknown_queue")
+        raise ProblemError(UNKNOWN_QUEUE, f"{path}: {name!r} is {message}", [problem])
+    return queue
+
+
+def job_url(state: ApiState, root_path: str, job_id: str, queue: str) -> str:
+    return status_url(root_path, job_id, None if queue == state.settings.queue else queue)
 
 
 def check_idempotency_key(key: str | None) -> None:
@@ -57,15 +76,17 @@ async def enqueue_one(
 ) -> tuple[int, dict[str, Any]]:
     """Validate and add the job in ``raw``: (201 or 200, the EnqueueResponse body)."""
     request = parse(EnqueueRequest, raw)
-    job = state.enqueuer.prepare(request, idempotency_key)
-    accepted = await state.enqueuer.add(job)
+    queue = chosen_queue(state, request.queue)
+    enqueuer = state.enqueuer_for(queue)
+    job = enqueuer.prepare(request, idempotency_key)
+    accepted = await enqueuer.add(job)
     content = {
         "id": accepted.job_id,
         "name": accepted.name,
-        "queue": state.settings.queue,
+        "queue": queue,
         "created": accepted.created,
         "deduplicated": accepted.deduplicated,
-        "status_url": status_url(root_path, accepted.job_id),
+        "status_url": job_url(state, root_path, accepted.job_id, queue),
     }
     return (201 if accepted.created else 200), content
 

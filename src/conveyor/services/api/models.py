@@ -37,6 +37,7 @@ from conveyor.policy import (
 #: Longest accepted task name and Idempotency-Key header.
 MAX_TASK_NAME_LENGTH = 256
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_QUEUE_NAME_LENGTH = 256
 
 
 def _whole(value: Any) -> Any:
@@ -185,6 +186,13 @@ class EnqueueRequest(_Strict):
         default=None, description="The task's payload, checked against its model. Default {}."
     )
     options: JobOptions | None = None
+    queue: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_QUEUE_NAME_LENGTH,
+        description="The queue to add it to: one of CONVEYOR_QUEUES. Default: CONVEYOR_QUEUE. "
+        "In a bulk, give it once at the top.",
+    )
 
     @field_validator("data")
     @classmethod
@@ -208,6 +216,12 @@ class BulkEnqueueRequest(_Strict):
     """Many jobs, added all together or not at all."""
 
     jobs: list[EnqueueRequest] = Field(min_length=1)
+    queue: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_QUEUE_NAME_LENGTH,
+        description="The queue every job goes to: one of CONVEYOR_QUEUES. Default: CONVEYOR_QUEUE.",
+    )
 
 
 class EnqueueResponse(BaseModel):

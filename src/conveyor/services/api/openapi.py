@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.json_schema import models_json_schema
 
 from conveyor.registry import TaskRegistry
-from conveyor.services.api.models import EnqueueRequest, JobOptions
+from conveyor.services.api.models import BulkEnqueueRequest, EnqueueRequest, JobOptions
 from conveyor.services.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, Problem
 from conveyor.services.guard import ACTION_HEADER, UNSAFE_METHODS
 
@@ -59,6 +59,10 @@ def _task_envelope(task: str, payload: type[BaseModel], taken: set[str]) -> type
         "name": (Literal[task], Field(description="The task to run.")),
         "data": data,
         "options": (JobOptions | None, None),
+        "queue": (
+            str | None,
+            Field(default=None, description=EnqueueRequest.model_fields["queue"].description),
+        ),
     }
     model: type[BaseModel] = create_model(
         f"Enqueue_{slug}",
@@ -69,7 +73,7 @@ def _task_envelope(task: str, payload: type[BaseModel], taken: set[str]) -> type
     return model
 
 
-def _body_schemas(registry: TaskRegistry, bulk_max: int) -> dict[str, Any]:
+def _body_schemas(registry: TaskRegistry, bulk_max: int, queues: list[str]) -> dict[str, Any]:
     taken: set[str] = set()
     envelopes = {
         name: _task_envelope(name, registry.get(name).payload_model, taken)
@@ -99,10 +103,27 @@ def _body_schemas(registry: TaskRegistry, bulk_max: int) -> dict[str, Any]:
                 "minItems": 1,
                 "maxItems": bulk_max,
                 "items": {"$ref": REF.format(model="TaskJob")},
-            }
+            },
+            "queue": {
+                "type": "string",
+                "description": BulkEnqueueRequest.model_fields["queue"].description,
+            },
         },
     }
+    _list_queues(schemas, queues)
     return schemas
+
+
+def _list_queues(schemas: dict[str, Any], queues: list[str]) -> None:
+    """Every ``queue`` property of the bodies names the queues this API serves."""
+    for schema in schemas.values():
+        prop = schema.get("properties", {}).get("queue")
+        if prop is None:
+            continue
+        variants = prop.get("anyOf", [prop])
+        for variant in variants:
+            if queues and variant.get("type") == "string":
+                variant["enum"] = list(queues)
 
 
 def _drop_null(parameter: dict[str, Any]) -> None:
@@ -121,8 +142,15 @@ def _problem_response(description: str) -> dict[str, Any]:
     }
 
 
-def build_openapi(app: FastAPI, registry: TaskRegistry, *, bulk_max: int, auth: bool) -> Any:
-    """The full document for ``app``."""
+def build_openapi(
+    app: FastAPI,
+    registry: TaskRegistry,
+    *,
+    bulk_max: int,
+    auth: bool,
+    queues: list[str] | None = None,
+) -> Any:
+    """The full document for ``app``; ``queues``: the ones it serves (the bodies' enum)."""
     doc = get_openapi(
         title=app.title,
         version=app.version,
@@ -131,7 +159,7 @@ def build_openapi(app: FastAPI, registry: TaskRegistry, *, bulk_max: int, auth: 
     )
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    schemas.update(_body_schemas(registry, bulk_max))
+    schemas.update(_body_schemas(registry, bulk_max, queues or []))
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     extra = {**COMMON_ERRORS, **(AUTH_ERROR if auth else {})}

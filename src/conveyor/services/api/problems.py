@@ -92,6 +92,7 @@ INVALID_OPTIONS = ProblemType("invalid-options", 422, "Invalid job options")
 IDEMPOTENCY_KEY_REUSED = ProblemType(
     "idempotency-key-reused", 422, "Idempotency-Key reused for a different job"
 )
+UNKNOWN_QUEUE = ProblemType("unknown-queue", 422, "Not a queue this API serves")
 OVERLOADED = ProblemType("overloaded", 503, "Too many enqueues waiting for Redis")
 
 ALL_TYPES = (
@@ -106,6 +107,7 @@ ALL_TYPES = (
     UNSUPPORTED_MEDIA_TYPE,
     INVALID_REQUEST,
     UNKNOWN_TASK,
+    UNKNOWN_QUEUE,
     INVALID_PAYLOAD,
     INVALID_OPTIONS,
     IDEMPOTENCY_KEY_REUSED,

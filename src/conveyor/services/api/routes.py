@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from conveyor._bullmq import JobRecord
+from conveyor.client import QueueClient
 from conveyor.errors import JobNotFoundError
 from conveyor.jobs import COUNTED_STATES, JobState
 from conveyor.redis import memory_full
@@ -24,9 +25,10 @@ from conveyor.services.api.body import (
     receive_body,
 )
 from conveyor.services.api.enqueue import Accepted
-from conveyor.services.api.fastpath import enqueue_one, status_url
+from conveyor.services.api.fastpath import chosen_queue, enqueue_one, job_url
 from conveyor.services.api.models import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_QUEUE_NAME_LENGTH,
     BulkEnqueueRequest,
     BulkEnqueueResponse,
     EnqueueResponse,
@@ -62,7 +64,15 @@ IdempotencyKey = Annotated[
     ),
 ]
 JobId = Annotated[str, Path(description="The job id.", min_length=1, max_length=1024)]
-QueueName = Annotated[str, Path(description="The queue's name (the one this API serves).")]
+QueueName = Annotated[str, Path(description="The queue's name (one this API serves).")]
+JobQueue = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_QUEUE_NAME_LENGTH,
+        description="The job's queue (one of CONVEYOR_QUEUES); default CONVEYOR_QUEUE.",
+    ),
+]
 ListableState = Literal[
     "waiting", "prioritized", "delayed", "active", "paused", "completed", "failed"
 ]
@@ -84,14 +94,14 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"description": descriptions[code]} for code in codes}
 
 
-def _accepted(request: Request, state: ApiState, job: Accepted) -> dict[str, Any]:
+def _accepted(request: Request, state: ApiState, job: Accepted, queue: str) -> dict[str, Any]:
     return {
         "id": job.job_id,
         "name": job.name,
-        "queue": state.settings.queue,
+        "queue": queue,
         "created": job.created,
         "deduplicated": job.deduplicated,
-        "status_url": status_url(request.scope.get("root_path", ""), job.job_id),
+        "status_url": job_url(state, request.scope.get("root_path", ""), job.job_id, queue),
     }
 
 
@@ -150,18 +160,35 @@ async def enqueue_bulk(
     if len(body.jobs) > limit:
         problem = FieldProblem(path="jobs", message=f"at most {limit} jobs", type="too_long")
         raise ProblemError(INVALID_REQUEST, f"jobs: at most {limit} jobs per request", [problem])
+    queue = chosen_queue(state, body.queue)
+    for index, job in enumerate(body.jobs):  # one MULTI: one queue (one slot in a cluster)
+        if job.queue is not None and chosen_queue(state, job.queue, f"jobs.{index}.queue") != queue:
+            path = f"jobs.{index}.queue"
+            message = "a bulk goes to one queue: name it once, at the top"
+            problem = FieldProblem(path=path, message=message, type="queue_mismatch")
+            raise ProblemError(INVALID_REQUEST, f"{path}: {message}", [problem])
+    enqueuer = state.enqueuer_for(queue)
     prepared = [
-        state.enqueuer.prepare(job, idempotency_key, index) for index, job in enumerate(body.jobs)
+        enqueuer.prepare(job, idempotency_key, index) for index, job in enumerate(body.jobs)
     ]
-    accepted = await state.enqueuer.add_bulk(prepared)
-    content = {"jobs": [_accepted(request, state, job) for job in accepted]}
+    accepted = await enqueuer.add_bulk(prepared)
+    content = {"jobs": [_accepted(request, state, job, queue) for job in accepted]}
     return Response(orjson.dumps(content), status_code=201, media_type="application/json")
 
 
-def _status(state: ApiState, info: JobRecord, job_state: JobState) -> JobStatus:
-    return JobStatus.of(
-        info, job_state, state.settings.queue, max_attempts=state.client.max_attempts(info)
-    )
+def _status(client: QueueClient, info: JobRecord, job_state: JobState) -> JobStatus:
+    return JobStatus.of(info, job_state, client.bull.name, max_attempts=client.max_attempts(info))
+
+
+def _client(state: ApiState, queue: str | None) -> QueueClient:
+    """The client of the queue a URL names (``?queue=`` or the path), 404 if not served."""
+    served = state.served(queue)
+    if served is None:
+        raise ProblemError(
+            QUEUE_NOT_FOUND,
+            f"this API serves the queues {', '.join(state.queue_names)}, not {queue!r}",
+        )
+    return state.client_for(served)
 
 
 def _job_state(request: Request, state: Api) -> ApiState:
@@ -179,15 +206,17 @@ JobApi = Annotated[ApiState, Depends(_job_state)]
 
 
 @router.get("/jobs/{job_id}", summary="A job's state and history", responses=_errors(404))
-async def get_job(state: JobApi, job_id: JobId) -> JobStatus:
-    view = await state.bounded(state.client.get_job(job_id))
-    return _status(state, view.info, view.state)
+async def get_job(state: JobApi, job_id: JobId, queue: JobQueue = None) -> JobStatus:
+    client = _client(state, queue)
+    view = await state.bounded(client.get_job(job_id))
+    return _status(client, view.info, view.state)
 
 
 @router.get("/jobs/{job_id}/logs", summary="Lines the task logged", responses=_errors(404))
-async def get_job_logs(state: JobApi, job_id: JobId) -> JobLogs:
-    view = await state.bounded(state.client.get_job(job_id))
-    return JobLogs(id=view.id, logs=await state.bounded(state.client.job_logs(job_id)))
+async def get_job_logs(state: JobApi, job_id: JobId, queue: JobQueue = None) -> JobLogs:
+    client = _client(state, queue)
+    view = await state.bounded(client.get_job(job_id))
+    return JobLogs(id=view.id, logs=await state.bounded(client.job_logs(job_id)))
 
 
 @router.post(
@@ -195,11 +224,12 @@ async def get_job_logs(state: JobApi, job_id: JobId) -> JobLogs:
     summary="Run a failed or completed job again",
     responses=_errors(404, 409),
 )
-async def retry_job(state: JobApi, job_id: JobId) -> JobStatus:
+async def retry_job(state: JobApi, job_id: JobId, queue: JobQueue = None) -> JobStatus:
     """The job goes back to waiting with its attempts reset (its failure record is dropped)."""
-    await state.bounded(state.client.retry(job_id))
-    view = await state.bounded(state.client.get_job(job_id))
-    return _status(state, view.info, view.state)
+    client = _client(state, queue)
+    await state.bounded(client.retry(job_id))
+    view = await state.bounded(client.get_job(job_id))
+    return _status(client, view.info, view.state)
 
 
 @router.delete(
@@ -208,27 +238,19 @@ async def retry_job(state: JobApi, job_id: JobId) -> JobStatus:
     summary="Remove a job, or cancel it before it runs",
     responses=_errors(404, 409),
 )
-async def remove_job(state: JobApi, job_id: JobId) -> Response:
+async def remove_job(state: JobApi, job_id: JobId, queue: JobQueue = None) -> Response:
     """Waiting and delayed jobs are cancelled, finished ones removed; 409 while one runs."""
-    await state.bounded(state.client.remove(job_id))
+    await state.bounded(_client(state, queue).remove(job_id))
     return Response(status_code=204)
 
 
-def _served(state: ApiState, name: str) -> None:
-    if name != state.settings.queue:
-        raise ProblemError(
-            QUEUE_NOT_FOUND,
-            f"this API serves the queue {state.settings.queue!r}, not {name!r}",
-        )
-
-
-async def _queue_status(state: ApiState) -> QueueStatus:
+async def _queue_status(state: ApiState, client: QueueClient) -> QueueStatus:
     async with state.gate.open():  # one connection: the two calls one after the other
-        counts = await state.client.counts()
-        paused = await state.client.is_paused()
+        counts = await client.counts()
+        paused = await client.is_paused()
     by_name = {s.value.replace("-", "_"): counts.get(s, 0) for s in COUNTED_STATES}
     return QueueStatus(
-        name=state.settings.queue,
+        name=client.bull.name,
         paused=paused,
         counts=QueueCounts(**by_name),
         total=sum(by_name.values()),
@@ -237,8 +259,7 @@ async def _queue_status(state: ApiState) -> QueueStatus:
 
 @router.get("/queues/{name}", summary="Jobs in each state", responses=_errors(404))
 async def get_queue(state: Api, name: QueueName) -> QueueStatus:
-    _served(state, name)
-    return await _queue_status(state)
+    return await _queue_status(state, _client(state, name))
 
 
 @router.get(
@@ -251,26 +272,26 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobList:
-    _served(state, name)
+    client = _client(state, name)
     job_state = JobState(state_name)
-    infos = await state.bounded(state.client.list_jobs(job_state, offset, offset + limit - 1))
-    jobs = [_status(state, info, job_state) for info in infos]
+    infos = await state.bounded(client.list_jobs(job_state, offset, offset + limit - 1))
+    jobs = [_status(client, info, job_state) for info in infos]
     return JobList(state=job_state, offset=offset, limit=limit, jobs=jobs)
 
 
 @router.post("/queues/{name}/pause", summary="Stop workers taking jobs", responses=_errors(404))
 async def pause_queue(state: Api, name: QueueName) -> QueueStatus:
     """Workers finish what they hold and take nothing new; enqueueing still works."""
-    _served(state, name)
-    await state.bounded(state.client.pause())
-    return await _queue_status(state)
+    client = _client(state, name)
+    await state.bounded(client.pause())
+    return await _queue_status(state, client)
 
 
 @router.post("/queues/{name}/resume", summary="Let workers take jobs again", responses=_errors(404))
 async def resume_queue(state: Api, name: QueueName) -> QueueStatus:
-    _served(state, name)
-    await state.bounded(state.client.resume())
-    return await _queue_status(state)
+    client = _client(state, name)
+    await state.bounded(client.resume())
+    return await _queue_status(state, client)
 
 
 @router.get("/tasks", summary="The tasks this API accepts, with their payload schemas")

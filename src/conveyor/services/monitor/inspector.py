@@ -120,7 +120,7 @@ class Inspector:
     # --- queues ----------------------------------------------------------------------------------
     @property
     def configured(self) -> list[str]:
-        names = [self.settings.queue, *self.settings.monitor_queues]
+        names = [self.settings.queue, *self.settings.queue_weights, *self.settings.monitor_queues]
         return list(dict.fromkeys(names))
 
     async def queues(self) -> list[str]:
