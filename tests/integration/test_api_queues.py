@@ -30,7 +30,7 @@ def other_name(settings: Settings) -> str:
 async def api(
     request: pytest.FixtureRequest, settings: Settings, redis_url: str, other_name: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    queues = {"queues": {settings.queue: 1, other_name: 1}}
+    queues: dict[str, Any] = {"queues": {settings.queue: 1, other_name: 1}}
     async with api_client(settings, redis_url, **queues, **request.param) as client:
         yield client
 
