@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from conveyor import keys
 from conveyor._bullmq import RESERVED_JOB_IDS, BullQueue, JobRecord, dumps, is_job_id
 from conveyor.config import Settings, load_settings
 from conveyor.embedded import running_url
@@ -30,6 +31,7 @@ from conveyor.policy import (
 )
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
+from conveyor.replication import RECEIPT_TTL_MS, ReplicaAck
 from conveyor.resp import RespConnection
 
 
@@ -140,8 +142,11 @@ class QueueClient:
         failed_key_prefix: str = "failedJobs",
         owns_redis: bool = False,
         pipelined: bool = True,
+        replica_ack: ReplicaAck | None = None,
     ) -> None:
         self.redis = redis
+        #: Answer an enqueue only once this many replicas hold it (conveyor.replication).
+        self.replica_ack = replica_ack
         self.queue = queue
         self.registry = registry
         self.default_policy = default_policy or DEFAULT_POLICY
@@ -204,6 +209,7 @@ class QueueClient:
             failed_key_prefix=settings.failed_key_prefix,
             owns_redis=owns_redis,
             pipelined=pipelined,
+            replica_ack=ReplicaAck.from_settings(settings),
         )
 
     async def close(self) -> None:
@@ -238,7 +244,22 @@ class QueueClient:
     ) -> str:
         """Add one job; answers its id once Redis has it."""
         job_id, data_json, opts = self.prepare(JobSpec(name, data, options or {}))
+        if self.replica_ack is not None:
+            return await self._enqueue_acknowledged(self.replica_ack, job_id, name, data_json, opts)
         stored = await self.bull.add_job(job_id, name, data_json, opts)
+        return str(stored)
+
+    async def _enqueue_acknowledged(
+        self, ack: ReplicaAck, job_id: str, name: str, data_json: str, opts: dict[str, Any]
+    ) -> str:
+        """The add and its WAIT on one connection (ReplicationError when too few replicas)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self.bull.add_job(job_id, name, data_json, opts, pipe=pipe)
+            pipe.execute_command(*ack.command())
+            stored, acknowledged = await pipe.execute(raise_on_error=False)
+        if isinstance(stored, Exception):
+            raise stored
+        ack.check(acknowledged)
         return str(stored)
 
     async def enqueue_many(self, specs: Sequence[JobSpec]) -> list[str]:
@@ -249,11 +270,17 @@ class QueueClient:
             raise JobOptionsError("the same jobId appears twice in one bulk request")
         if not prepared:
             return []
+        ack = self.replica_ack
+        receipt = keys.bulk_receipt(self.bull.prefix, self.queue, uuid.uuid4().hex) if ack else ""
         async with self.redis.pipeline(transaction=True) as pipe:
             for name, job_id, data_json, opts in prepared:
                 await self.bull.add_job(job_id, name, data_json, opts, pipe=pipe)
+            if ack is not None:
+                pipe.set(receipt, 1, px=RECEIPT_TTL_MS)
             stored = await pipe.execute()
-        return [str(s) for s in stored]
+        if ack is not None:
+            await ack.confirm(self.redis, receipt)
+        return [str(s) for s in stored[: len(prepared)]]
 
     # --- look ----------------------------------------------------------------------------------
     def _check_id(self, job_id: str) -> None:

@@ -89,6 +89,16 @@ class Settings(BaseSettings):
         description="The sentinels' own password (requirepass in sentinel.conf), for "
         "redis+sentinel:// URLs; the URL's password is the master's.",
     )
+    redis_wait_s: float = Field(
+        default=10.0, ge=0, description="How long services wait for Redis at start-up."
+    )
+    redis_timeout_s: float = Field(
+        default=5.0, gt=0, description="Socket timeout for Redis commands (seconds)."
+    )
+    eviction_check: EvictionCheck = Field(
+        default=EvictionCheck.REFUSE,
+        description="What to do when Redis's maxmemory-policy is not noeviction: refuse or warn.",
+    )
     enqueue_replicas: int = Field(
         default=0,
         ge=0,
@@ -101,18 +111,9 @@ class Settings(BaseSettings):
         ge=1,
         le=60_000,
         description="How long an enqueue waits for CONVEYOR_ENQUEUE_REPLICAS replicas before "
-        "it is refused (API 503; QueueClient raises ReplicationError). Keep it under "
-        "CONVEYOR_REDIS_TIMEOUT_S and CONVEYOR_API_REDIS_TIMEOUT_S.",
-    )
-    redis_wait_s: float = Field(
-        default=10.0, ge=0, description="How long services wait for Redis at start-up."
-    )
-    redis_timeout_s: float = Field(
-        default=5.0, gt=0, description="Socket timeout for Redis commands (seconds)."
-    )
-    eviction_check: EvictionCheck = Field(
-        default=EvictionCheck.REFUSE,
-        description="What to do when Redis's maxmemory-policy is not noeviction: refuse or warn.",
+        "it is refused (API 503; QueueClient raises ReplicationError). Must be under "
+        "CONVEYOR_REDIS_TIMEOUT_S; the API's own bound, CONVEYOR_API_REDIS_TIMEOUT_S, "
+        "applies too.",
     )
     data_dir: Path = Field(
         default=Path(".conveyor"),
@@ -482,6 +483,17 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("enqueue_replicas_timeout_ms")
+    @classmethod
+    def _check_wait(cls, value: int, info: ValidationInfo) -> int:
+        socket_timeout_s = info.data.get("redis_timeout_s")
+        if socket_timeout_s is not None and value >= socket_timeout_s * 1000:
+            raise ValueError(
+                f"{value} ms is not under CONVEYOR_REDIS_TIMEOUT_S ({socket_timeout_s:g} s), "
+                "which would cut the connection first"
+            )
+        return value
 
     @field_validator("redis_url")
     @classmethod

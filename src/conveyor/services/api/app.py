@@ -110,6 +110,7 @@ def create_app(
                 max_inflight=settings.api_redis_pipelines,
                 max_pending=settings.api_max_pending,
                 timeout_s=settings.api_redis_timeout_s,
+                ack=client.replica_ack,
             )
         enqueuer = Enqueuer(
             client,

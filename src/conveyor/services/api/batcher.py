@@ -16,6 +16,9 @@ or flushed its scripts) are sent again with the check. Why this is not the worke
 Every operation is answered within ``timeout_s`` of its submission without a timer of its own:
 it carries a deadline; one that expires before it is sent fails (TimeoutError) and is never
 sent, and a pipeline may take only until the earliest deadline among its operations.
+
+With ``CONVEYOR_ENQUEUE_REPLICAS`` each pipeline ends with ``WAIT`` (``conveyor.replication``):
+its operations are answered once the replicas hold them, or all fail with ReplicationError.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from redis.asyncio.client import Pipeline
 
 from conveyor.log import get_logger
 from conveyor.pipeline import resend_noscript
+from conveyor.replication import ReplicaAck
 from conveyor.services.api.problems import OverloadedError
 
 log = get_logger("conveyor.api")
@@ -51,8 +55,12 @@ class PipelineBatcher:
         max_pending: int,
         timeout_s: float,
         max_batch: int = 1000,
+        ack: ReplicaAck | None = None,
     ) -> None:
         self.redis = redis
+        #: CONVEYOR_ENQUEUE_REPLICAS: each pipeline ends with WAIT, and a pipeline whose
+        #: replicas did not acknowledge it in time fails all its operations (503).
+        self.ack = ack
         self.max_inflight = max_inflight
         self.max_pending = max_pending
         self.max_batch = max_batch
@@ -107,9 +115,13 @@ class PipelineBatcher:
         """Send the batch as one pipeline; answers each operation's results."""
         async with self.redis.pipeline(transaction=False) as pipe:
             counts = [await operation(pipe) for operation, _, _ in batch]
+            if self.ack is not None:
+                pipe.execute_command(*self.ack.command())
             if not check_scripts:
                 pipe.scripts.clear()  # known to be loaded: skip the SCRIPT EXISTS round trip
             results = await pipe.execute(raise_on_error=False)
+        if self.ack is not None:
+            self.ack.check(results.pop())
         spans, start = [], 0
         for count in counts:
             spans.append(results[start : start + count])

@@ -163,6 +163,8 @@ class Enqueuer:
         self.gate = gate
         #: Extra Redis time a bulk gets per job, beyond the gate's bound.
         self.bulk_s_per_job = bulk_s_per_job
+        #: CONVEYOR_ENQUEUE_REPLICAS (None: answer once the master has the jobs).
+        self.ack = client.replica_ack
         self._probe = client.redis.register_script(lua.source("idempotency_probe"))
 
     def prepare(
@@ -219,8 +221,10 @@ class Enqueuer:
         """Add one job; answers once Redis has it (or raises: RedisError, TimeoutError)."""
         if job.key is not None:
             sending = _Sending()
+            receipt = self._receipt() if self.ack else None
             async with self.gate.open():
-                await self._add_once([job], "enqueue", job.key, sending)
+                await self._add_once([job], "enqueue", job.key, sending, receipt)
+                await self._acknowledge([job], sending, receipt)
             return Accepted(job_id=job.job_id, name=job.name, created=not sending.existed[0])
         if self.batcher is not None:  # answers within the gate's time bound by itself
             results = await self.batcher.run(lambda pipe: self._queue(job, pipe))
@@ -231,13 +235,36 @@ class Enqueuer:
         return _stored(job, results[-1], existed)
 
     async def _add_alone(self, job: PreparedJob) -> list[Any]:
-        if not job.client_id:
+        if not job.client_id and self.ack is None:
             return [
                 await self.client.bull.add_job(job.job_id, job.name, job.data_json, job.options)
             ]
         async with self.client.redis.pipeline(transaction=False) as pipe:
             await self._queue(job, pipe)
-            return list(await pipe.execute(raise_on_error=False))
+            if self.ack is not None:
+                pipe.execute_command(*self.ack.command())
+            results = list(await pipe.execute(raise_on_error=False))
+        if self.ack is not None:
+            self.ack.check(results.pop())
+        return results
+
+    def _receipt(self) -> str:
+        bull = self.client.bull
+        return keys.bulk_receipt(bull.prefix, bull.name, uuid.uuid4().hex)
+
+    async def _acknowledge(
+        self, jobs: Sequence[PreparedJob], sending: _Sending, receipt: str | None
+    ) -> None:
+        """With CONVEYOR_ENQUEUE_REPLICAS: return once the replicas hold the jobs, else
+        ReplicationError (503). A request whose jobs all existed wrote no receipt."""
+        if self.ack is None or receipt is None:
+            return
+        redis = self.client.redis
+        if all(sending.existed):
+            job_keys = [self.client.bull.job_key(job.job_id) for job in jobs]
+            await self.ack.confirm_existing(redis, job_keys, receipt)
+        else:
+            await self.ack.confirm(redis, receipt)
 
     async def add_bulk(self, jobs: Sequence[PreparedJob]) -> list[Accepted]:
         """Add every job in one MULTI (all or nothing), after checking reused ids.
@@ -279,6 +306,9 @@ class Enqueuer:
             log.warning(
                 "api_bulk_committed_late", jobs=len(jobs), error=f"{type(exc).__name__}: {exc}"
             )
+        if self.ack is not None and jobs:
+            async with self.gate.open():
+                await self._acknowledge(jobs, sending, receipt)
         return [_stored(job, s, e) for job, s, e in zip(jobs, stored, sending.existed, strict=True)]
 
     async def _committed(self, receipt: str, connection: int | None) -> bool:
