@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -97,7 +98,7 @@ async def test_the_client_answers_once_the_replica_holds_the_job(
     ],
 )
 async def test_every_api_enqueue_is_answered_once_the_replica_holds_it(
-    acked: Settings, replica_redis: Redis, mode: dict[str, bool]
+    acked: Settings, replica_redis: Redis, mode: dict[str, Any]
 ) -> None:
     async with api_client(acked, str(acked.redis_url), **mode) as api:
         plain = await api.post("/enqueue", json={"name": "echo", "data": {}})
