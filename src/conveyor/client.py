@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -13,6 +16,14 @@ from redis.asyncio import Redis
 
 from conveyor import keys
 from conveyor._bullmq import RESERVED_JOB_IDS, BullQueue, JobRecord, dumps, is_job_id
+from conveyor._bullmq.cancel import (
+    MAX_BY_LENGTH,
+    MAX_REASON_LENGTH,
+    CancelOutcome,
+    CancelRequest,
+    CancelResult,
+)
+from conveyor.clock import now_ms
 from conveyor.config import Settings, load_settings
 from conveyor.embedded import running_url
 from conveyor.errors import (
@@ -394,6 +405,42 @@ class QueueClient:
         )
         if not removed:
             raise JobStateError(f"job {job_id} is locked by a worker and cannot be removed now")
+
+    async def cancel(
+        self, job_id: str, reason: str | None = None, *, by: str | None = None
+    ) -> CancelResult:
+        """Cancel a job: one not running yet is failed now (``CancelOutcome.CANCELLED``); a
+        running one is stopped by its worker, on any host, within a second and then failed
+        (``MARKED``; ``result.stopping``). Either way it ends failed, not retried, its
+        failedReason ``JobCancelled: cancelled by {by}: {reason}``, with its failure record.
+        Idempotent (``PENDING``, ``DONE``). ``by`` defaults to this host and process.
+
+        Raises JobNotFoundError, JobStateError for a completed job or one that failed for
+        another reason, JobOptionsError for a reason or ``by`` over its length (nothing is
+        written then)."""
+        self._check_id(job_id)
+        who = by if by is not None else f"{socket.gethostname()} pid {os.getpid()}"
+        for label, value, limit in (
+            ("reason", reason or "", MAX_REASON_LENGTH),
+            ("by", who, MAX_BY_LENGTH),
+        ):
+            if not isinstance(value, str) or len(value) > limit:
+                raise JobOptionsError(
+                    f"cancel {label} must be a string of at most {limit} characters"
+                )
+        request = CancelRequest(by=who or "unknown", reason=reason or "", at_ms=now_ms())
+        failed_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        result = await self.bull.cancel(
+            job_id, request, records=self.records, failed_at_iso=failed_at
+        )
+        if result.outcome is CancelOutcome.MISSING:
+            raise JobNotFoundError(job_id, self.queue)
+        if result.outcome is CancelOutcome.CONFLICT:
+            raise JobStateError(
+                f"job {job_id} is {result.state.value}; only a job that is waiting, delayed or "
+                "running can be cancelled"
+            )
+        return result
 
     async def pause(self) -> None:
         await self.bull.pause(True)

@@ -17,6 +17,7 @@
     ├── JobStateError
     ├── JobLockLostError
     └── Unrecoverable
+        └── JobCancelled
 
 The services add a few of their own at the edge (the API's ``OverloadedError``, the monitor's
 ``InvalidRequestError`` and ``UnknownQueueError``, cleanup's ``CleanupBusyError``), each a
@@ -113,3 +114,9 @@ class JobLockLostError(ConveyorError):
 
 class Unrecoverable(ConveyorError):
     """Raised by a handler when retrying cannot help: the job fails for good at once."""
+
+
+class JobCancelled(Unrecoverable):
+    """Raised by a worker when a job was cancelled (``QueueClient.cancel``, the API, the
+    monitor): the job fails for good, its failedReason ``JobCancelled: cancelled by …``. The
+    handler itself sees ``asyncio.CancelledError`` (async) or ``ctx.cancelled`` (sync)."""

@@ -12,6 +12,8 @@ they share the queue's hash slot and go when the queue goes. Pure names, no I/O.
 ``{prefix}:{queue}:conveyor:ts:{minute}``, ``…:totals``  throughput history (observability.stats)
 ``{prefix}:{queue}:conveyor:bulk:{uuid}``              a bulk enqueue's commit receipt (API)
 ``{prefix}:{queue}:conveyor:cleanup:{lease,last-run,runs}``  cleanup schedule, ``CleanupKeys``
+``{prefix}:{queue}:conveyor:cancel:{jobId}``           a running job's cancel mark (a ttl),
+                                                       ``cancel_mark``
 =====================================================  ========================================
 
 Earlier versions kept the cleanup schedule at ``conveyor:cleanup:{prefix}:{queue}:*`` and
@@ -58,6 +60,12 @@ def stats_minute(prefix: str, queue: str, minute: int) -> str:
 def stats_totals(prefix: str, queue: str) -> str:
     """A queue's running totals (a hash)."""
     return f"{queue_space(prefix, queue)}totals"
+
+
+def cancel_mark(prefix: str, queue: str, job_id: str) -> str:
+    """The durable request to stop a running job (``conveyor._bullmq.cancel``): set by a
+    cancel, read by the worker that runs the job, deleted when it has failed the job."""
+    return f"{queue_space(prefix, queue)}cancel:{job_id}"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,12 @@ class JobContext(Protocol):
         """1 for the first attempt, 2 for the first retry, ..."""
         ...
 
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled (``QueueClient.cancel``, the API, the monitor): a
+        sync handler polls it and stops; an async one gets ``asyncio.CancelledError``."""
+        ...
+
     async def progress(self, value: int | float | dict[str, Any]) -> None:
         """Report progress (a percentage or any JSON object); visible in the API and monitor."""
         ...

@@ -7,6 +7,7 @@ from importlib import resources
 import pytest
 
 from conveyor import lua
+from conveyor._bullmq.cancel import CANCEL_FIELD
 from conveyor.services.api.idempotency import FINGERPRINT_FIELD
 
 SCRIPTS = sorted(
@@ -16,6 +17,8 @@ SCRIPTS = sorted(
 
 def test_every_script_is_a_package_file() -> None:
     assert SCRIPTS == [
+        "cancel",
+        "cancel_done",
         "cleanup_finish",
         "failure_drop",
         "failure_record",
@@ -32,3 +35,7 @@ def test_each_script_starts_with_what_it_does(name: str) -> None:
 
 def test_the_probe_reads_the_fingerprint_field_the_api_writes() -> None:
     assert f'"{FINGERPRINT_FIELD}"' in lua.source("idempotency_probe")
+
+
+def test_the_cancel_script_reads_the_field_the_worker_reads() -> None:
+    assert f'"{CANCEL_FIELD}"' in lua.source("cancel")

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from redis.asyncio.client import Pipeline
 
 from conveyor._bullmq.base import QueueBase
+from conveyor._bullmq.cancel import CANCEL_FIELD
 from conveyor._bullmq.scripts import script_error
 from conveyor.errors import JobStateError
 from conveyor.failures import FailureStore, parse_sweep
 from conveyor.jobs import JobState
+from conveyor.keys import cancel_mark
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,16 @@ class QueueAdmin(QueueBase):
                 pipe,
             )
             await records.forget(job_id, pipe)
-            removed, _ = await pipe.execute()
+            pipe.delete(cancel_mark(self.prefix, self.name, job_id))
+            removed, *_ = await pipe.execute()
         return bool(removed and int(removed) == 1)
 
     async def reprocess(
         self, job_id: str, state: JobState, *, records: FailureStore, lifo: bool = False
     ) -> None:
         """Move a finished (failed or completed) job back to wait, as BullMQ's Job.retry, and
-        drop its failure record in the same transaction."""
+        drop its failure record (and any cancel request: it is to run again) in the same
+        transaction."""
         keys = [self.job_key(job_id), self.keys["events"], self.keys[state.value]]
         keys += self._keys("wait", "meta", "active", "marker", "prioritized", "pc")
         prop = "failedReason" if state is JobState.FAILED else "returnvalue"
@@ -59,7 +63,9 @@ class QueueAdmin(QueueBase):
         async with self.redis.pipeline(transaction=True) as pipe:
             await self._run("reprocessJob", keys, args, pipe)
             await records.forget(job_id, pipe)
-            raw, _ = await pipe.execute()
+            pipe.delete(cancel_mark(self.prefix, self.name, job_id))
+            pipe.hdel(self.job_key(job_id), CANCEL_FIELD)
+            raw, *_ = await pipe.execute()
         if isinstance(raw, int) and raw < 0:
             raise script_error(raw, job_id, "reprocessJob", queue=self.name)
 

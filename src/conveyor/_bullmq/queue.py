@@ -9,12 +9,15 @@ optional pipeline so callers can batch.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 
 from conveyor._bullmq.admin import QueueAdmin
 from conveyor._bullmq.base import Fetched, fetched, flat, pack
+from conveyor._bullmq.cancel import QueueCancel
 from conveyor._bullmq.reads import QueueReads
 from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
 from conveyor._bullmq.scripts import script_error
@@ -25,7 +28,7 @@ from conveyor.keys import OTHER_QUEUE_RECORD_SUFFIXES
 from conveyor.resp import RespConnection, ignore_reply
 
 
-class BullQueue(QueueReads, QueueAdmin):
+class BullQueue(QueueReads, QueueAdmin, QueueCancel):
     """One BullMQ queue (prefix + name) on one Redis client: keys plus script calls."""
 
     # --- adding ------------------------------------------------------------------------------
@@ -186,9 +189,11 @@ class BullQueue(QueueReads, QueueAdmin):
         failed_at_iso: str,
         failed_at_ms: int,
         fetch_next: bool = False,
+        also: Sequence[tuple[AsyncScript, list[Any], list[Any]]] = (),
     ) -> Fetched:
         """Fail a job for good and write its failure record, atomically (one MULTI); with
-        ``fetch_next`` also take the next job, as ``complete`` does.
+        ``fetch_next`` also take the next job, as ``complete`` does; ``also``: script calls
+        for the same MULTI, after the record (they see whether the job is failed).
 
         Raises the lock/state errors of ``complete``; the record is written only when the job
         really is failed, so a refused move leaves no record either.
@@ -223,10 +228,11 @@ class BullQueue(QueueReads, QueueAdmin):
         ]
         # The record goes by EVAL: if Redis forgot moveToFinished (NOSCRIPT), the record script
         # still runs, sees the job is not failed and writes nothing.
-        moved, _ = await self._auto.transaction(
+        moved, *_ = await self._auto.transaction(
             [
                 (self._scripts["moveToFinished"], keys, args),
                 (records.record_script, record_keys, record_args),
+                *also,
             ],
             by_sha=1,
         )

@@ -70,6 +70,7 @@ class SnapshotCollector(Collector):
                     "deferred",
                     "Jobs put back (not an attempt) by a worker that does not know their task.",
                 ),
+                ("cancelled", "Jobs cancelled (failed as cancelled, before or while running)."),
             )
         }
         run = HistogramMetricFamily(
@@ -93,6 +94,7 @@ class SnapshotCollector(Collector):
                 counters["failed"].add_metric(labels, totals.failed)
                 counters["retried"].add_metric(labels, totals.retried)
                 counters["deferred"].add_metric(labels, totals.deferred)
+                counters["cancelled"].add_metric(labels, totals.cancelled)
                 run.add_metric(labels, totals.run.cumulative(), totals.run.sum_s)
                 wait.add_metric(labels, totals.wait.cumulative(), totals.wait.sum_s)
         yield from (depth, paused, oldest, workers, *counters.values(), run, wait)

@@ -13,7 +13,8 @@ Keys, per queue:
   ms summed. The charts read these.
 - ``…:conveyor:totals`` (a hash, never expiring, bounded by task names and buckets): field
   ``{metric}:{task}``, metrics ``completed``, ``failed``, ``retried``, ``deferred`` (put
-  back for want of the task, not an attempt), ``run_sum_ms``,
+  back for want of the task, not an attempt), ``cancelled`` (counted by the cancel script or
+  the worker that stopped the job, ``conveyor._bullmq.cancel``, not here), ``run_sum_ms``,
   ``wait_sum_ms`` and ``run_le_{bound}`` / ``wait_le_{bound}`` (a histogram bucket,
   not cumulative). ``/metrics`` reads these.
 """
@@ -54,7 +55,7 @@ UNKNOWN_TASK = "_unknown"
 _TTL_MARGIN_S = 120
 
 _SECOND_METRICS = ("c", "f", "r", "n", "w", "d")
-_TOTAL_COUNTERS = ("completed", "failed", "retried", "deferred")
+_TOTAL_COUNTERS = ("completed", "failed", "retried", "deferred", "cancelled")
 
 
 def minute_key(prefix: str, queue: str, minute: int) -> str:
@@ -320,6 +321,9 @@ class TaskTotals:
     retried: float = 0.0
     #: Times a job was put back because the worker did not know its task (not attempts).
     deferred: float = 0.0
+    #: Jobs cancelled (failed as cancelled; also counted in ``failed`` when a worker stopped
+    #: them while running).
+    cancelled: float = 0.0
     run: Histogram = field(default_factory=Histogram)
     wait: Histogram = field(default_factory=Histogram)
 

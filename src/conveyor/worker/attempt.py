@@ -20,9 +20,11 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from conveyor._bullmq import BullQueue, JobRecord, dumps
+from conveyor._bullmq.cancel import carries_cancel
 from conveyor.backoff import capped_backoff
 from conveyor.clock import now_ms
 from conveyor.errors import (
+    JobCancelled,
     JobLockLostError,
     PayloadValidationError,
     TaskError,
@@ -40,6 +42,7 @@ from conveyor.policy import (
     should_retry,
 )
 from conveyor.registry import Task, TaskRegistry
+from conveyor.worker.cancel import CancelWatch, Running, cancelled_error, refuse_cancelled
 from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, WorkerOptions
 from conveyor.worker.slots import StopFlag
 from conveyor.worker.stack import describe, stack_text, utf8
@@ -56,10 +59,13 @@ STACKTRACE_LIMIT = 10
 class _Context:
     """The JobContext handed to handlers."""
 
-    def __init__(self, bull: BullQueue, job: JobRecord, attempt: int) -> None:
+    def __init__(
+        self, bull: BullQueue, job: JobRecord, attempt: int, run: Running | None = None
+    ) -> None:
         self._bull = bull
         self._job = job
         self._attempt = attempt
+        self._run = run
 
     @property
     def job_id(self) -> str:
@@ -76,6 +82,11 @@ class _Context:
     @property
     def attempt(self) -> int:
         return self._attempt
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled: a sync handler polls it and returns (or raises)."""
+        return self._run is not None and self._run.request is not None
 
     async def progress(self, value: int | float | dict[str, Any]) -> None:
         await self._bull.update_progress(self._job.id, value)
@@ -129,6 +140,9 @@ class Attempts:
         )
         #: Jobs finished (completed or failed for good) by this worker.
         self.jobs_done = 0
+        #: The handlers running now, stopped when their job is cancelled (its ``run`` loop is
+        #: one of the worker's background tasks).
+        self.cancels = CancelWatch(bull)
 
     def close(self) -> None:
         """Stop the thread pool; a sync handler still running is abandoned, not waited for."""
@@ -162,6 +176,8 @@ class Attempts:
             job.id, job.name, self.options.queue, attempt, self.max_attempts(None, job), wait_ms
         )
         try:
+            if carries_cancel(job):
+                await refuse_cancelled(self.bull, job)
             try:
                 task = self.registry.get(job.name)
             except UnknownTaskError as unknown:
@@ -184,7 +200,11 @@ class Attempts:
             except PayloadValidationError as exc:
                 raise Unrecoverable(str(exc)) from exc
             self.hooks.job_started(event)
-            result = await self._call(task, payload, _Context(self.bull, job, attempt))
+            running = self.cancels.started(job.id)
+            result = await self._call(task, payload, _Context(self.bull, job, attempt, running))
+            request = self.cancels.ended(job.id)
+            if request is not None:  # the handler swallowed its CancelledError
+                raise cancelled_error(request) or asyncio.CancelledError()
             if result is None:
                 return_json = "null"
             else:
@@ -199,7 +219,14 @@ class Attempts:
             # BaseException, a CancelledError of its own) is one failed attempt; only a
             # cancellation of this task (shutdown) keeps its meaning. The process's own stop
             # signals never raise here: their handlers only set flags.
-            if isinstance(exc, asyncio.CancelledError) and cancelled_by_worker():
+            request = self.cancels.ended(job.id)
+            if request is not None:
+                cancelled = cancelled_error(request)
+                if cancelled is None:
+                    raise  # shutting down too: the job goes back, to fail when taken again
+                cancelled.__context__ = exc  # its stack shows where the handler was stopped
+                exc = cancelled
+            elif isinstance(exc, asyncio.CancelledError) and cancelled_by_worker():
                 raise
             duration = (time.monotonic() - started) * 1000
             unrecoverable = isinstance(exc, Unrecoverable | TaskError)
@@ -320,6 +347,7 @@ class Attempts:
                 return None
             failed_at = datetime.now(UTC)
             fetch_next = not self._stopping.is_set()
+            also = [self.bull.cancel_done_call(job)] if isinstance(exc, JobCancelled) else []
             fetched = await self._persist(
                 job.id,
                 lambda first: self.bull.fail(
@@ -336,6 +364,7 @@ class Attempts:
                     ),
                     failed_at_ms=int(failed_at.timestamp() * 1000),
                     fetch_next=fetch_next and first,
+                    also=also,
                 ),
             )
         except JobLockLostError as lost:

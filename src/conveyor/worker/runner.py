@@ -125,6 +125,7 @@ class Worker:
         background = [
             asyncio.create_task(self._renew_locks(), name="conveyor-lock-renewal"),
             asyncio.create_task(self._check_stalled(), name="conveyor-stalled-check"),
+            asyncio.create_task(self._attempts.cancels.run(), name="conveyor-cancel-watch"),
         ]
         try:
             await self._fetch_loop()

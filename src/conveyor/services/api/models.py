@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from conveyor._bullmq import RESERVED_JOB_IDS, JobRecord
+from conveyor._bullmq.cancel import MAX_REASON_LENGTH as MAX_CANCEL_REASON_LENGTH
 from conveyor.jobs import JobState
 from conveyor.policy import (
     MAX_ATTEMPTS,
@@ -296,6 +297,30 @@ class JobStatus(BaseModel):
             started_at=_moment(info.processed_on),
             finished_at=_moment(info.finished_on),
         )
+
+
+class CancelRequestBody(_Strict):
+    """Why the job is cancelled (optional; the body itself may be left out)."""
+
+    reason: str | None = Field(
+        default=None, max_length=MAX_CANCEL_REASON_LENGTH, description="Kept in failedReason."
+    )
+
+
+class CancelResponse(BaseModel):
+    """What a cancel did."""
+
+    id: str
+    outcome: Literal["cancelled", "marked", "pending", "done"] = Field(
+        description="`cancelled`: it was not running and is failed now; `marked`: it runs "
+        "and its worker stops it within a second (202); `pending`: a stop was asked already "
+        "(202); `done`: it was cancelled already."
+    )
+    previous_state: JobState = Field(description="The job's state when the cancel came.")
+    state: JobState = Field(description="The job's state now.")
+    failed_reason: str | None = Field(
+        default=None, description="`JobCancelled: cancelled by {by}: {reason}` once failed."
+    )
 
 
 class JobList(BaseModel):

@@ -6,6 +6,7 @@ Error responses are documented by status code here and given their problem+json 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -31,6 +32,8 @@ from conveyor.services.api.models import (
     MAX_QUEUE_NAME_LENGTH,
     BulkEnqueueRequest,
     BulkEnqueueResponse,
+    CancelRequestBody,
+    CancelResponse,
     EnqueueResponse,
     Health,
     JobList,
@@ -242,6 +245,46 @@ async def remove_job(state: JobApi, job_id: JobId, queue: JobQueue = None) -> Re
     """Waiting and delayed jobs are cancelled, finished ones removed; 409 while one runs."""
     await state.bounded(_client(state, queue).remove(job_id))
     return Response(status_code=204)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=CancelResponse,
+    summary="Cancel a job: stop it if it runs, fail it if it waits",
+    responses={
+        202: {"model": CancelResponse, "description": "It runs: its worker stops it within 1 s"},
+        **_errors(404, 409, *BODY_ERRORS),
+    },
+)
+async def cancel_job(
+    request: Request, state: JobApi, job_id: JobId, queue: JobQueue = None
+) -> Response:
+    """The job ends failed, not retried: at once when it waits or is delayed (200), within a
+    second by the worker that runs it, on any host (202). A completed job, or one that failed
+    for another reason, is a 409. The JSON body (``{"reason"}``) is optional."""
+    body = CancelRequestBody()
+    if request.headers.get("content-type") or request.headers.get("content-length", "0") != "0":
+        body = await read_json(request, CancelRequestBody, state.settings.api_max_body_bytes)
+    client = _client(state, queue)
+    host = request.client.host if request.client else "unknown"
+    result = await state.bounded(client.cancel(job_id, body.reason, by=f"api {host}"))
+    now, reason = JobState.UNKNOWN, None
+    with contextlib.suppress(JobNotFoundError):  # a worker's removeOnFail may have taken it
+        view = await state.bounded(client.get_job(job_id))
+        now = view.state
+        reason = view.info.failed_reason if now is JobState.FAILED else None
+    content = CancelResponse(
+        id=job_id,
+        outcome=result.outcome.value,
+        previous_state=result.state,
+        state=now,
+        failed_reason=reason,
+    )
+    return Response(
+        content.model_dump_json(),
+        status_code=202 if result.stopping else 200,
+        media_type="application/json",
+    )
 
 
 async def _queue_status(state: ApiState, client: QueueClient) -> QueueStatus:
