@@ -10,7 +10,9 @@ from conveyor.errors import (
     JobNotFoundError,
     JobOptionsError,
     JobStateError,
+    LimitError,
     PayloadValidationError,
+    RateLimited,
     RedisPolicyError,
     RedisUnavailableError,
     ReplicationError,
@@ -20,6 +22,7 @@ from conveyor.errors import (
 )
 from conveyor.hooks import JobEvent, WorkerHooks
 from conveyor.jobs import JobState
+from conveyor.limits import QueueLimits, RateLimit
 from conveyor.policy import RetryPolicy, backoff_delay_ms
 from conveyor.registry import JobContext, Task, TaskRegistry, load_registry
 from conveyor.services.app_worker import run_worker
@@ -40,8 +43,12 @@ __all__ = [
     "JobState",
     "JobStateError",
     "JobView",
+    "LimitError",
     "PayloadValidationError",
     "QueueClient",
+    "QueueLimits",
+    "RateLimit",
+    "RateLimited",
     "RedisPolicyError",
     "RedisUnavailableError",
     "ReplicationError",

@@ -15,7 +15,14 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from conveyor import keys
-from conveyor._bullmq import RESERVED_JOB_IDS, BullQueue, JobRecord, dumps, is_job_id
+from conveyor._bullmq import (
+    RESERVED_JOB_IDS,
+    BullQueue,
+    FlowState,
+    JobRecord,
+    dumps,
+    is_job_id,
+)
 from conveyor._bullmq.cancel import (
     MAX_BY_LENGTH,
     MAX_REASON_LENGTH,
@@ -33,6 +40,7 @@ from conveyor.errors import (
     RedisUnavailableError,
 )
 from conveyor.jobs import COUNTED_STATES, JobState
+from conveyor.limits import QueueLimits
 from conveyor.policy import (
     DEFAULT_POLICY,
     RetryPolicy,
@@ -450,3 +458,18 @@ class QueueClient:
 
     async def is_paused(self) -> bool:
         return await self.bull.is_paused()
+
+    # --- flow control (docs/flow-control.md) ---------------------------------------------------
+    async def get_limits(self) -> QueueLimits:
+        """The queue-wide rate limit and concurrency (BullMQ's, whoever set them)."""
+        return await self.bull.get_limits()
+
+    async def set_limits(self, limits: QueueLimits) -> QueueLimits:
+        """Set (or, with None, remove) both queue-wide limits at once, in BullMQ's format, so
+        Node workers obey them too; answers them as Redis now holds them."""
+        await self.bull.set_limits(limits)
+        return await self.bull.get_limits()
+
+    async def flow_state(self) -> FlowState:
+        """The limits and whether they hold the queue back right now."""
+        return await self.bull.flow_state()

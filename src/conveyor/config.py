@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigurationError
+from conveyor.limits import QueueLimits, RateLimit, check_concurrency, parse_rate
 from conveyor.policy import (
     DEFAULT_BACKOFF_DELAY_MS,
     DEFAULT_RETRIES,
@@ -204,6 +205,74 @@ class Settings(BaseSettings):
         description="Address-space limit per worker process: a handler that exhausts memory "
         "gets MemoryError (the attempt fails and is retried) instead of the OOM killer.",
     )
+
+    # --- Flow control (docs/flow-control.md) -----------------------------------------------------
+    rate_limit: str | None = Field(
+        default=None,
+        description="Queue-wide rate limit written to the queue (BullMQ's meta max/duration, "
+        "as Node's setGlobalRateLimit) by every worker at start: max/period, e.g. 100/s, "
+        "600/m, 5/1500ms; `none` removes it. Unset: left as it is in Redis.",
+    )
+    queue_concurrency: str | None = Field(
+        default=None,
+        description="Queue-wide concurrency (jobs active at once across every worker, BullMQ's "
+        "meta concurrency, as Node's setGlobalConcurrency) written by every worker at start; "
+        "`none` removes it. Unset: left as it is in Redis.",
+    )
+    worker_rate_limit: str | None = Field(
+        default=None,
+        description="This worker's own limiter (BullMQ Worker's `limiter` option): jobs "
+        "started by all the workers of the queue that have one are counted together, e.g. "
+        "5/s. A queue-wide rate limit, when set, takes precedence over it.",
+    )
+
+    @field_validator("rate_limit", "worker_rate_limit", "queue_concurrency", mode="before")
+    @classmethod
+    def _blank_limit_is_unset(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit", "worker_rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str | None, info: object) -> str | None:
+        if value is None:
+            return None
+        if value.strip().lower() == "none":
+            if getattr(info, "field_name", "") == "worker_rate_limit":
+                raise ValueError("unset it for no limiter")
+            return "none"
+        return str(parse_rate(value))
+
+    @field_validator("queue_concurrency")
+    @classmethod
+    def _check_queue_concurrency(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() == "none":
+            return None if value is None else "none"
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"a whole number or none, not {value!r}")
+        check_concurrency(int(text))
+        return text
+
+    @property
+    def queue_limits(self) -> tuple[QueueLimits, frozenset[str]]:
+        """The queue-wide limits workers write at start, and which of them to write
+        (``rate``, ``concurrency``): only those whose setting is given (``none``: remove)."""
+        given = frozenset(
+            part
+            for part, value in (("rate", self.rate_limit), ("concurrency", self.queue_concurrency))
+            if value is not None
+        )
+        rate = None if self.rate_limit in (None, "none") else parse_rate(self.rate_limit)
+        concurrency = None
+        if self.queue_concurrency not in (None, "none"):
+            concurrency = int(self.queue_concurrency)
+        return QueueLimits(rate=rate, concurrency=concurrency), given
+
+    @property
+    def worker_limiter(self) -> RateLimit | None:
+        return None if self.worker_rate_limit is None else parse_rate(self.worker_rate_limit)
 
     # --- API service (conveyor api) -----------------------------------------------------------
     api_host: str = Field(

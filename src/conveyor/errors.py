@@ -16,6 +16,8 @@
     ├── JobNotFoundError
     ├── JobStateError
     ├── JobLockLostError
+    ├── LimitError
+    ├── RateLimited
     └── Unrecoverable
         └── JobCancelled
 
@@ -110,6 +112,28 @@ class JobStateError(ConveyorError):
 
 class JobLockLostError(ConveyorError):
     """Raised when a worker finishes a job whose lock it no longer holds (another has it)."""
+
+
+class LimitError(ConveyorError, ValueError):
+    """Raised when a rate limit or a concurrency is malformed or out of bounds."""
+
+
+class RateLimited(ConveyorError):
+    """Raised by a handler to hold the whole queue back for ``retry_after_s`` (an upstream
+    429, say): BullMQ's manual rate limit. The job goes back to wait without using an
+    attempt; no worker of the queue starts a job until the hold ends."""
+
+    #: Longest hold (seconds): one week.
+    MAX_RETRY_AFTER_S = 7 * 24 * 3600
+
+    def __init__(self, retry_after_s: float, message: str = "") -> None:
+        if not 0 < retry_after_s <= self.MAX_RETRY_AFTER_S:  # NaN included
+            raise LimitError(
+                f"RateLimited: retry_after_s must be above 0 and at most "
+                f"{self.MAX_RETRY_AFTER_S} s, not {retry_after_s!r}"
+            )
+        self.retry_after_s = retry_after_s
+        super().__init__(message or f"rate limited: hold the queue for {retry_after_s:g} s")
 
 
 class Unrecoverable(ConveyorError):

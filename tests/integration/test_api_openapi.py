@@ -40,6 +40,8 @@ def test_every_endpoint_is_documented(doc: dict[str, Any]) -> None:
         ("GET", "/queues/{name}/jobs"),
         ("POST", "/queues/{name}/pause"),
         ("POST", "/queues/{name}/resume"),
+        ("GET", "/queues/{name}/limits"),
+        ("PUT", "/queues/{name}/limits"),
         ("GET", "/tasks"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),

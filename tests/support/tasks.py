@@ -101,3 +101,32 @@ async def exit_process(payload: Empty, ctx: JobContext) -> None:
 def sync_interrupt(payload: Empty, ctx: JobContext) -> None:
     """A hostile sync task (in the worker's thread pool): raises KeyboardInterrupt."""
     raise KeyboardInterrupt
+
+
+# --- flow control (tests/chaos/test_flow_control.py) ------------------------------------------
+#: Adds this run to the running set, keeps the largest size seen. KEYS: running, max.
+_ENTER = """
+redis.call('SADD', KEYS[1], ARGV[1])
+local n = redis.call('SCARD', KEYS[1])
+if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end
+return n
+"""
+
+
+class FlowPayload(BaseModel):
+    key: str
+    sleep_ms: int = 0
+
+
+@registry.task("flow_probe", retries=0)
+async def flow_probe(payload: FlowPayload, ctx: JobContext) -> None:
+    """Records when each run starts (``key:starts``, ms) and how many runs overlap at most
+    across processes (``key:max``; the running set ``key:running`` holds pid:job id)."""
+    client = _client()
+    run = f"{os.getpid()}:{ctx.job_id}"
+    await client.eval(_ENTER, 2, payload.key + ":running", payload.key + ":max", run)
+    await client.rpush(payload.key + ":starts", int(time.time() * 1000))
+    if payload.sleep_ms:
+        await asyncio.sleep(payload.sleep_ms / 1000)
+    await client.srem(payload.key + ":running", run)
+    await client.rpush(payload.key + ":done", ctx.job_id)

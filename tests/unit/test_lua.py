@@ -24,6 +24,8 @@ def test_every_script_is_a_package_file() -> None:
         "failure_record",
         "failure_sweep",
         "idempotency_probe",
+        "limit_held",
+        "limit_hold",
         "paused_layout",
     ]
 

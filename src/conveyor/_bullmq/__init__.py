@@ -15,6 +15,7 @@ Conveyor's own keys are ``conveyor.keys``; its own Lua is ``conveyor.lua``.
 from conveyor._bullmq.admin import CleanedBatch
 from conveyor._bullmq.base import Fetched, fetched
 from conveyor._bullmq.layout import RESERVED_JOB_IDS, is_job_id
+from conveyor._bullmq.limits import FlowState
 from conveyor._bullmq.queue import BullQueue
 from conveyor._bullmq.record import DUE_FIELD, FailureSummary, JobRecord, dumps, event_job_id
 from conveyor._bullmq.scripts import script_error
@@ -26,6 +27,7 @@ __all__ = [
     "CleanedBatch",
     "FailureSummary",
     "Fetched",
+    "FlowState",
     "JobRecord",
     "dumps",
     "event_job_id",

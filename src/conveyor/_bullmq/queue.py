@@ -18,6 +18,7 @@ from redis.commands.core import AsyncScript
 from conveyor._bullmq.admin import QueueAdmin
 from conveyor._bullmq.base import Fetched, fetched, flat, pack
 from conveyor._bullmq.cancel import QueueCancel
+from conveyor._bullmq.limits import QueueLimitCalls
 from conveyor._bullmq.reads import QueueReads
 from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
 from conveyor._bullmq.scripts import script_error
@@ -28,7 +29,7 @@ from conveyor.keys import OTHER_QUEUE_RECORD_SUFFIXES
 from conveyor.resp import RespConnection, ignore_reply
 
 
-class BullQueue(QueueReads, QueueAdmin, QueueCancel):
+class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls):
     """One BullMQ queue (prefix + name) on one Redis client: keys plus script calls."""
 
     # --- adding ------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel):
             {
                 "token": token,
                 "lockDuration": lock_duration_ms,
-                "limiter": None,
+                "limiter": self.limiter,
                 **self._processed_by(),
             }
         )
@@ -120,7 +121,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel):
             {
                 "token": token,
                 "keepJobs": keep,
-                "limiter": None,
+                "limiter": self.limiter,
                 "lockDuration": lock_duration_ms,
                 "attempts": attempts,
                 "attemptsMade": attempts_made,

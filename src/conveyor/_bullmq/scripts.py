@@ -58,22 +58,47 @@ _PAUSED_LAYOUT_META_KEY = {
 }
 
 
+#: The scripts that take a job for a worker -> what runs before them when the queue is under
+#: a manual hold (``lua/limit_held.lua``): moveToActive answers "rate limited" at once, and
+#: moveToFinished finishes the job without fetching the next one. Both have the limiter key
+#: at KEYS[6] and moveToFinished's "fetch next?" flag is ARGV[6].
+_HOLD_CHECK = {
+    "moveToActive": (
+        "local conveyorHeld = conveyorLimitHeld(KEYS[6])\n"
+        "if conveyorHeld > 0 then return {0, 0, conveyorHeld, 0} end\n"
+    ),
+    "moveToFinished": (
+        'if ARGV[6] == "1" and conveyorLimitHeld(KEYS[6]) > 0 then ARGV[6] = "" end\n'
+    ),
+}
+
+
+def _check_key(source: str, file: str, index: int, kind: str) -> None:
+    if f"KEYS[{index}]" not in source or kind not in source.split(f"KEYS[{index}]", 1)[1][:40]:
+        raise ConveyorError(f"bullmq's {file} no longer has its {kind} key at KEYS[{index}]")
+
+
 @cache
 def script_source(name: str) -> str:
-    """A pinned script's text; with the paused-layout guard run after it when it needs one."""
+    """A pinned script's text; with the paused-layout guard run after it when it needs one,
+    and the manual-hold check before it when it takes jobs."""
     file = SCRIPT_FILES[name]
     source = (_COMMANDS_DIR / file).read_text()
     meta = _PAUSED_LAYOUT_META_KEY.get(name)
     if meta is None:
         return source
-    if f"KEYS[{meta}]" not in source or "meta" not in source.split(f"KEYS[{meta}]", 1)[1][:40]:
-        raise ConveyorError(f"bullmq's {file} no longer has its meta key at KEYS[{meta}]")
+    _check_key(source, file, meta, "meta")
+    before = ""
+    if name in _HOLD_CHECK:
+        _check_key(source, file, 6, "limiter")
+        before = f"{lua.source('limit_held')}\n{_HOLD_CHECK[name]}"
     resuming = "ARGV[1] == 'resumed'" if name == "pause" else "false"
     return (
         "local function conveyorBullmqScript()\n"
         f"{source}\n"
         "end\n"
         f"{lua.source('paused_layout')}\n"
+        f"{before}"
         "local conveyorResult = conveyorBullmqScript()\n"
         f"conveyorPausedLayout(KEYS[{meta}], {resuming})\n"
         "return conveyorResult\n"

@@ -15,12 +15,32 @@ from pydantic import ValidationError
 from conveyor.config import Settings, describe_validation_error, load_settings
 from conveyor.errors import ConfigurationError
 from conveyor.hooks import HookChain, WorkerHooks
+from conveyor.log import get_logger
 from conveyor.observability.logging import LoggingHooks
 from conveyor.observability.stats import StatsHooks
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
 from conveyor.services.redis_connection import open_checked, redis_url, sentinel_password
 from conveyor.worker import Worker, WorkerGroup, WorkerOptions
+
+log = get_logger("conveyor.service.worker")
+
+
+async def apply_limit_settings(served: Worker | WorkerGroup, settings: Settings) -> None:
+    """Write the queue-wide limits the settings give (CONVEYOR_RATE_LIMIT,
+    CONVEYOR_QUEUE_CONCURRENCY) to each queue the worker serves, leaving any not given as
+    Redis holds them."""
+    limits, parts = settings.queue_limits
+    if not parts:
+        return
+    for worker in served.workers if isinstance(served, WorkerGroup) else [served]:
+        await worker.bull.set_limits(limits, parts)
+        log.info(
+            "queue_limits_applied",
+            queue=worker.bull.name,
+            rate=str(limits.rate) if "rate" in parts else "unchanged",
+            concurrency=limits.concurrency if "concurrency" in parts else "unchanged",
+        )
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
@@ -36,6 +56,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         failed_key_prefix=settings.failed_key_prefix,
         job_timeout_s=settings.job_timeout_s,
         unknown_task_timeout_s=settings.unknown_task_timeout_s,
+        limiter=settings.worker_limiter,
     )
 
 
@@ -71,10 +92,11 @@ async def configured_worker(
             chain.append(hooks)
         all_hooks = chain[0] if len(chain) == 1 else HookChain(*chain)
         weights = settings.queue_weights
+        served: Worker | WorkerGroup
         if len(weights) == 1:
-            yield Worker(redis, registry, options, blocking_redis=blocking, hooks=all_hooks)
+            served = Worker(redis, registry, options, blocking_redis=blocking, hooks=all_hooks)
         else:
-            yield WorkerGroup(
+            served = WorkerGroup(
                 dict.fromkeys(weights, redis),
                 registry,
                 options,
@@ -82,6 +104,8 @@ async def configured_worker(
                 blocking_redis=dict.fromkeys(weights, blocking),
                 hooks=all_hooks,
             )
+        await apply_limit_settings(served, settings)
+        yield served
     finally:
         if stats is not None:
             await stats.close()  # the last second's counts

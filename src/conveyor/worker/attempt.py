@@ -27,12 +27,14 @@ from conveyor.errors import (
     JobCancelled,
     JobLockLostError,
     PayloadValidationError,
+    RateLimited,
     TaskError,
     UnknownTaskError,
     Unrecoverable,
 )
 from conveyor.failures import FailureStore
 from conveyor.hooks import JobEvent, WorkerHooks
+from conveyor.limits import hold_ms
 from conveyor.log import get_logger
 from conveyor.policy import (
     RetryPolicy,
@@ -228,6 +230,9 @@ class Attempts:
                 exc = cancelled
             elif isinstance(exc, asyncio.CancelledError) and cancelled_by_worker():
                 raise
+            if isinstance(exc, RateLimited):
+                await self._rate_limited(job, token, exc)
+                return None
             duration = (time.monotonic() - started) * 1000
             unrecoverable = isinstance(exc, Unrecoverable | TaskError)
             # The full policy is only needed on failure (kept off the success path).
@@ -262,6 +267,18 @@ class Attempts:
             )
         )
         return True
+
+    async def _rate_limited(self, job: JobRecord, token: str, exc: RateLimited) -> None:
+        """BullMQ's manual rate limit: hold the queue, and the job back to wait unattempted."""
+        ms = hold_ms(exc.retry_after_s)
+        try:
+            held = await self._persist(
+                job.id, lambda first: self.bull.hold_and_release(job.id, token, ms)
+            )
+        except JobLockLostError as lost:
+            self._lock_lost(job, lost)
+            return
+        log.warning("job_rate_limited", job_id=job.id, name=job.name, hold_ms=held or ms)
 
     async def _call(self, task: Task, payload: BaseModel, ctx: _Context) -> Any:
         timeout = task.timeout_s or self.options.job_timeout_s

@@ -7,6 +7,7 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
+from conveyor.limits import RateLimit
 from conveyor.policy import DEFAULT_POLICY, RetryPolicy
 
 #: How long an idle worker blocks on the queue's marker before looking again (seconds).
@@ -32,6 +33,9 @@ class WorkerOptions:
     #: A job whose task no worker knows fails after waiting this long (see ``unknown``).
     unknown_task_timeout_s: float = 7 * 24 * 3600.0
     drain_delay_s: float = DRAIN_DELAY_S
+    #: BullMQ Worker's ``limiter``: counted in the queue's limiter key with every worker
+    #: (Conveyor's or Node's) of the queue that has the same limiter (see docs/flow-control.md).
+    limiter: RateLimit | None = None
     name: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     )

@@ -73,6 +73,7 @@ class Worker:
         self._hot_path = RespConnection.like(redis)
         self.bull = BullQueue(redis, options.queue, options.prefix, hot_path=self._hot_path)
         self.bull.worker_name = options.name
+        self.bull.set_limiter(options.limiter)
         self._records = self.bull.failure_store(options.failed_key_prefix)
         self._reconciler = FailureReconciler(self.bull, self._records)
         # The connection that blocks on the queue's marker while idle: named as BullMQ names
@@ -192,9 +193,12 @@ class Worker:
             if fetched.job is not None:
                 self._start(fetched.job, token)
                 continue
-            timeout = self.options.drain_delay_s
             if fetched.limit_until_ms:
-                timeout = min(timeout, fetched.limit_until_ms / 1000)
+                # Rate limited (or held): nothing can start before then, whatever the marker
+                # says (as Node's worker, sleep rather than wake for every job added).
+                await self._until(asyncio.sleep(fetched.limit_until_ms / 1000))
+                continue
+            timeout = self.options.drain_delay_s
             if fetched.next_delayed_ms:
                 due_in = (fetched.next_delayed_ms - now_ms()) / 1000
                 timeout = min(timeout, due_in)

@@ -30,6 +30,7 @@ from conveyor.services.api.auth import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
 from conveyor.services.api.batcher import PipelineBatcher
 from conveyor.services.api.enqueue import Enqueuer
 from conveyor.services.api.fastpath import EnqueueFastPath
+from conveyor.services.api.flow import router as flow_router
 from conveyor.services.api.gate import RedisGate
 from conveyor.services.api.openapi import build_openapi
 from conveyor.services.api.problems import (
@@ -172,6 +173,7 @@ def create_app(
         },
     )
     app.include_router(router)
+    app.include_router(flow_router)
     handler = make_handler(settings.api_retry_after_s)
     for exc_class in HANDLED:
         app.add_exception_handler(exc_class, handler)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.json_schema import models_json_schema
 
 from conveyor.registry import TaskRegistry
+from conveyor.services.api.flow import body_schemas as flow_body_schemas
 from conveyor.services.api.models import BulkEnqueueRequest, EnqueueRequest, JobOptions
 from conveyor.services.api.problems import ALL_TYPES, PROBLEM_MEDIA_TYPE, Problem
 from conveyor.services.guard import ACTION_HEADER, UNSAFE_METHODS
@@ -160,6 +161,7 @@ def build_openapi(
     components = doc.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas.update(_body_schemas(registry, bulk_max, queues or []))
+    schemas.update(flow_body_schemas())
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     extra = {**COMMON_ERRORS, **(AUTH_ERROR if auth else {})}
