@@ -126,6 +126,7 @@ async def flow_probe(payload: FlowPayload, ctx: JobContext) -> None:
     run = f"{os.getpid()}:{ctx.job_id}"
     await client.eval(_ENTER, 2, payload.key + ":running", payload.key + ":max", run)
     await client.rpush(payload.key + ":starts", int(time.time() * 1000))
+    await client.sadd(payload.key + ":pids", os.getpid())
     if payload.sleep_ms:
         await asyncio.sleep(payload.sleep_ms / 1000)
     await client.srem(payload.key + ":running", run)
