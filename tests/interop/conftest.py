@@ -295,14 +295,19 @@ async def node_worker(
     and waits until it is ready; every one is stopped at teardown."""
     started: list[NodeWorker] = []
 
-    async def start(*, concurrency: int = 1, name: str | None = None) -> NodeWorker:
+    async def start(
+        *, concurrency: int = 1, name: str | None = None, limiter: dict[str, int] | None = None
+    ) -> NodeWorker:
         name = name or f"node-{len(started)}"
         log = tmp_path / f"{name}.log"
+        options: dict[str, Any] = {"concurrency": concurrency, "name": name}
+        if limiter is not None:
+            options["limiter"] = limiter  # BullMQ Worker's {max, duration}
         with _log_file(log) as stderr:
             proc = await asyncio.create_subprocess_exec(
                 "node",
                 "worker.mjs",
-                json.dumps({"concurrency": concurrency, "name": name}),
+                json.dumps(options),
                 cwd=NODE_DIR,
                 env=node_env,
                 stdin=asyncio.subprocess.PIPE,  # closed when the test ends: the worker stops

@@ -17,6 +17,9 @@
 //   remove   [id, ...]                  Job.remove()                                -> {}
 //   clean    (none)                     Queue.clean(0, 1000, 'failed')      -> {ids}
 //   dedupJobId id                       Queue.getDeduplicationJobId         -> {id}
+//   limits   (none)                     getGlobalRateLimit/Concurrency, getRateLimitTtl
+//   setLimits {rate: {max, duration}|null, concurrency|null}  setGlobal*/removeGlobal* -> {}
+//   rateLimit ms                        Queue.rateLimit(ms) (a manual hold)          -> {}
 import { createInterface } from 'node:readline';
 import { disconnect, emit, openQueue, view } from './lib.mjs';
 
@@ -81,6 +84,27 @@ async function run(queue, command, arg) {
     }
     case 'dedupJobId':
       return { id: await queue.getDeduplicationJobId(arg) };
+    case 'limits':
+      return {
+        rate: await queue.getGlobalRateLimit(),
+        concurrency: await queue.getGlobalConcurrency(),
+        ttl: await queue.getRateLimitTtl(),
+      };
+    case 'setLimits':
+      if (arg.rate) {
+        await queue.setGlobalRateLimit(arg.rate.max, arg.rate.duration);
+      } else {
+        await queue.removeGlobalRateLimit();
+      }
+      if (arg.concurrency) {
+        await queue.setGlobalConcurrency(arg.concurrency);
+      } else {
+        await queue.removeGlobalConcurrency();
+      }
+      return {};
+    case 'rateLimit':
+      await queue.rateLimit(arg);
+      return {};
     case 'pause':
       await queue.pause();
       return {};

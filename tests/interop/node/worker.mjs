@@ -1,5 +1,5 @@
 // A Node.js BullMQ worker for the interop tests: `node worker.mjs [json options]`.
-// Options: {concurrency, name}. Handlers by job name:
+// Options: {concurrency, name, limiter: {max, duration}}. Handlers by job name:
 //   echo   -> {echo: data, attempt, by: "node"}
 //   flaky  -> throws until attempt == data.succeed_on, then {attempt, by: "node"}
 //   fail   -> always throws
@@ -40,6 +40,7 @@ const worker = new Worker(
     prefix,
     concurrency: options.concurrency ?? 1,
     name: options.name ?? `node-${process.pid}`,
+    ...(options.limiter ? { limiter: options.limiter } : {}),
   },
 );
 
