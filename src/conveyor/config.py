@@ -223,7 +223,8 @@ class Settings(BaseSettings):
         default=None,
         description="This worker's own limiter (BullMQ Worker's `limiter` option): jobs "
         "started by all the workers of the queue that have one are counted together, e.g. "
-        "5/s. A queue-wide rate limit, when set, takes precedence over it.",
+        "5/s. With a queue-wide rate limit also set, BullMQ counts against the queue's max over "
+        "this limiter's period.",
     )
 
     @field_validator("rate_limit", "worker_rate_limit", "queue_concurrency", mode="before")
