@@ -94,7 +94,7 @@ async def test_a_concurrency_of_2_is_never_exceeded_through_a_sigkill(
 
     async def someone_running() -> str | None:
         runs = await redis.smembers(key + ":running")
-        return next(iter(runs), None)
+        return str(next(iter(runs))) if runs else None
 
     # SIGKILL a process while it runs a job: that job stays active (its lock still held)
     # until the stalled check recovers it, and runs again elsewhere.
@@ -107,7 +107,7 @@ async def test_a_concurrency_of_2_is_never_exceeded_through_a_sigkill(
     killed_at = time.monotonic()
     # A dead process runs nothing: take its runs out of the running set.
     for run in await redis.smembers(key + ":running"):
-        if run.startswith(f"{victim_pid}:"):
+        if str(run).startswith(f"{victim_pid}:"):
             await redis.srem(key + ":running", run)
 
     async def all_completed() -> bool:

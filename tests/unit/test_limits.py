@@ -47,7 +47,7 @@ def test_bounds_of_values() -> None:
     with pytest.raises(LimitError):
         QueueLimits(concurrency=0)
     with pytest.raises(LimitError):
-        RateLimit(True, 1000)  # type: ignore[arg-type]
+        RateLimit(True, 1000)
 
 
 def test_limit_settings_say_which_limits_to_write() -> None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 
 from conveyor._bullmq import FlowState
+from conveyor.client import QueueClient
 from conveyor.limits import MAX_CONCURRENCY, MAX_DURATION_MS, MAX_RATE_MAX, QueueLimits, RateLimit
 from conveyor.services.api.body import read_json
 from conveyor.services.api.problems import QUEUE_NOT_FOUND, ProblemError
@@ -62,12 +63,15 @@ def body_schemas() -> dict[str, Any]:
     return {**defs, "LimitsBody": schema}
 
 
-def _served(state: ApiState, name: str) -> None:
-    if name != state.settings.queue:
+def _client(state: ApiState, name: str) -> QueueClient:
+    """The client of a queue this API serves (CONVEYOR_QUEUES), else 404."""
+    served = state.served(name)
+    if served is None:
         raise ProblemError(
             QUEUE_NOT_FOUND,
-            f"this API serves the queue {state.settings.queue!r}, not {name!r}",
+            f"this API serves the queues {', '.join(state.queue_names)}, not {name!r}",
         )
+    return state.client_for(served)
 
 
 def view_of(queue: str, flow: FlowState) -> QueueLimitsView:
@@ -92,8 +96,8 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "Not found"}
     responses=_NOT_FOUND,
 )
 async def get_limits(state: Api, name: QueueName) -> QueueLimitsView:
-    _served(state, name)
-    return view_of(name, await state.bounded(state.client.flow_state()))
+    client = _client(state, name)
+    return view_of(name, await state.bounded(client.flow_state()))
 
 
 @router.put(
@@ -111,9 +115,9 @@ async def get_limits(state: Api, name: QueueName) -> QueueLimitsView:
 async def put_limits(request: Request, state: Api, name: QueueName) -> QueueLimitsView:
     """Written in BullMQ's format in one MULTI, so Node workers obey them too. A bad body
     writes nothing."""
-    _served(state, name)
+    client = _client(state, name)
     body = await read_json(request, LimitsBody, state.settings.api_max_body_bytes)
     rate = None if body.rate is None else RateLimit(body.rate.max, body.rate.duration_ms)
     limits = QueueLimits(rate=rate, concurrency=body.concurrency)
-    await state.bounded(state.client.set_limits(limits))
-    return view_of(name, await state.bounded(state.client.flow_state()))
+    await state.bounded(client.set_limits(limits))
+    return view_of(name, await state.bounded(client.flow_state()))
