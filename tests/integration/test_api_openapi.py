@@ -36,6 +36,7 @@ def test_every_endpoint_is_documented(doc: dict[str, Any]) -> None:
         ("GET", "/jobs/{job_id}/logs"),
         ("POST", "/jobs/{job_id}/retry"),
         ("DELETE", "/jobs/{job_id}"),
+        ("POST", "/jobs/{job_id}/cancel"),
         ("GET", "/queues/{name}"),
         ("GET", "/queues/{name}/jobs"),
         ("POST", "/queues/{name}/pause"),
