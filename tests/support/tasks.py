@@ -57,6 +57,23 @@ def sync_count(payload: CountPayload, ctx: JobContext) -> int:
     return ctx.attempt
 
 
+@registry.task("sync_poll")
+def sync_poll(payload: CountPayload, ctx: JobContext) -> int:
+    """Counts its start like ``count``, then polls ``ctx.cancelled`` (for up to ``sleep_ms``);
+    a cancel it saw is counted in ``payload.key + ":cancelled"``."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(os.environ["CONVEYOR_REDIS_URL"])
+    client.hincrby(payload.key, ctx.job_id, 1)
+    deadline = time.monotonic() + payload.sleep_ms / 1000
+    while not ctx.cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    field = ":cancelled" if ctx.cancelled else ":done"
+    client.hincrby(payload.key + field, ctx.job_id, 1)
+    client.close()
+    return ctx.attempt
+
+
 class Empty(BaseModel):
     pass
 
