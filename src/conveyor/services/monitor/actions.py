@@ -39,6 +39,14 @@ class Actions:
         self._audit("remove", queue, user, job_id=job_id)
         return {"removed": 1, "job_id": job_id}
 
+    async def cancel(self, queue: str, job_id: str, user: str | None) -> dict[str, Any]:
+        """Cancel a job (``QueueClient.cancel``): failed now if it waits, stopped by its
+        worker within a second if it runs. The request names the monitor and the user."""
+        client = await self.inspector.client(queue)
+        result = await client.cancel(job_id, "from the monitor", by=f"monitor user {user or '-'}")
+        self._audit("cancel", queue, user, job_id=job_id, outcome=result.outcome.value)
+        return {"job_id": job_id, "outcome": result.outcome.value, "stopping": result.stopping}
+
     async def retry_failed(self, queue: str, user: str | None) -> dict[str, Any]:
         client = await self.inspector.client(queue)
         done = await client.retry_all_failed()

@@ -147,6 +147,12 @@ class JobRemoved(BaseModel):
     job_id: str
 
 
+class JobCancelled(BaseModel):
+    job_id: str
+    outcome: str = Field(description="cancelled, marked, pending or done (QueueClient.cancel).")
+    stopping: bool = Field(description="It runs: its worker stops it within a second.")
+
+
 class FailedRetried(BaseModel):
     retried: int
     orphans: int = Field(description="Ids in the failed set whose job hash is gone.")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body
 from conveyor.services.monitor.auth import Actor
 from conveyor.services.monitor.models import (
     FailedRetried,
+    JobCancelled,
     JobRemoved,
     JobRetried,
     Paused,
@@ -32,6 +33,11 @@ async def retry(who: Actor, monitor: Monitor, queue: str, job_id: JobId) -> dict
 @router.delete("/jobs/{job_id}", response_model=JobRemoved)
 async def remove(who: Actor, monitor: Monitor, queue: str, job_id: JobId) -> dict[str, Any]:
     return await monitor.actions.remove(queue, job_id, who.user)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobCancelled)
+async def cancel(who: Actor, monitor: Monitor, queue: str, job_id: JobId) -> dict[str, Any]:
+    return await monitor.actions.cancel(queue, job_id, who.user)
 
 
 @router.post("/retry-failed", response_model=FailedRetried)

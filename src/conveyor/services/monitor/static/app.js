@@ -5,6 +5,9 @@
   "use strict";
 
   const STATES = ["waiting", "prioritized", "delayed", "active", "paused", "completed", "failed", "waiting-children"];
+  // A job that waits, is delayed or runs can be cancelled (QueueClient.cancel).
+  const CANCELLABLE = ["waiting", "prioritized", "delayed", "paused", "active", "waiting-children"];
+
   const LIST_STATES = ["waiting", "active", "delayed", "prioritized", "paused", "completed", "failed"];
   const COLORS = {
     waiting: "#64748b", prioritized: "#8b5cf6", delayed: "#d97706", active: "#0284c7",
@@ -293,6 +296,10 @@
       cell.appendChild(el("button", { class: "small", "data-testid": "retry-" + j.id, text: "Retry",
         onclick: (ev) => { ev.stopPropagation(); retryJob(j.id); } }));
     }
+    if (CANCELLABLE.includes(j.state)) {
+      cell.appendChild(el("button", { class: "small ghost", "data-testid": "cancel-" + j.id, text: "Cancel",
+        onclick: (ev) => { ev.stopPropagation(); cancelJob(j.id); } }));
+    }
     if (j.state !== "active") {
       cell.appendChild(el("button", { class: "small ghost", "data-testid": "remove-" + j.id, text: "Remove",
         onclick: (ev) => { ev.stopPropagation(); removeJob(j.id); } }));
@@ -331,6 +338,12 @@
   function retryJob(id) {
     return act("Retry job?", "Job " + id + " goes back to the wait list with its attempts reset.", "Retry",
       () => api("/api/queues/" + q(ui.queue) + "/jobs/" + q(id) + "/retry", { method: "POST" }), () => "Job " + id + " sent back to the queue.");
+  }
+
+  function cancelJob(id) {
+    return act("Cancel job?", "Job " + id + " ends failed, not retried: at once if it waits, within a second if it runs (its worker stops it).", "Cancel job",
+      () => api("/api/queues/" + q(ui.queue) + "/jobs/" + q(id) + "/cancel", { method: "POST" }),
+      (r) => r.stopping ? "Job " + id + " is being stopped." : "Job " + id + " cancelled.");
   }
 
   function removeJob(id) {
@@ -444,6 +457,9 @@
     const actions = el("div", { class: "actions act-only" });
     if (j.state === "failed" || j.state === "completed") {
       actions.appendChild(el("button", { "data-testid": "job-retry", text: "Retry", onclick: () => retryJob(j.id) }));
+    }
+    if (CANCELLABLE.includes(j.state)) {
+      actions.appendChild(el("button", { class: "danger", "data-testid": "job-cancel", text: "Cancel", onclick: () => cancelJob(j.id) }));
     }
     if (j.state !== "active") {
       actions.appendChild(el("button", { class: "danger", "data-testid": "job-remove", text: "Remove", onclick: () => removeJob(j.id) }));
