@@ -154,10 +154,15 @@ class ResolvedConnection(Connection):
         self.resolver = resolver
         super().__init__(**kwargs)
 
-    async def _connect(self) -> None:
-        address = await self.resolver.resolve()
-        self.host, self.port = address.host, address.port
-        await super()._connect()  # type: ignore[no-untyped-call]
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self.is_connected:  # asked here, not in _connect, whose errors redis-py rewraps
+            address = await self.resolver.resolve()
+            self.host, self.port = address.host, address.port
+        await super().connect_check_health(
+            check_health=check_health, retry_socket_connect=retry_socket_connect
+        )
 
     async def on_connect_check_health(self, check_health: bool = True) -> None:
         await super().on_connect_check_health(check_health=check_health)

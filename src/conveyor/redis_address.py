@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import hiredis
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from conveyor.redis_url import HostPort
@@ -42,6 +43,14 @@ Address = HostPort
 class NoMasterError(RedisConnectionError):
     """Raised when no sentinel names a master that is up (a failover is under way, or the
     sentinels cannot be reached, or none knows the master's name)."""
+
+
+class SentinelAuthError(AuthenticationError):
+    """Raised when every sentinel refused the password (CONVEYOR_REDIS_SENTINEL_PASSWORD)."""
+
+
+#: How a sentinel's refusal of the password is reported.
+REFUSED = "refused the password"
 
 
 class AddressResolver(Protocol):
@@ -136,24 +145,26 @@ class SentinelResolver:
         return f"SentinelResolver({hosts}/{self.master_name})"
 
     async def resolve(self) -> Address:
-        problems: list[str] = []
+        problems: dict[str, list[str]] = {}  # reason -> the sentinels that gave it
         for sentinel in list(self.sentinels):
             try:
                 reply = await self._ask(sentinel)
             except (OSError, TimeoutError, RedisConnectionError) as exc:
-                problems.append(f"{sentinel}: {type(exc).__name__}: {exc}")
+                problems.setdefault(str(exc) or type(exc).__name__, []).append(str(sentinel))
                 continue
             address, why = _master_in(reply)
             if address is None:
-                problems.append(f"{sentinel}: {why}")
+                problems.setdefault(why, []).append(str(sentinel))
                 continue
             if self.sentinels[0] != sentinel:  # ask the one that knew first next time
                 self.sentinels.remove(sentinel)
                 self.sentinels.insert(0, sentinel)
             return address
+        reasons = "; ".join(f"{', '.join(hosts)}: {why}" for why, hosts in problems.items())
+        if len(problems) == 1 and next(iter(problems)).startswith(REFUSED):
+            raise SentinelAuthError(f"sentinels {reasons}; check CONVEYOR_REDIS_SENTINEL_PASSWORD")
         raise NoMasterError(
-            f"no master named {self.master_name!r} is up according to the sentinels "
-            f"({'; '.join(problems)})"
+            f"no master named {self.master_name!r} is up according to the sentinels ({reasons})"
         )
 
     async def _ask(self, sentinel: Address) -> Any:
@@ -172,7 +183,9 @@ class SentinelResolver:
             finally:
                 writer.transport.abort()
         if self.password and isinstance(replies[0], Exception):
-            raise RedisConnectionError(f"the sentinel refused its password: {replies[0]}")
+            raise RedisConnectionError(f"{REFUSED}: {replies[0]}")
+        if isinstance(replies[-1], Exception) and str(replies[-1]).startswith("NOAUTH"):
+            raise RedisConnectionError(f"{REFUSED} (none given): {replies[-1]}")
         return replies[-1]
 
 

@@ -36,6 +36,8 @@ class Chaos:
     prefix: str = "chaos"
     redis: RedisServer | None = None
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    #: A URL of the test's own making (a Sentinel setup) instead of ``redis``'s.
+    redis_url: str | None = None
 
     def start_redis(self, **kwargs: Any) -> RedisServer:
         if self.redis is None:
@@ -45,6 +47,8 @@ class Chaos:
 
     @property
     def url(self) -> str:
+        if self.redis_url is not None:
+            return self.redis_url
         assert self.redis is not None
         return self.redis.url
 
