@@ -13,18 +13,26 @@ their own).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 
+import httpx
 import pytest
 
-from conveyor.config import EvictionCheck
+from conveyor.client import QueueClient
+from conveyor.config import EvictionCheck, Settings
 from conveyor.errors import RedisUnavailableError
+from conveyor.jobs import JobState
+from conveyor.ports import free_port
 from conveyor.redis import open_redis
+from conveyor.testing import wait_for
 from tests.chaos.conftest import Chaos
 from tests.support.sentinel import MASTER_NAME, SentinelSetup
 
@@ -98,3 +106,163 @@ async def test_a_wrong_sentinel_password_or_master_name_is_one_clear_error(
     assert problem in str(caught.value)
     assert SENTINEL_PASSWORD not in str(caught.value)
     assert time.monotonic() - started < 5
+
+
+class Load:
+    """Clients enqueueing one job after another, each under an Idempotency-Key that they
+    send again after a 503 until the job is acknowledged (as a careful client does)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.stop = asyncio.Event()
+        self.accepted: dict[str, str] = {}  # Idempotency-Key -> job id
+        self.statuses: Counter[int] = Counter()
+        self.refused_at: list[float] = []  # monotonic times of the 503s
+        self.slowest = 0.0
+
+    async def client(self) -> None:
+        async with httpx.AsyncClient(base_url=self.base, timeout=HANG_S + 5) as http:
+            while not self.stop.is_set():
+                key = uuid.uuid4().hex
+                while True:  # until this key's job is acknowledged
+                    answer = await self._post(http, key)
+                    if answer is not None:
+                        self.accepted[key] = answer
+                        break
+                    await asyncio.sleep(0.05)
+
+    async def _post(self, http: httpx.AsyncClient, key: str) -> str | None:
+        started = time.monotonic()
+        try:
+            response = await http.post(
+                "/enqueue",
+                json={"name": "simulate", "data": {"duration_ms": 20}},
+                headers={"Idempotency-Key": key},
+            )
+        except httpx.TransportError:
+            self.statuses[0] += 1
+            return None
+        self.slowest = max(self.slowest, time.monotonic() - started)
+        self.statuses[response.status_code] += 1
+        if response.status_code in (200, 201):
+            return str(response.json()["id"])
+        assert response.status_code == 503, response.text
+        assert response.headers.get("retry-after"), response.headers
+        self.refused_at.append(time.monotonic())
+        return None
+
+
+async def watch_monitor(
+    base: str, stop: asyncio.Event, seen: Counter[int], slowest: list[float]
+) -> None:
+    """GET the monitor's overview every 100 ms: 200, or 503 with Retry-After, never a hang."""
+    async with httpx.AsyncClient(base_url=base, timeout=HANG_S + 5) as http:
+        while not stop.is_set():
+            started = time.monotonic()
+            response = await http.get("/api/overview")
+            slowest[0] = max(slowest[0], time.monotonic() - started)
+            seen[response.status_code] += 1
+            if response.status_code == 503:
+                assert response.headers.get("retry-after"), response.headers
+            await asyncio.sleep(0.1)
+
+
+async def test_a_master_sigkill_under_load_loses_no_acknowledged_job(
+    world: Chaos, sentinels: SentinelSetup, report: Callable[..., None]
+) -> None:
+    api_port, monitor_port = free_port(), free_port()
+    env = {
+        "CONVEYOR_REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
+        "CONVEYOR_ENQUEUE_REPLICAS": "1",
+        "CONVEYOR_ENQUEUE_REPLICAS_TIMEOUT_MS": "500",
+        "CONVEYOR_API_REDIS_TIMEOUT_S": "1",
+    }
+    api = world.spawn("api", "--port", str(api_port), **env)
+    worker = world.spawn("worker", "--concurrency", "20", **env)
+    monitor = world.spawn("monitor", "--port", str(monitor_port), **env)
+    world.wait_started(api, "Uvicorn running")
+    world.wait_started(worker)
+    world.wait_started(monitor, "Uvicorn running")
+
+    load = Load(f"http://127.0.0.1:{api_port}")
+    monitor_answers: Counter[int] = Counter()
+    monitor_slowest = [0.0]
+    tasks = [asyncio.create_task(load.client()) for _ in range(4)]
+    tasks.append(
+        asyncio.create_task(
+            watch_monitor(
+                f"http://127.0.0.1:{monitor_port}", load.stop, monitor_answers, monitor_slowest
+            )
+        )
+    )
+    await wait_for(lambda: len(load.accepted) >= 50, timeout=30, message="no load")
+    before = len(load.accepted)
+    killed_port = sentinels.kill_master()
+    killed = time.monotonic()
+    promoted_port = await asyncio.to_thread(sentinels.wait_failover, killed_port)
+    failover_s = time.monotonic() - killed
+    # The promoted replica has no replica of its own: with CONVEYOR_ENQUEUE_REPLICAS=1 nothing
+    # can be acknowledged until one joins. The operator's part: start the old server again as
+    # a replica of the new master (left to themselves, the sentinels would convert it within
+    # their 10 s INFO period; that wait is not what this test measures).
+    old = sentinels.server(killed_port)
+    old.extra_args = ["--replicaof", "127.0.0.1", str(promoted_port)]
+    old.start()
+    rejoined = time.monotonic()
+    await wait_for(lambda: len(load.accepted) > before + 100, timeout=60, message="no recovery")
+    recovered_s = time.monotonic() - killed
+    load.stop.set()
+    await asyncio.gather(*tasks)
+
+    settings = Settings(
+        redis_url=world.url,
+        redis_sentinel_password=SENTINEL_PASSWORD,
+        queue=world.queue,
+        prefix=world.prefix,
+    )
+    ids = list(load.accepted.values())
+    async with QueueClient.from_settings(settings) as client:
+
+        async def states() -> Counter[str]:
+            return Counter([(await client.get_state(job_id)).value for job_id in ids])
+
+        with contextlib.suppress(TimeoutError):  # the assertions below say what is missing
+            await wait_for(
+                lambda: states_are_completed(states, len(ids)), timeout=60, message="not done"
+            )
+        final = await states()
+        total = sum((await client.counts()).values())
+
+    alive = [proc.poll() is None for proc in (api, worker, monitor)]
+    assert alive == [True, True, True]  # nothing was restarted: each found the new master
+    assert world.output(worker).count("worker_started") == 1
+    assert final == Counter({JobState.COMPLETED.value: len(ids)}), final
+    assert total == len(ids)  # the retries under their keys added no second job
+    assert set(load.statuses) <= {200, 201, 503}, load.statuses
+    assert load.statuses[503] > 0  # the window without a master was seen, and answered
+    assert load.slowest < HANG_S, load.slowest
+    assert set(monitor_answers) <= {200, 503}, monitor_answers
+    assert monitor_slowest[0] < HANG_S, monitor_slowest
+    refused_without_master = [t - killed for t in load.refused_at if t < killed + failover_s]
+    refused_without_replica = [t - killed for t in load.refused_at if t >= killed + failover_s]
+    report(
+        faults="Sentinel: SIGKILL the master under API + worker load, CONVEYOR_ENQUEUE_REPLICAS=1",
+        jobs=len(ids),
+        lost=len(ids) - final[JobState.COMPLETED.value],
+        answers={str(k): v for k, v in sorted(load.statuses.items())},
+        failover_s=round(failover_s, 2),
+        refused_without_master=len(refused_without_master),
+        refused_without_replica=len(refused_without_replica),
+        last_503_s=round(max(load.refused_at) - killed, 2),
+        old_master_back_as_replica_s=round(rejoined - killed, 2),
+        recovered_s=round(recovered_s, 2),
+        slowest_request_s=round(load.slowest, 2),
+        monitor_answers={str(k): v for k, v in sorted(monitor_answers.items())},
+        promoted=promoted_port != killed_port,
+    )
+
+
+async def states_are_completed(
+    states: Callable[[], Awaitable[Counter[str]]], expected: int
+) -> bool:
+    return await states() == Counter({JobState.COMPLETED.value: expected})

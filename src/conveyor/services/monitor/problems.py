@@ -82,6 +82,10 @@ def problem_for(exc: BaseException) -> ProblemError:
     return ProblemError(INTERNAL, "the monitor hit an unexpected error; it has been logged")
 
 
+#: What a 503 (Redis away, a Sentinel failover under way) tells the dashboard to wait (s).
+RETRY_AFTER_S = 1
+
+
 async def handle(request: Request, exc: Exception) -> Response:
     """The monitor's one exception handler."""
     problem = problem_for(exc)
@@ -95,7 +99,7 @@ async def handle(request: Request, exc: Exception) -> Response:
         log.exception("monitor_request_failed", **fields)  # a bug: with its stack
     elif problem.kind.status > 500:
         log.warning("monitor_request_failed", **fields)
-    return render(problem, request.url.path, None)
+    return render(problem, request.url.path, RETRY_AFTER_S)
 
 
 def render_refusal(verdict: Verdict, scope: Scope) -> Response:
