@@ -18,6 +18,8 @@
     ├── JobLockLostError
     ├── LimitError
     ├── RateLimited
+    ├── ScheduleError
+    │   └── ScheduleNotFoundError
     └── Unrecoverable
         └── JobCancelled
 
@@ -134,6 +136,20 @@ class RateLimited(ConveyorError):
             )
         self.retry_after_s = retry_after_s
         super().__init__(message or f"rate limited: hold the queue for {retry_after_s:g} s")
+
+
+class ScheduleError(ConveyorError):
+    """Raised when a schedule is invalid: a bad cron pattern or time zone, both or neither of
+    ``every_ms`` and ``cron``, an id BullMQ cannot hold, an end before its start."""
+
+
+class ScheduleNotFoundError(ScheduleError):
+    """Raised when a schedule id names no schedule (job scheduler) of the queue."""
+
+    def __init__(self, schedule_id: str, queue: str) -> None:
+        self.schedule_id = schedule_id
+        self.queue = queue
+        super().__init__(f"schedule {schedule_id!r} not found in queue {queue!r}")
 
 
 class Unrecoverable(ConveyorError):

@@ -14,6 +14,8 @@ they share the queue's hash slot and go when the queue goes. Pure names, no I/O.
 ``{prefix}:{queue}:conveyor:cleanup:{lease,last-run,runs}``  cleanup schedule, ``CleanupKeys``
 ``{prefix}:{queue}:conveyor:cancel:{jobId}``           a running job's cancel mark (a ttl),
                                                        ``cancel_mark``
+``{prefix}:{queue}:conveyor:schedules:last-run``       each schedule's last run taken (a hash)
+``{prefix}:{queue}:conveyor:schedules:declared``       ids of the schedules declared in code
 =====================================================  ========================================
 
 Earlier versions kept the cleanup schedule at ``conveyor:cleanup:{prefix}:{queue}:*`` and
@@ -66,6 +68,17 @@ def cancel_mark(prefix: str, queue: str, job_id: str) -> str:
     """The durable request to stop a running job (``conveyor._bullmq.cancel``): set by a
     cancel, read by the worker that runs the job, deleted when it has failed the job."""
     return f"{queue_space(prefix, queue)}cancel:{job_id}"
+
+
+def schedule_last_runs(prefix: str, queue: str) -> str:
+    """A hash: schedule id -> its last run a worker took (JSON: slot, job id, taken at)."""
+    return f"{queue_space(prefix, queue)}schedules:last-run"
+
+
+def declared_schedules(prefix: str, queue: str) -> str:
+    """A set: the ids of the schedules that workers brought in line with code declarations
+    (the only ones a worker start may remove)."""
+    return f"{queue_space(prefix, queue)}schedules:declared"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ camelCase job hashes.
   Node.js BullMQ runs), with Conveyor's paused-layout guard, and their error codes;
 - ``layout``: BullMQ's keys of a queue, and which ids can name a job;
 - ``record``: a job hash decoded into ``JobRecord`` (the public read model);
+- ``schedulers``: BullMQ's job schedulers (``BullQueue.schedulers``);
 - ``queue``: ``BullQueue``, the script calls of one queue (each takes an optional pipeline
   so callers can batch): adding and the worker's cycle there, reading in ``reads``, managing
   in ``admin``, what they share in ``base``.
@@ -18,6 +19,7 @@ from conveyor._bullmq.layout import RESERVED_JOB_IDS, is_job_id
 from conveyor._bullmq.limits import FlowState
 from conveyor._bullmq.queue import BullQueue
 from conveyor._bullmq.record import DUE_FIELD, FailureSummary, JobRecord, dumps, event_job_id
+from conveyor._bullmq.schedulers import QueueSchedulers, SchedulerRecord, slot_job_id
 from conveyor._bullmq.scripts import script_error
 
 __all__ = [
@@ -29,9 +31,12 @@ __all__ = [
     "Fetched",
     "FlowState",
     "JobRecord",
+    "QueueSchedulers",
+    "SchedulerRecord",
     "dumps",
     "event_job_id",
     "fetched",
     "is_job_id",
     "script_error",
+    "slot_job_id",
 ]

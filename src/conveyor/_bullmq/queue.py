@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from redis.asyncio.client import Pipeline
@@ -21,6 +22,7 @@ from conveyor._bullmq.cancel import QueueCancel
 from conveyor._bullmq.limits import QueueLimitCalls
 from conveyor._bullmq.reads import QueueReads
 from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
+from conveyor._bullmq.schedulers import QueueSchedulers
 from conveyor._bullmq.scripts import script_error
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
@@ -31,6 +33,11 @@ from conveyor.resp import RespConnection, ignore_reply
 
 class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls):
     """One BullMQ queue (prefix + name) on one Redis client: keys plus script calls."""
+
+    @cached_property
+    def schedulers(self) -> QueueSchedulers:
+        """The queue's job schedulers (``schedulers``)."""
+        return QueueSchedulers(self)
 
     # --- adding ------------------------------------------------------------------------------
     async def add_job(

@@ -112,6 +112,12 @@ class JobRecord:
         return self.options.get("removeOnFail")
 
     @property
+    def repeat_key(self) -> str | None:
+        """BullMQ's ``repeatJobKey`` (hash field ``rjk``): the job scheduler (or legacy
+        repeatable job) that made this job, if any."""
+        return self.raw.get("rjk") or None
+
+    @property
     def due_ms(self) -> int:
         """When the current (or last) attempt became due: enqueue time plus delay for the
         first; for a retry or a put-back, the due time recorded when it was sent back."""

@@ -36,6 +36,10 @@ SCRIPT_FILES = {
     "promote": "promote-9.lua",
     "moveJobFromActiveToWait": "moveJobFromActiveToWait-9.lua",
     "cleanJobsInSet": "cleanJobsInSet-3.lua",
+    "addJobScheduler": "addJobScheduler-11.lua",
+    "updateJobScheduler": "updateJobScheduler-12.lua",
+    "removeJobScheduler": "removeJobScheduler-3.lua",
+    "getJobScheduler": "getJobScheduler-1.lua",
 }
 
 #: Node.js BullMQ before 6 keeps a paused queue's waiting jobs in "paused", where BullMQ 6's
@@ -55,6 +59,8 @@ _PAUSED_LAYOUT_META_KEY = {
     "reprocessJob": 5,
     "promote": 4,
     "pause": 3,
+    "addJobScheduler": 5,
+    "updateJobScheduler": 5,
 }
 
 

@@ -46,6 +46,7 @@ from conveyor.policy import (
 from conveyor.registry import Task, TaskRegistry
 from conveyor.worker.cancel import CancelWatch, Running, cancelled_error, refuse_cancelled
 from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, WorkerOptions
+from conveyor.worker.schedules import ScheduleRuns
 from conveyor.worker.slots import StopFlag
 from conveyor.worker.stack import describe, stack_text, utf8
 from conveyor.worker.unknown import next_deferral
@@ -145,6 +146,7 @@ class Attempts:
         #: The handlers running now, stopped when their job is cancelled (its ``run`` loop is
         #: one of the worker's background tasks).
         self.cancels = CancelWatch(bull)
+        self._schedules = ScheduleRuns(bull, options.lock_duration_ms)
 
     def close(self) -> None:
         """Stop the thread pool; a sync handler still running is abandoned, not waited for."""
@@ -167,6 +169,8 @@ class Attempts:
     async def run(self, job: JobRecord, token: str) -> JobRecord | None:
         """Run one attempt and record its outcome; answers the next job when one was fetched
         in the same call."""
+        if job.repeat_key is not None:  # a schedule's job: its next run first, as BullMQ
+            await self._schedules.taken(job)
         attempt = job.attempts_made + 1
         task: Task | None = None
         started = time.monotonic()

@@ -20,7 +20,13 @@
 //   limits   (none)                     getGlobalRateLimit/Concurrency, getRateLimitTtl
 //   setLimits {rate: {max, duration}|null, concurrency|null}  setGlobal*/removeGlobal* -> {}
 //   rateLimit ms                        Queue.rateLimit(ms) (a manual hold)          -> {}
+//   upsertScheduler {id, repeat, name, data, opts}  Queue.upsertJobScheduler -> {id}
+//   schedulers (none)                   Queue.getJobSchedulers()    -> {schedulers}
+//   removeScheduler id                  Queue.removeJobScheduler    -> {removed}
+//   cronNext {pattern, tz, from, count} BullMQ's getNextMillis, count times from `from`
+//                                       (ms), each from the last   -> {next: [ms, ...]}
 import { createInterface } from 'node:readline';
+import { getNextMillis } from 'bullmq';
 import { disconnect, emit, openQueue, view } from './lib.mjs';
 
 const STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'paused'];
@@ -105,6 +111,27 @@ async function run(queue, command, arg) {
     case 'rateLimit':
       await queue.rateLimit(arg);
       return {};
+    case 'upsertScheduler': {
+      const job = await queue.upsertJobScheduler(arg.id, arg.repeat, {
+        name: arg.name,
+        data: arg.data,
+        opts: arg.opts ?? {},
+      });
+      return { id: job?.id ?? null };
+    }
+    case 'schedulers':
+      return { schedulers: await queue.getJobSchedulers(0, -1, true) };
+    case 'removeScheduler':
+      return { removed: await queue.removeJobScheduler(arg) };
+    case 'cronNext': {
+      const next = [];
+      let from = arg.from;
+      for (let i = 0; i < arg.count; i++) {
+        from = getNextMillis(from, { pattern: arg.pattern, tz: arg.tz });
+        next.push(from);
+      }
+      return { next };
+    }
     case 'pause':
       await queue.pause();
       return {};

@@ -1,0 +1,46 @@
+"""Schedules shared with Node.js BullMQ: job schedulers made by either side, run by Conveyor's
+workers (which create each next run as Node's worker does), read and removed by either."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from conveyor.config import Settings
+from conveyor.registry import TaskRegistry
+from conveyor.worker import Worker
+from tests.interop.conftest import NodeCall
+from tests.interop.tasks import Runs
+
+
+async def test_node_scheduler_keeps_running_on_conveyor_workers_alone(
+    node: NodeCall,
+    registry: TaskRegistry,
+    runs: Runs,
+    make_worker: Callable[..., Worker],
+    redis: Redis,
+    settings: Settings,
+) -> None:
+    """Issue 16: a Node scheduler every 500 ms runs >= 6 times in 4.5 s with only Conveyor
+    workers (before, the first run was the last: Node's worker makes the next run)."""
+    make_worker(registry)
+    make_worker(registry)
+    started = time.monotonic()
+    await node(
+        "upsertScheduler",
+        {"id": "tick", "repeat": {"every": 500}, "name": "echo", "data": {"n": 1}},
+    )
+    await asyncio.sleep(4.5 - (time.monotonic() - started))
+    ran = [job_id for job_id in runs.order if job_id.startswith("repeat:tick:")]
+    assert len(ran) >= 6, ran
+    slots = [int(job_id.rsplit(":", 1)[1]) for job_id in ran]
+    assert len(set(slots)) == len(slots)  # each slot once
+    assert all(b - a == 500 for a, b in itertools.pairwise(slots)), slots
+    [scheduler] = (await node("schedulers"))["schedulers"]
+    assert scheduler["key"] == "tick"
+    assert scheduler["iterationCount"] >= len(ran)
+    assert scheduler["next"] > slots[-1]
