@@ -7,6 +7,7 @@ import inspect
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
@@ -20,6 +21,7 @@ from conveyor.errors import (
     UnknownTaskError,
 )
 from conveyor.policy import BackoffType, RetryPolicy, check_task_rules, task_policy
+from conveyor.schedules import Schedule, to_ms
 
 
 class JobContext(Protocol):
@@ -96,10 +98,13 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
 class TaskRegistry:
     """A set of named tasks. Build one per catalogue; nothing is global."""
 
-    def __init__(self, tasks: Iterable[Task] = ()) -> None:
+    def __init__(self, tasks: Iterable[Task] = (), schedules: Iterable[Schedule] = ()) -> None:
         self._tasks: dict[str, Task] = {}
+        self._schedules: dict[str, Schedule] = {}
         for task in tasks:
             self.add(task)
+        for declared in schedules:
+            self.add_schedule(declared)
 
     def add(self, task: Task) -> None:
         if task.name in self._tasks:
@@ -119,9 +124,14 @@ class TaskRegistry:
         backoff_type: BackoffType | None = None,
         backoff_delay_ms: int | None = None,
         timeout_s: float | None = None,
+        schedule: str | timedelta | None = None,
+        tz: str | None = None,
     ) -> Callable[[F], F]:
         """Register ``handler(payload, ctx)``; the payload model comes from ``payload=`` or the
-        first parameter's annotation. Sync handlers run in a thread pool."""
+        first parameter's annotation. Sync handlers run in a thread pool.
+
+        ``schedule``: a cron pattern (in ``tz``) or an interval: the task also runs on that
+        schedule (id: the task's name, empty payload); see ``schedule()`` for more."""
 
         def register(handler: F) -> F:
             model = payload or _annotated_model(handler) or EmptyPayload
@@ -137,9 +147,55 @@ class TaskRegistry:
                     timeout_s=timeout_s,
                 )
             )
+            if schedule is not None:
+                task_name = name or handler.__name__
+                if isinstance(schedule, timedelta):
+                    self.schedule(task_name, every=schedule)
+                else:
+                    self.schedule(task_name, cron=schedule, tz=tz)
             return handler
 
         return register
+
+    def schedule(
+        self,
+        schedule_id: str,
+        task: str | None = None,
+        data: Any = None,
+        *,
+        every: timedelta | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+    ) -> Schedule:
+        """Declare a schedule: ``task`` (default: ``schedule_id``) with ``data``, ``every``
+        interval or on a ``cron`` pattern in ``tz``; optional ``start``, ``end`` and
+        ``limit`` (runs in all). Workers bring it in line as they start (docs/schedules.md).
+        """
+        declared = Schedule(
+            id=schedule_id,
+            task=task or schedule_id,
+            data=data if data is not None else {},
+            every_ms=int(every.total_seconds() * 1000) if every is not None else None,
+            cron=cron,
+            tz=tz,
+            start_ms=to_ms(start, "start"),
+            end_ms=to_ms(end, "end"),
+            limit=limit,
+        )
+        self.add_schedule(declared)
+        return declared
+
+    def add_schedule(self, declared: Schedule) -> None:
+        if declared.id in self._schedules:
+            raise TaskError(f"schedule {declared.id!r} is declared twice")
+        self._schedules[declared.id] = declared
+
+    def schedules(self) -> list[Schedule]:
+        """The schedules declared in code, by id."""
+        return [self._schedules[k] for k in sorted(self._schedules)]
 
     def get(self, name: str) -> Task:
         try:
@@ -161,9 +217,11 @@ class TaskRegistry:
         return len(self._tasks)
 
     def merge(self, other: TaskRegistry) -> TaskRegistry:
-        merged = TaskRegistry(self._tasks.values())
+        merged = TaskRegistry(self._tasks.values(), self._schedules.values())
         for task in other._tasks.values():
             merged.add(task)
+        for declared in other._schedules.values():
+            merged.add_schedule(declared)
         return merged
 
 

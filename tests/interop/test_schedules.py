@@ -12,9 +12,11 @@ from redis.asyncio import Redis
 
 from conveyor.config import Settings
 from conveyor.registry import TaskRegistry
+from conveyor.testing import wait_for
 from conveyor.worker import Worker
 from tests.interop.conftest import NodeCall
 from tests.interop.tasks import Runs
+from tests.support.api import api_client
 
 
 async def test_node_scheduler_keeps_running_on_conveyor_workers_alone(
@@ -44,3 +46,38 @@ async def test_node_scheduler_keeps_running_on_conveyor_workers_alone(
     assert scheduler["key"] == "tick"
     assert scheduler["iterationCount"] >= len(ran)
     assert scheduler["next"] > slots[-1]
+
+
+async def test_http_schedule_is_nodes_scheduler_runs_and_delete_stops_it(
+    node: NodeCall,
+    registry: TaskRegistry,
+    runs: Runs,
+    make_worker: Callable[..., Worker],
+    settings: Settings,
+    redis_url: str,
+) -> None:
+    """Issue 16: a schedule made over HTTP is listed by Node's getJobSchedulers and runs;
+    DELETE stops new runs."""
+    async with api_client(settings, redis_url, tasks=registry) as http:
+        made = await http.put(
+            "/schedules/beat", json={"name": "echo", "data": {"k": "v"}, "every_ms": 300}
+        )
+        assert made.status_code == 201, made.text
+        [scheduler] = (await node("schedulers"))["schedulers"]
+        assert scheduler["key"] == "beat"
+        assert scheduler["name"] == "echo"
+        assert scheduler["every"] == 300
+        assert scheduler["template"]["data"] == {"k": "v"}
+
+        make_worker(registry)
+        await wait_for(lambda: len(_ran(runs, "beat")) >= 3, timeout=10)
+        assert (await http.delete("/schedules/beat")).status_code == 204
+        assert (await node("schedulers"))["schedulers"] == []
+        stopped_at = len(_ran(runs, "beat"))
+        await asyncio.sleep(1.0)  # three more slots' worth
+        # At most the run already taken when DELETE came may still finish.
+        assert len(_ran(runs, "beat")) <= stopped_at + 1
+
+
+def _ran(runs: Runs, scheduler_id: str) -> list[str]:
+    return [job_id for job_id in runs.order if job_id.startswith(f"repeat:{scheduler_id}:")]

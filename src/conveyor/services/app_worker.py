@@ -20,6 +20,7 @@ from conveyor.observability.logging import LoggingHooks
 from conveyor.observability.stats import StatsHooks
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
+from conveyor.services.declared import bring_in_line
 from conveyor.services.redis_connection import open_checked, redis_url, sentinel_password
 from conveyor.worker import Worker, WorkerGroup, WorkerOptions
 
@@ -70,6 +71,11 @@ async def configured_worker(
     the way in (Redis answers, ``noeviction``) and closed on the way out, after the stats
     have written their last second."""
     redis = await open_checked(settings, url)
+    try:
+        await bring_in_line(redis, registry, settings)  # the schedules declared in code
+    except BaseException:
+        await redis.aclose()
+        raise
     options = worker_options(settings)  # the queue's, or every queue's but for the name
     blocking = connect(
         url,

@@ -41,6 +41,7 @@ from conveyor.services.api.problems import (
     render,
 )
 from conveyor.services.api.routes import router
+from conveyor.services.api.schedules import router as schedules_router
 from conveyor.services.api.state import ApiState
 from conveyor.services.guard import GuardMiddleware, Refusal, RequestGuard, Verdict
 from conveyor.services.redis_connection import open_checked
@@ -174,6 +175,7 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(flow_router)
+    app.include_router(schedules_router)
     handler = make_handler(settings.api_retry_after_s)
     for exc_class in HANDLED:
         app.add_exception_handler(exc_class, handler)
@@ -186,7 +188,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api_cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
             expose_headers=["Location", "Retry-After"],
         )

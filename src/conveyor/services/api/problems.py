@@ -22,6 +22,8 @@ from conveyor.errors import (
     ConveyorError,
     JobOptionsError,
     PayloadValidationError,
+    ScheduleError,
+    ScheduleNotFoundError,
     UnknownTaskError,
 )
 from conveyor.services.api.models import UNION_OPTIONS
@@ -94,6 +96,8 @@ IDEMPOTENCY_KEY_REUSED = ProblemType(
 )
 UNKNOWN_QUEUE = ProblemType("unknown-queue", 422, "Not a queue this API serves")
 OVERLOADED = ProblemType("overloaded", 503, "Too many enqueues waiting for Redis")
+SCHEDULE_NOT_FOUND = ProblemType("schedule-not-found", 404, "Schedule not found")
+INVALID_SCHEDULE = ProblemType("invalid-schedule", 422, "Invalid schedule")
 
 ALL_TYPES = (
     MALFORMED_JSON,
@@ -111,6 +115,8 @@ ALL_TYPES = (
     INVALID_PAYLOAD,
     INVALID_OPTIONS,
     IDEMPOTENCY_KEY_REUSED,
+    SCHEDULE_NOT_FOUND,
+    INVALID_SCHEDULE,
     INTERNAL,
     REDIS_UNAVAILABLE,
     OVERLOADED,
@@ -201,6 +207,11 @@ def from_conveyor_error(exc: ConveyorError, prefix: str = "") -> ProblemError:
         return ProblemError(INVALID_OPTIONS, where + str(exc), [problem])
     if isinstance(exc, OverloadedError):
         return ProblemError(OVERLOADED, str(exc))
+    if isinstance(exc, ScheduleNotFoundError):
+        return ProblemError(SCHEDULE_NOT_FOUND, str(exc))
+    if isinstance(exc, ScheduleError):
+        problem = FieldProblem(path="", message=str(exc), type="invalid_schedule")
+        return ProblemError(INVALID_SCHEDULE, str(exc), [problem])
     shared = shared_problem(exc)  # a job not found or in the wrong state, Redis unavailable
     if shared is not None:
         return shared
