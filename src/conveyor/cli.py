@@ -160,6 +160,23 @@ def stats(
     _guard(lambda: terminal.run(_settings(), watch=watch, interval_s=interval, as_json=as_json))
 
 
+@app.command()
+def schedules(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    remove: Annotated[str | None, typer.Option("--remove", help="Remove this schedule.")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run this schedule's task now.")] = None,
+    queue: QueueOpt = None,
+) -> None:
+    """List the queue's schedules (next and last run, lag); remove one or run one now."""
+    from conveyor.services import schedule_table
+
+    _guard(
+        lambda: schedule_table.run(
+            _settings(queue=queue), as_json=as_json, remove=remove, run_now=run
+        )
+    )
+
+
 # --- cleanup and up commands ---------------------------------------------------------------------
 
 

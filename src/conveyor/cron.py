@@ -38,7 +38,10 @@ MACROS = {
     "@weekends": "0 0 0 * * 0,6",
 }
 #: Wall-clock candidates looked at before giving up (cronsim itself gives up after 50 years).
-MAX_CANDIDATES = 10_000
+MAX_CANDIDATES = 50_000
+#: Near a clock change, wall order is not time order (a skipped or repeated hour maps onto the
+#: hour beside it): candidates this far past the first run found are compared too.
+DST_WINDOW = timedelta(hours=3)
 MAX_PATTERN_LENGTH = 256
 
 
@@ -93,19 +96,37 @@ def next_cron_ms(pattern: str, tz: str | None, after_ms: int) -> int | None:
     expr, every_hour = _checked(pattern)
     where: tzinfo = zone(tz) or UTC
     after_s = after_ms // 1000
-    # The wall clock of ``after``, to the second; candidates start at that same wall time
-    # (a repeated hour's second occurrence can be later than ``after`` on the same wall time).
+    # The wall clock of ``after``, to the second; candidates start at that same wall time, or,
+    # near a clock change, earlier: a repeated hour's second occurrence comes after ``after``
+    # with an earlier wall time.
     wall = datetime.fromtimestamp(after_s, where).replace(tzinfo=None)
-    sim = CronSim(expr, wall - timedelta(seconds=1))
+    back = timedelta(seconds=1) if _steady(where, after_s) else DST_WINDOW
+    sim = CronSim(expr, wall - back)
+    best: int | None = None
+    best_wall: datetime | None = None
     for _ in range(MAX_CANDIDATES):
         try:
             candidate = next(sim)
         except StopIteration:
-            return None
+            break
+        if best_wall is not None and candidate - best_wall > DST_WINDOW:
+            break
         for instant in _instants(candidate, where, every_hour):
-            if instant * 1000 > after_ms:
-                return instant * 1000
-    return None
+            if instant * 1000 > after_ms and (best is None or instant < best):
+                best = instant
+                best_wall = best_wall or candidate
+        if best is not None and _steady(where, best):
+            break  # no clock change near: wall order is time order
+    return None if best is None else best * 1000
+
+
+def _steady(where: tzinfo, instant: int) -> bool:
+    """Whether the zone keeps one offset from DST_WINDOW before ``instant`` to after it (then
+    no later wall time can run earlier)."""
+    span = int(DST_WINDOW.total_seconds())
+    before = datetime.fromtimestamp(instant - span, where).utcoffset()
+    later = datetime.fromtimestamp(instant + span, where).utcoffset()
+    return before == later
 
 
 def _instants(wall: datetime, where: tzinfo, every_hour: bool) -> list[int]:

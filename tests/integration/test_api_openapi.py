@@ -44,6 +44,11 @@ def test_every_endpoint_is_documented(doc: dict[str, Any]) -> None:
         ("GET", "/queues/{name}/limits"),
         ("PUT", "/queues/{name}/limits"),
         ("GET", "/tasks"),
+        ("GET", "/schedules"),
+        ("GET", "/schedules/{schedule_id}"),
+        ("PUT", "/schedules/{schedule_id}"),
+        ("DELETE", "/schedules/{schedule_id}"),
+        ("POST", "/schedules/{schedule_id}/run"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
     }

@@ -38,6 +38,7 @@ async def test_put_creates_then_changes_then_leaves_alone(
     assert view["next_run_at"].endswith(("T07:00:00Z", "T08:00:00Z"))  # 09:00 in Paris
     first_job = view["next_job_id"]
     assert await redis.exists(f"{settings.prefix}:{settings.queue}:{first_job}")
+    assert (await http.get(f"/jobs/{first_job}")).json()["state"] == "delayed"
 
     same = await http.put("/schedules/daily", json=body)
     assert same.status_code == 200

@@ -24,6 +24,7 @@ from conveyor._bullmq.base import pack
 from conveyor._bullmq.record import JobRecord, as_dict, dumps, loads
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
+from conveyor.jobs import JobState
 from conveyor.keys import schedule_last_runs
 from conveyor.schedules import Schedule, cron_next
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 #: The id of a scheduler's job for one slot.
 JOB_ID_PREFIX = "repeat:"
+_NOT_STARTED = (JobState.WAITING, JobState.PAUSED, JobState.PRIORITIZED, JobState.DELAYED)
 _ERRORS = {-10: "a job with this schedule's next id exists already", -11: "slots busy"}
 
 
@@ -229,12 +231,18 @@ class QueueSchedulers:
 
     async def remove(self, scheduler_id: str) -> bool:
         """Remove a scheduler and its next run's job if that has not started; answers whether
-        there was one."""
+        there was one. (BullMQ's script removes a delayed next run only; one already due, in
+        wait, goes too here.)"""
+        score = await self._bull.redis.zscore(self._repeat, scheduler_id)
         keys = self._keys("repeat", "delayed", "events")
         raw = await self._bull._run(
             "removeJobScheduler", keys, [scheduler_id, self._bull.base], None
         )
         await self._bull.redis.hdel(self._last_runs, scheduler_id)
+        if score is not None:
+            job_id = slot_job_id(scheduler_id, int(float(score)))
+            if await self._bull.get_state(job_id) in _NOT_STARTED:
+                await self._bull.remove(job_id, records=self._bull.failure_store())
         return int(raw) == 0
 
     async def advance(self, job: JobRecord) -> str | None:

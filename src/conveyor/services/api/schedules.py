@@ -139,7 +139,7 @@ def _json(content: BaseModel, status: int = 200) -> Response:
     summary="Create or change a schedule",
     responses={
         200: {"description": "Changed (or already so)"},
-        201: {"description": "Created"},
+        201: {"model": ScheduleView, "description": "Created"},
         404: {"description": "Not found"},
         422: {"description": "Invalid schedule, unknown task or payload"},
     },
