@@ -71,6 +71,15 @@ async def test_the_same_key_in_different_objects_is_fine(
         (b'{"a"\n:1, "a":2}', "a"),
         (b'[{"a": 1, "a": 1}]', "a"),
         (b"not json", None),
+        # the key texts repeat (a bulk): the parsed entries are counted against the colons,
+        # else against the key tokens, and only a real repeat reaches the exact pass
+        (b'{"jobs": [{"name": "e", "data": {"n": 1}}, {"name": "e", "data": {"n": 2}}]}', None),
+        (b'[{"u": "a:b"}, {"u": "c:d"}]', None),
+        (b'[{"u": "https://x", "v": 1}, {"u": "y", "u": "https://z"}]', "u"),
+        (b'[{"a": "\\n"}, {"a": 1}]', None),
+        (b'{"a\\u0062": 1, "ab": 2}', "ab"),
+        (b'[{"a": 123456789012345678901234567890}, {"a": 1}]', None),
+        (b'{"a": 123456789012345678901234567890, "a": 1}', "a"),
     ],
 )
 def test_duplicate_key_detection(raw: bytes, key: str | None) -> None:

@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.types import Receive
@@ -96,18 +97,43 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _entries(value: Any) -> int:
+    """How many key-value entries all the objects in ``value`` hold together."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            total += len(item)
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return total
+
+
 def duplicate_key(raw: bytes) -> str | None:
     """A key that appears twice in one object of the JSON text ``raw``, if any.
 
     JSON parsers keep the last of two equal keys (``{"name": "nope", "name": "simulate"}`` is
     a ``simulate`` job to pydantic and to Node), so such a body means different things to
-    different readers: it is refused. Most bodies never pay for the exact check: without a
-    backslash (no escaped quotes or \\u escapes) the key tokens are found by one regex, and
-    if no key text repeats anywhere in the body, no object can hold a duplicate.
+    different readers: it is refused. A parser keeps one entry per distinct key of an
+    object, so the parsed objects hold fewer entries than the text writes exactly when one
+    repeats a key. Every entry of the text has a colon: if the parsed entries match the
+    colons, none was dropped. Else (colons inside strings), without a backslash (no escaped
+    quotes or \\u escapes), one regex finds the key tokens: if no key text repeats
+    anywhere, or the parsed entries match the key tokens, no object holds a duplicate. Only
+    the rest pays for the exact pass that names the key.
     """
+    try:
+        entries: int | None = _entries(orjson.loads(raw))
+    except (orjson.JSONDecodeError, RecursionError):
+        entries = None  # beyond orjson (integers over 64 bits): the other passes decide
+    if entries is not None and entries == raw.count(b":"):
+        return None  # every colon of the text is an entry the parsed objects kept
     if b"\\" not in raw:
         keys = [key for key, colon in _STRINGS.findall(raw) if colon]
-        if len(keys) == len(set(keys)):
+        if len(keys) == len(set(keys)) or entries == len(keys):
             return None
     try:
         json.loads(raw, object_pairs_hook=_unique_pairs)
