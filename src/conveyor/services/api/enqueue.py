@@ -20,9 +20,10 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, WatchError
 
 from conveyor import keys, lua
@@ -30,6 +31,7 @@ from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import ConveyorError, JobOptionsError
 from conveyor.log import get_logger
 from conveyor.services.api.batcher import PipelineBatcher
+from conveyor.services.api.connections import ConnectionIds
 from conveyor.services.api.gate import RedisGate
 from conveyor.services.api.idempotency import (
     FINGERPRINT_FIELD,
@@ -166,6 +168,8 @@ class Enqueuer:
         #: CONVEYOR_ENQUEUE_REPLICAS (None: answer once the master has the jobs).
         self.ack = client.replica_ack
         self._probe = client.redis.register_script(lua.source("idempotency_probe"))
+        #: The client id of each pooled connection, for the bulk's commit proof.
+        self.connection_ids = ConnectionIds()
 
     def prepare(
         self, request: EnqueueRequest, idempotency_key: str | None, index: int | None = None
@@ -289,17 +293,21 @@ class Enqueuer:
                     await self._add_once(jobs, "bulk", key, sending, receipt)
                 else:
                     existed = await self._existing(jobs)
-                    async with self.client.redis.pipeline(transaction=True) as pipe:
-                        await pipe.watch(receipt)  # holds one connection; nothing else writes it
-                        sending.connection = int(await pipe.client_id())
-                        pipe.multi()  # type: ignore[no-untyped-call]
+                    redis = self.client.redis
+                    async with redis.pipeline(transaction=True) as pipe:
+                        # the MULTI goes on this connection (reset() gives it back), whose
+                        # client id is known without a round trip (connections.py)
+                        pool = redis.connection_pool
+                        pipe.connection = conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+                        sending.connection = await self.connection_ids.id_of(conn)
                         for job in jobs:
                             await self.client.bull.add_job(
                                 job.job_id, job.name, job.data_json, job.options, pipe=pipe
                             )
                         pipe.set(receipt, 1, ex=RECEIPT_TTL_S)
                         sending.existed = existed
-                        stored = list(await pipe.execute())[: len(jobs)]
+                        with self.connection_ids.owned_by(conn, sending):
+                            stored = list(await pipe.execute())[: len(jobs)]
         except (TimeoutError, RedisError, OSError) as exc:
             if not sending.existed or not await self._committed(receipt, sending.connection):
                 raise
@@ -354,7 +362,8 @@ class Enqueuer:
                     sending.existed = existed
                     return
                 if receipt is not None:
-                    sending.connection = int(await pipe.client_id())
+                    watched = cast(AbstractConnection, pipe.connection)  # WATCH holds it
+                    sending.connection = await self.connection_ids.id_of(watched)
                 pipe.multi()  # type: ignore[no-untyped-call]
                 for job in jobs:
                     await bull.add_job(job.job_id, job.name, job.data_json, job.options, pipe=pipe)
