@@ -1,11 +1,13 @@
 """Conveyor: a distributed task queue for Python that keeps jobs in the BullMQ format."""
 
 from conveyor._bullmq import JobRecord
+from conveyor._bullmq.cancel import CancelOutcome, CancelResult
 from conveyor.client import JobSpec, JobView, QueueClient
 from conveyor.config import Settings, load_settings
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
+    JobCancelled,
     JobLockLostError,
     JobNotFoundError,
     JobOptionsError,
@@ -31,8 +33,11 @@ from conveyor.worker import Worker, WorkerOptions
 __version__ = "0.1.0"
 
 __all__ = [
+    "CancelOutcome",
+    "CancelResult",
     "ConfigurationError",
     "ConveyorError",
+    "JobCancelled",
     "JobContext",
     "JobEvent",
     "JobLockLostError",

@@ -30,3 +30,9 @@ def test_public_calls_answer_the_public_read_model() -> None:
     assert hints["return"] == conveyor.JobRecord | None
     hints = typing.get_type_hints(conveyor.QueueClient.list_jobs)
     assert hints["return"] == list[conveyor.JobRecord]
+
+
+def test_a_cancel_answers_public_types() -> None:
+    hints = typing.get_type_hints(conveyor.QueueClient.cancel)
+    assert hints["return"] is conveyor.CancelResult
+    assert typing.get_type_hints(conveyor.CancelResult)["outcome"] is conveyor.CancelOutcome
