@@ -180,6 +180,19 @@ class Settings(BaseSettings):
     max_stalled_count: int = Field(
         default=1, ge=0, description="Recoveries allowed before a stalled job fails for good."
     )
+    heartbeat_interval_ms: int = Field(
+        default=500,
+        ge=0,
+        le=60_000,
+        description="How often each worker beats on its queue; 0 turns the heartbeat (and the "
+        "quick recovery of dead peers' jobs) off.",
+    )
+    dead_worker_after_ms: int = Field(
+        default=2000,
+        ge=500,
+        description="A worker silent this long whose connections to Redis are all closed is "
+        "dead: a peer puts its jobs back at once (docs/reliability.md#crash-recovery).",
+    )
     shutdown_grace_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long active jobs get to finish."
     )

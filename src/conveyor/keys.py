@@ -16,6 +16,7 @@ they share the queue's hash slot and go when the queue goes. Pure names, no I/O.
                                                        ``cancel_mark``
 ``{prefix}:{queue}:conveyor:schedules:last-run``       each schedule's last run taken (a hash)
 ``{prefix}:{queue}:conveyor:schedules:declared``       ids of the schedules declared in code
+``{prefix}:{queue}:conveyor:heartbeats``, ``…:judge``    workers' heartbeats (worker.heartbeat)
 =====================================================  ========================================
 
 Earlier versions kept the cleanup schedule at ``conveyor:cleanup:{prefix}:{queue}:*`` and
@@ -52,6 +53,16 @@ def queue_space(prefix: str, queue: str) -> str:
 def bulk_receipt(prefix: str, queue: str, token: str) -> str:
     """The key a bulk enqueue writes in its MULTI, proving it committed."""
     return f"{queue_space(prefix, queue)}bulk:{token}"
+
+
+def heartbeats(prefix: str, queue: str) -> str:
+    """The workers of a queue and their last heartbeat (a sorted set: name -> Redis time, ms)."""
+    return f"{queue_space(prefix, queue)}heartbeats"
+
+
+def heartbeat_judge(prefix: str, queue: str) -> str:
+    """The short lease of the one worker that looks for silent peers this interval."""
+    return f"{queue_space(prefix, queue)}heartbeats:judge"
 
 
 def stats_minute(prefix: str, queue: str, minute: int) -> str:

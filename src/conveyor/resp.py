@@ -182,6 +182,8 @@ class RespConnection:
         #: CLIENT UNBLOCK from another connection; None while disconnected.
         self.want_client_id = False
         self.client_id: int | None = None
+        #: Connections opened so far: a change means the last one was lost in between.
+        self.connects = 0
 
     @classmethod
     def like(cls, client: Redis) -> RespConnection:
@@ -241,6 +243,7 @@ class RespConnection:
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
         self._protocol = protocol
+        self.connects += 1
         await self._greet()
 
     async def _greet(self) -> None:

@@ -8,7 +8,8 @@ camelCase job hashes.
 - ``schedulers``: BullMQ's job schedulers (``BullQueue.schedulers``);
 - ``queue``: ``BullQueue``, the script calls of one queue (each takes an optional pipeline
   so callers can batch): adding and the worker's cycle there, reading in ``reads``, managing
-  in ``admin``, what they share in ``base``.
+  in ``admin``, a dead worker's jobs and the heartbeats in ``recovery``, what they share in
+  ``base``.
 
 Conveyor's own keys are ``conveyor.keys``; its own Lua is ``conveyor.lua``.
 """
@@ -19,12 +20,14 @@ from conveyor._bullmq.layout import RESERVED_JOB_IDS, is_job_id
 from conveyor._bullmq.limits import FlowState
 from conveyor._bullmq.queue import BullQueue
 from conveyor._bullmq.record import DUE_FIELD, FailureSummary, JobRecord, dumps, event_job_id
+from conveyor._bullmq.recovery import Beat
 from conveyor._bullmq.schedulers import QueueSchedulers, SchedulerRecord, slot_job_id
 from conveyor._bullmq.scripts import script_error
 
 __all__ = [
     "DUE_FIELD",
     "RESERVED_JOB_IDS",
+    "Beat",
     "BullQueue",
     "CleanedBatch",
     "FailureSummary",

@@ -2,7 +2,8 @@
 
 Every job Conveyor writes goes through BullMQ's own scripts (``scripts``), so it is a BullMQ
 job; what they return comes back decoded (``record``). Adding jobs and the worker's cycle are
-here; reading is ``reads``, managing ``admin``, what they share ``base``. Each call takes an
+here; reading is ``reads``, managing ``admin``, a dead worker's jobs ``recovery``, what
+they share ``base``. Each call takes an
 optional pipeline so callers can batch.
 """
 
@@ -22,6 +23,7 @@ from conveyor._bullmq.cancel import QueueCancel
 from conveyor._bullmq.limits import QueueLimitCalls
 from conveyor._bullmq.reads import QueueReads
 from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
+from conveyor._bullmq.recovery import QueueRecovery
 from conveyor._bullmq.schedulers import QueueSchedulers
 from conveyor._bullmq.scripts import script_error
 from conveyor.clock import now_ms
@@ -31,7 +33,7 @@ from conveyor.keys import OTHER_QUEUE_RECORD_SUFFIXES
 from conveyor.resp import RespConnection, ignore_reply
 
 
-class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls):
+class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecovery):
     """One BullMQ queue (prefix + name) on one Redis client: keys plus script calls."""
 
     @cached_property

@@ -99,6 +99,13 @@ def script_source(name: str) -> str:
         _check_key(source, file, 6, "limiter")
         before = f"{lua.source('limit_held')}\n{_HOLD_CHECK[name]}"
     resuming = "ARGV[1] == 'resumed'" if name == "pause" else "false"
+    return with_paused_layout(source, meta, resuming, before)
+
+
+def with_paused_layout(source: str, meta: int, resuming: str = "false", before: str = "") -> str:
+    """``source`` (a whole script) followed, in the same call, by the paused-layout guard on
+    the meta key at ``KEYS[meta]``: for every script that can put a job in "wait". ``before``
+    runs first (Lua statements)."""
     return (
         "local function conveyorBullmqScript()\n"
         f"{source}\n"

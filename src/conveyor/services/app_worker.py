@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import threading
 from collections.abc import AsyncIterator
@@ -44,9 +45,9 @@ async def apply_limit_settings(served: Worker | WorkerGroup, settings: Settings)
         )
 
 
-def worker_options(settings: Settings) -> WorkerOptions:
-    """The worker's options as the settings give them."""
-    return WorkerOptions(
+def worker_options(settings: Settings, name: str | None = None) -> WorkerOptions:
+    """The worker's options as the settings give them (``name``: chosen by a supervisor)."""
+    options = WorkerOptions(
         queue=settings.queue,
         prefix=settings.prefix,
         concurrency=settings.concurrency,
@@ -58,12 +59,19 @@ def worker_options(settings: Settings) -> WorkerOptions:
         job_timeout_s=settings.job_timeout_s,
         unknown_task_timeout_s=settings.unknown_task_timeout_s,
         limiter=settings.worker_limiter,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        dead_worker_after_ms=settings.dead_worker_after_ms,
     )
+    return dataclasses.replace(options, name=name) if name else options
 
 
 @contextlib.asynccontextmanager
 async def configured_worker(
-    registry: TaskRegistry, settings: Settings, url: str, hooks: WorkerHooks | None = None
+    registry: TaskRegistry,
+    settings: Settings,
+    url: str,
+    hooks: WorkerHooks | None = None,
+    name: str | None = None,
 ) -> AsyncIterator[Worker | WorkerGroup]:
     """A Worker on ``url`` (a WorkerGroup when ``settings.queues`` lists several) with the
     hooks the settings ask for (logging; the monitor's stats when ``stats_enabled``; then
@@ -76,7 +84,8 @@ async def configured_worker(
     except BaseException:
         await redis.aclose()
         raise
-    options = worker_options(settings)  # the queue's, or every queue's but for the name
+    # The queue's, or every queue's but for the name; ``name``: a supervisor's choice.
+    options = worker_options(settings, name)
     blocking = connect(
         url,
         timeout_s=options.drain_delay_s + settings.redis_timeout_s,

@@ -10,6 +10,7 @@ import resource
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
@@ -19,11 +20,14 @@ from conveyor.config import Settings
 from conveyor.errors import ConveyorError
 from conveyor.log import get_logger
 from conveyor.observability.logging import configure_logging
+from conveyor.redis import connect
 from conveyor.registry import load_registry
 from conveyor.services.app_worker import configured_worker
-from conveyor.services.redis_connection import redis_url
+from conveyor.services.redis_connection import redis_url, sentinel_password
 from conveyor.services.restarts import RestartPolicy
 from conveyor.worker import Worker, WorkerGroup
+from conveyor.worker.options import worker_name
+from conveyor.worker.recovery import release_dead_worker
 from conveyor.worker.watchdog import LoopWatchdog
 
 log = get_logger("conveyor.service.worker")
@@ -43,12 +47,15 @@ def _nothing() -> None:
     return None
 
 
-async def serve(settings: Settings, url: str, started: Callable[[], None] = _nothing) -> None:
+async def serve(
+    settings: Settings, url: str, started: Callable[[], None] = _nothing, name: str | None = None
+) -> None:
     """Run one worker in this process until SIGTERM or SIGINT, then drain gracefully.
 
-    ``started`` is called once the worker is set up and about to take jobs."""
+    ``started`` is called once the worker is set up and about to take jobs; ``name`` is the
+    worker's (a supervisor's choice), by default one of its own."""
     registry = load_registry(settings.tasks)
-    async with configured_worker(registry, settings, url) as worker:
+    async with configured_worker(registry, settings, url, name=name) as worker:
         await _serve_worker(worker, settings, started)
 
 
@@ -100,12 +107,14 @@ def limit_memory(max_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def _serve_process(settings: Settings, url: str, started: Callable[[], None] = _nothing) -> None:
+def _serve_process(
+    settings: Settings, url: str, started: Callable[[], None] = _nothing, name: str | None = None
+) -> None:
     limit_memory(settings.max_memory_mb)
-    asyncio.run(serve(settings, url, started))
+    asyncio.run(serve(settings, url, started, name))
 
 
-def _child(settings: Settings, url: str, index: int, errors: SimpleQueue[str]) -> None:
+def _child(settings: Settings, url: str, index: int, errors: SimpleQueue[str], tag: str) -> None:
     configure_logging(settings.log_level, settings.log_format)
     running = False
 
@@ -114,7 +123,7 @@ def _child(settings: Settings, url: str, index: int, errors: SimpleQueue[str]) -
         running = True
 
     try:
-        _serve_process(settings, url, started)
+        _serve_process(settings, url, started, worker_name(os.getpid(), tag))
     except ConveyorError as exc:
         if running:
             log.error("worker_error", error=str(exc))
@@ -137,6 +146,10 @@ def run(settings: Settings) -> int:
 class _Supervisor:
     """Runs N worker processes; restarts one that dies (with backoff) until told to stop.
 
+    It names each process (``worker_name``: the prefix of its lock tokens), so when one dies
+    it puts back the jobs that process still locks at once (``release_dead_worker``), before
+    any restart, instead of leaving them to lock expiry.
+
     A process that fails before it takes jobs (EXIT_START_FAILED) stops them all: its error is
     raised as the supervisor's own, since a restart would fail the same way."""
 
@@ -145,6 +158,8 @@ class _Supervisor:
         self.url = url
         self.ctx = multiprocessing.get_context("spawn")
         self.children: dict[int, BaseProcess] = {}
+        #: The worker name of each running process.
+        self.names: dict[int, str] = {}
         self.started_at: dict[int, float] = {}
         #: Crashes in a row of each process (a healthy run starts the count again).
         self.crashes: dict[int, int] = {}
@@ -153,13 +168,16 @@ class _Supervisor:
         self.start_error: str | None = None
 
     def start(self, index: int) -> None:
+        tag = uuid.uuid4().hex[:6]
         child: BaseProcess = self.ctx.Process(
             target=_child,
-            args=(self.settings, self.url, index, self.errors),
+            args=(self.settings, self.url, index, self.errors, tag),
             name=f"conveyor-worker-{index}",
         )
         child.start()
         self.children[index] = child
+        assert child.pid is not None
+        self.names[index] = worker_name(child.pid, tag)
         self.started_at[index] = time.monotonic()
 
     def forward(self, signum: int, _frame: object) -> None:
@@ -184,6 +202,8 @@ class _Supervisor:
                     continue
                 del self.children[index]
                 code = child.exitcode or 0
+                if code not in (*clean, EXIT_START_FAILED):
+                    self._release(self.names[index])
                 if code == EXIT_START_FAILED and self.start_error is None:
                     self._give_up()
                     continue
@@ -194,6 +214,22 @@ class _Supervisor:
         if self.start_error is not None:
             raise ConveyorError(self.start_error)
         return 1 if failed else 0
+
+    def _release(self, name: str) -> None:
+        """Put back at once the jobs a dead process still locks. If this fails (Redis is down)
+        or the supervisor dies first, its peers' heartbeat or lock expiry recovers them."""
+        try:
+            jobs = asyncio.run(_release_dead(self.settings, self.url, name))
+        except Exception as exc:
+            log.warning("dead_worker_release_failed", worker=name, error=str(exc) or repr(exc))
+            return
+        log.warning(
+            "dead_worker_jobs_released",
+            worker=name,
+            count=len(jobs),
+            job_ids=",".join(jobs[:20]),
+            by="supervisor",
+        )
 
     def _give_up(self) -> None:
         """A process could not start: stop the others; ``run`` raises its error."""
@@ -211,6 +247,18 @@ class _Supervisor:
             time.sleep(0.05)
         if not self.stopping:
             self.start(index)
+
+
+async def _release_dead(settings: Settings, url: str, name: str) -> list[str]:
+    redis = connect(
+        url, timeout_s=settings.redis_timeout_s, sentinel_password=sentinel_password(settings)
+    )
+    try:
+        return await asyncio.wait_for(
+            release_dead_worker(redis, settings, name), settings.redis_timeout_s + 1
+        )
+    finally:
+        await redis.aclose()
 
 
 def _supervise(settings: Settings, url: str) -> int:

@@ -36,6 +36,14 @@ class WorkerOptions:
     #: BullMQ Worker's ``limiter``: counted in the queue's limiter key with every worker
     #: (Conveyor's or Node's) of the queue that has the same limiter (see docs/flow-control.md).
     limiter: RateLimit | None = None
-    name: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    )
+    #: How often the worker beats on the queue (0: never, and it judges no peer).
+    heartbeat_interval_ms: int = 500
+    #: A peer silent this long with no connection open is dead (see ``heartbeat``).
+    dead_worker_after_ms: int = 2000
+    name: str = field(default_factory=lambda: worker_name(os.getpid()))
+
+
+def worker_name(pid: int, tag: str | None = None) -> str:
+    """A worker's name, ``{host}:{pid}:{tag}``: the prefix of its lock tokens. A supervisor
+    that chose ``tag`` knows its child's name, so whose jobs to release when it dies."""
+    return f"{socket.gethostname()}:{pid}:{tag or uuid.uuid4().hex[:6]}"

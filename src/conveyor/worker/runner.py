@@ -3,8 +3,10 @@ keeps their locks, recovers stalled jobs, and shuts down gracefully.
 
 Delivery is at-least-once. What happens if the process dies:
 - before a job is taken: nothing was taken.
-- while a job runs: its lock expires; the stalled-job check (any worker's) puts it back in wait
-  and it runs again. Handlers must be idempotent.
+- while a job runs: its supervisor (``--processes N``) or, within seconds, a peer that sees
+  its heartbeat stop and its connections gone (``heartbeat``) puts back the jobs it still
+  locks; failing both, its lock expires and the stalled-job check (any worker's) puts them
+  back. Either way they run again: handlers must be idempotent.
 - while finishing: each finish is one BullMQ script (atomic); a permanent failure and its
   failure record (``conveyor.keys.FailureKeys``) are written in one MULTI, so they cannot
   disagree.
@@ -31,6 +33,7 @@ from conveyor.log import get_logger
 from conveyor.registry import TaskRegistry
 from conveyor.resp import RespConnection
 from conveyor.worker.attempt import Attempts, cancelled_by_worker
+from conveyor.worker.heartbeat import Heartbeat
 from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, WorkerOptions
 from conveyor.worker.reconciler import FailureReconciler
 from conveyor.worker.slots import SlotPool, YieldingStop
@@ -101,6 +104,7 @@ class Worker:
             self._stopping if slots is None else YieldingStop(self._stopping, slots, options.queue),
         )
         self._run_attempt = self._attempts.run
+        self._heartbeat = Heartbeat(self.bull, self._hot_path, options)
         self.running = False
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -127,6 +131,7 @@ class Worker:
             asyncio.create_task(self._renew_locks(), name="conveyor-lock-renewal"),
             asyncio.create_task(self._check_stalled(), name="conveyor-stalled-check"),
             asyncio.create_task(self._attempts.cancels.run(), name="conveyor-cancel-watch"),
+            asyncio.create_task(self._heartbeat.run(), name="conveyor-heartbeat"),
         ]
         try:
             await self._fetch_loop()
@@ -135,6 +140,7 @@ class Worker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await self._heartbeat.leave()
             self._attempts.close()
             await self._hot_path.close()
             await self._blocking.close()
