@@ -148,3 +148,20 @@ async def flow_probe(payload: FlowPayload, ctx: JobContext) -> None:
         await asyncio.sleep(payload.sleep_ms / 1000)
     await client.srem(payload.key + ":running", run)
     await client.rpush(payload.key + ":done", ctx.job_id)
+
+
+# --- crash recovery (tests/chaos/test_recovery.py) -------------------------------------------
+class BlockPayload(BaseModel):
+    key: str
+    block_ms: int
+    sleep_ms: int = 0
+
+
+@registry.task("block_briefly")
+async def block_briefly(payload: BlockPayload, ctx: JobContext) -> int:
+    """``count`` that first blocks the event loop for ``block_ms`` (no heartbeat meanwhile)."""
+    await _client().hincrby(payload.key, ctx.job_id, 1)
+    time.sleep(payload.block_ms / 1000)  # noqa: ASYNC251  (the point of the test)
+    await asyncio.sleep(payload.sleep_ms / 1000)
+    await _client().hincrby(payload.key + ":done", ctx.job_id, 1)
+    return ctx.attempt

@@ -23,10 +23,12 @@ def test_every_script_is_a_package_file() -> None:
         "failure_drop",
         "failure_record",
         "failure_sweep",
+        "heartbeat",
         "idempotency_probe",
         "limit_held",
         "limit_hold",
         "paused_layout",
+        "release_worker",
     ]
 
 
