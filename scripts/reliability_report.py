@@ -26,6 +26,18 @@ SCENARIOS = {
     "test_redis_frozen_then_back": "3. Redis unreachable (SIGSTOP 10 s)",
     "test_deploy_sigterm_finishes_or_requeues_every_active_job": "4. Deploy (SIGTERM to all)",
     "test_poison_jobs_are_contained": "5-6. Poison jobs and a job longer than its lock",
+    "test_a_sigkilled_child_of_processes_2_has_its_jobs_run_again_within_5_s": (
+        "7. Crash recovery: a `--processes 2` child SIGKILLed"
+    ),
+    "test_a_sigkilled_unsupervised_worker_has_its_jobs_run_again_within_5_s": (
+        "8. Crash recovery: an unsupervised worker SIGKILLed"
+    ),
+    "test_a_blocked_or_sigstopped_worker_keeps_its_job": (
+        "9. A silent but live worker (blocked, SIGSTOP)"
+    ),
+    "test_a_cut_off_worker_loses_its_jobs_and_cannot_finish_them": (
+        "10. Many hosts: a worker's link cut (network namespaces)"
+    ),
     "test_password_protected_redis": "Security: Redis with a password",
     "test_tls_redis": "Security: Redis over TLS",
 }
@@ -56,6 +68,18 @@ What each scenario does:
    (watchdog 4 s), among 250 healthy jobs, on `conveyor worker --processes 2`.
 6. **Long job**: a 4 s job with a 2 s lock (renewed every 1 s) in the same run: it keeps its lock
    and runs once.
+7. **Crash recovery, supervised**: `conveyor worker --processes 2` with BullMQ's default 30 s
+   lock and stalled interval; 10 jobs of 2 s; the child holding most of them gets SIGKILL.
+   "Recovery" is from the kill until each of its jobs has started again (asserted < 5 s).
+8. **Crash recovery, unsupervised**: two `conveyor worker` processes, 30 s locks, 6 jobs of
+   2 s; the one holding most gets SIGKILL; its peer's heartbeat judge releases its jobs.
+9. **Silent but alive**: two workers, 30 s locks; one job blocks its worker's event loop for
+   4 s, and the worker of another (7 s) is SIGSTOPped for 5 s, then SIGCONTed: both over twice
+   `CONVEYOR_DEAD_WORKER_AFTER_MS`. Nobody else may take either job meanwhile.
+10. **Many hosts**: Redis, the API and three workers each in a network namespace of its own
+   (veth pairs to a bridge, addresses of their own); one worker's link is cut while it runs
+   jobs, and restored once the others hold them (locks of 1 s): its late results must be
+   refused, no job finished twice. See [Crash recovery](#crash-recovery).
 """
 
 NOTES = """
