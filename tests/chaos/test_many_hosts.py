@@ -182,7 +182,7 @@ print(json.dumps(states))
 
 async def _holders(redis: Redis, ids: list[str]) -> dict[str, str]:
     tokens = await redis.mget([f"{PREFIX}:{QUEUE}:{job_id}:lock" for job_id in ids])
-    return {job_id: token for job_id, token in zip(ids, tokens, strict=True) if token}
+    return {job_id: str(token) for job_id, token in zip(ids, tokens, strict=True) if token}
 
 
 async def test_a_cut_off_worker_loses_its_jobs_and_cannot_finish_them(
@@ -255,7 +255,9 @@ async def test_a_cut_off_worker_loses_its_jobs_and_cannot_finish_them(
             await asyncio.sleep(0.5)
             states = hosts.client(_states_script(hosts.addr("api"), ids))
         assert states == dict.fromkeys(ids, "completed")
-        events = await redis.xrange(f"{PREFIX}:{QUEUE}:events")
+        events: list[tuple[str, dict[str, str]]] = await redis.xrange(  # type: ignore[assignment]
+            f"{PREFIX}:{QUEUE}:events"
+        )
         completions = [f["jobId"] for _, f in events if f.get("event") == "completed"]
         assert sorted(completions) == sorted(ids), "each job is finished exactly once"
         for job in lost:  # finished by the worker that took it over, not the cut-off one
@@ -276,7 +278,7 @@ async def test_a_cut_off_worker_loses_its_jobs_and_cannot_finish_them(
             jobs=len(ids),
             faults="a worker host's link cut for the takeover, then restored (lock 1 s)",
             recovery_s=round(takeover_s, 2),
-            lost=len(ids) - list(states.values()).count("completed"),  # type: ignore[union-attr]
+            lost=len(ids) - list(states.values()).count("completed"),
             ran_twice=len(lost),
             late_results_refused=len(lost),
             finished_twice=len(completions) - len(set(completions)),

@@ -40,7 +40,7 @@ async def _holders(redis: Redis, chaos: Chaos, ids: list[str]) -> dict[str, str]
     """job id -> the lock token holding it now (``{host}:{pid}:{tag}:{n}``)."""
     base = f"{chaos.prefix}:{chaos.queue}:"
     tokens = await redis.mget([f"{base}{job_id}:lock" for job_id in ids])
-    return {job_id: token for job_id, token in zip(ids, tokens, strict=True) if token}
+    return {job_id: str(token) for job_id, token in zip(ids, tokens, strict=True) if token}
 
 
 def _pid(token: str) -> int:
@@ -48,7 +48,7 @@ def _pid(token: str) -> int:
 
 
 async def _executions(redis: Redis) -> dict[str, int]:
-    return {job: int(n) for job, n in (await redis.hgetall(KEY)).items()}
+    return {str(job): int(n) for job, n in (await redis.hgetall(KEY)).items()}
 
 
 async def _started_again(redis: Redis, victims: list[str], killed_at: float) -> float:
