@@ -9,8 +9,9 @@ next command connects afresh.
 
 - ``FixedAddress``: the one server of a ``redis://`` or ``rediss://`` URL.
 - ``SentinelResolver``: asks the sentinels of a ``redis+sentinel://`` URL where the master is
-  (``SENTINEL MASTER name``), trying each in turn and preferring the last one that answered.
-  A master the sentinel sees as down (``s_down``, ``o_down``, ``disconnected``) is no answer:
+  (``SENTINEL GET-MASTER-ADDR-BY-NAME``, with ``SENTINEL MASTER`` for its state), trying each
+  in turn and preferring the last one that answered.
+  A master the sentinel sees as down (``s_down``, ``o_down``) is no answer:
   while there is no master, ``resolve`` raises ``NoMasterError`` at once (a ConnectionError,
   so callers treat it like Redis being away: the API answers 503 with Retry-After).
 
@@ -34,8 +35,10 @@ from conveyor.redis_url import HostPort
 
 #: One sentinel's question and answer, at most (connect, AUTH, SENTINEL MASTER).
 SENTINEL_TIMEOUT_S = 1.0
-#: Flags of ``SENTINEL MASTER`` that mean the master cannot take writes now.
-DOWN_FLAGS = frozenset({"s_down", "o_down", "disconnected"})
+#: Flags of ``SENTINEL MASTER`` that mean the master is down. (Not ``disconnected``: a
+#: sentinel shows it for a moment after every switch, before its link to the new master is up;
+#: a connection to a server that is not the master is refused by the ROLE check anyway.)
+DOWN_FLAGS = frozenset({"s_down", "o_down"})
 
 Address = HostPort
 
@@ -101,21 +104,30 @@ def tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
     return context
 
 
-def _master_in(reply: Any) -> tuple[Address | None, str]:
-    """The address a ``SENTINEL MASTER`` reply names when that master is up, else why not."""
-    if isinstance(reply, Exception):
-        return None, str(reply)
-    if not isinstance(reply, list):
-        return None, f"unexpected reply {reply!r}"
-    state = dict(zip(reply[::2], reply[1::2], strict=False))
-    flags = set(str(state.get("flags", "")).split(","))
-    down = flags & DOWN_FLAGS
-    if "master" not in flags or down:
-        return None, f"the master is {','.join(sorted(down)) or 'not a master'}"
+def _master_in(replies: list[Any]) -> tuple[Address | None, str]:
+    """From one sentinel's ``SENTINEL GET-MASTER-ADDR-BY-NAME`` and ``SENTINEL MASTER``
+    replies: the master's address, or why there is none now.
+
+    The address comes from GET-MASTER-ADDR-BY-NAME, as Redis's guidelines for Sentinel
+    clients say: during a failover it names the promoted replica as soon as it is promoted,
+    before SENTINEL MASTER switches. SENTINEL MASTER's flags tell a master that is down and
+    not yet replaced (same address, ``s_down``/``o_down``): no use connecting to it."""
+    named, state_reply = replies
+    if isinstance(named, Exception):
+        return None, str(named)
+    if not named:
+        return None, "it knows no master by that name"
     try:
-        return Address(str(state["ip"]), int(state["port"])), ""
-    except (KeyError, ValueError):
-        return None, f"unexpected reply {reply!r}"
+        address = Address(str(named[0]), int(named[1]))
+    except (IndexError, TypeError, ValueError):
+        return None, f"unexpected reply {named!r}"
+    if isinstance(state_reply, list):
+        state = dict(zip(state_reply[::2], state_reply[1::2], strict=False))
+        down = set(str(state.get("flags", "")).split(",")) & DOWN_FLAGS
+        same = (str(state.get("ip")), str(state.get("port"))) == (address.host, str(address.port))
+        if down and same:
+            return None, f"the master is {','.join(sorted(down))}"
+    return address, ""
 
 
 class SentinelResolver:
@@ -167,11 +179,13 @@ class SentinelResolver:
             f"no master named {self.master_name!r} is up according to the sentinels ({reasons})"
         )
 
-    async def _ask(self, sentinel: Address) -> Any:
-        """``SENTINEL MASTER name`` of one sentinel (after AUTH with its own password)."""
+    async def _ask(self, sentinel: Address) -> list[Any]:
+        """One sentinel's GET-MASTER-ADDR-BY-NAME and MASTER replies for the master's name
+        (after AUTH with the sentinels' own password), in one round trip."""
         commands: list[tuple[Any, ...]] = []
         if self.password:
             commands.append(("AUTH", self.password))
+        commands.append(("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name))
         commands.append(("SENTINEL", "MASTER", self.master_name))
         async with asyncio.timeout(self.timeout_s):
             reader, writer = await asyncio.open_connection(
@@ -184,9 +198,9 @@ class SentinelResolver:
                 writer.transport.abort()
         if self.password and isinstance(replies[0], Exception):
             raise RedisConnectionError(f"{REFUSED}: {replies[0]}")
-        if isinstance(replies[-1], Exception) and str(replies[-1]).startswith("NOAUTH"):
-            raise RedisConnectionError(f"{REFUSED} (none given): {replies[-1]}")
-        return replies[-1]
+        if isinstance(replies[-2], Exception) and str(replies[-2]).startswith("NOAUTH"):
+            raise RedisConnectionError(f"{REFUSED} (none given): {replies[-2]}")
+        return replies[-2:]
 
 
 async def _read_replies(reader: asyncio.StreamReader, count: int) -> list[Any]:

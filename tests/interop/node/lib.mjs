@@ -15,9 +15,39 @@ export function target(given = {}) {
   }
   // npm's bullmq 6 no longer depends on ioredis: it is installed beside it (package.json).
   // BullMQ duplicates this connection for its blocking commands.
-  const connection = new Redis(url, { maxRetriesPerRequest: null });
+  const connection = new Redis(...redisArguments(url));
   connections.push(connection);
   return { connection, prefix, queue };
+}
+
+// Conveyor's redis+sentinel:// URL as ioredis options (docs/scaling.md shows the same).
+const SENTINEL_URL = /^(rediss?)\+sentinel:\/\/(?:([^:@]*)(?::([^@]*))?@)?([^/?]+)\/([^/?]+)(?:\/(\d+))?/;
+
+function redisArguments(url) {
+  const found = SENTINEL_URL.exec(url);
+  if (!found) {
+    return [url, { maxRetriesPerRequest: null }];
+  }
+  const [, scheme, username, password, hosts, name, db] = found;
+  const options = {
+    sentinels: hosts.split(',').map((hostPort) => {
+      const [host, port] = hostPort.split(':');
+      return { host, port: Number(port || 26379) };
+    }),
+    name: decodeURIComponent(name),
+    db: Number(db || 0),
+    maxRetriesPerRequest: null,
+  };
+  if (username) options.username = decodeURIComponent(username);
+  if (password) options.password = decodeURIComponent(password);
+  if (process.env.REDIS_SENTINEL_PASSWORD) {
+    options.sentinelPassword = process.env.REDIS_SENTINEL_PASSWORD;
+  }
+  if (scheme === 'rediss') {
+    options.tls = {};
+    options.enableTLSForSentinelMode = true;
+  }
+  return [options];
 }
 
 export function openQueue(given = {}) {
