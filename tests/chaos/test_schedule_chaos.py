@@ -1,0 +1,96 @@
+"""An every-1 s schedule through a worker SIGKILL storm and a Redis restart (SIGKILL, AOF
+with appendfsync always): every slot's job is created once and completes, on one grid; a slot
+runs twice only when its worker died while running it (at-least-once), and slots are skipped
+only while Redis is down (BullMQ's rule: missed slots are not caught up)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import re
+import signal
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from conveyor._bullmq import BullQueue
+from conveyor.redis import connect
+from conveyor.schedules import Schedule
+from conveyor.scheduling import Schedules
+from conveyor.testing import wait_for
+from tests.chaos.conftest import Chaos
+
+EVERY_MS = 1000
+KEY = "chaos:schedule"
+
+
+async def test_every_second_schedule_through_kills_and_a_redis_restart(
+    chaos: Chaos, report: Callable[..., None], closing: list[Redis]
+) -> None:
+    server = chaos.start_redis(appendfsync="always")
+    storm = {"CONVEYOR_MAX_STALLED_COUNT": "50"}
+    workers = [chaos.spawn("worker", "--concurrency", "5", **storm) for _ in range(3)]
+    for proc in workers:
+        chaos.wait_started(proc)
+    redis = connect(chaos.url)
+    closing.append(redis)
+    schedules = Schedules(BullQueue(redis, chaos.queue, chaos.prefix))
+    await schedules.put(Schedule(id="tick", task="count", data={"key": KEY}, every_ms=EVERY_MS))
+
+    rng = random.Random(16)
+    kills = 0
+    started = time.monotonic()
+    outage: tuple[float, float] = (0.0, 0.0)
+    while time.monotonic() - started < 9:
+        await asyncio.sleep(rng.uniform(0.8, 1.6))
+        if kills == 3:  # Redis dies, and comes back 2 s later (AOF, appendfsync always)
+            down = time.time()
+            server.kill()
+            await asyncio.sleep(2)
+            server.start()
+            outage = (down, time.time())
+        victim = rng.randrange(len(workers))
+        os.killpg(workers[victim].pid, signal.SIGKILL)
+        workers[victim].wait()
+        workers[victim] = chaos.spawn("worker", "--concurrency", "5", **storm)
+        kills += 1
+    await schedules.remove("tick")
+    span_s = time.monotonic() - started
+
+    prefix = f"{chaos.prefix}:{chaos.queue}:"
+    slot_id = re.compile(r"repeat:tick:([0-9]+)")
+
+    async def slot_jobs() -> list[str]:
+        keys = [str(k)[len(prefix) :] async for k in redis.scan_iter(f"{prefix}repeat:tick:*")]
+        return sorted(k for k in keys if slot_id.fullmatch(k))
+
+    async def all_completed() -> bool:
+        jobs = await slot_jobs()
+        scores = [await redis.zscore(prefix + "completed", job) for job in jobs]
+        return all(s is not None for s in scores)
+
+    await wait_for(all_completed, timeout=60, message="a slot's job did not complete")
+    jobs = await slot_jobs()
+    slots = sorted(int(slot_id.fullmatch(j).group(1)) for j in jobs)  # type: ignore[union-attr]
+    runs = {j: int(n or 0) for j, n in zip(jobs, await redis.hmget(KEY, jobs), strict=True)}
+    taken = {j: int(await redis.hget(prefix + j, "ats") or 1) for j in jobs}
+
+    assert len(slots) >= 6, slots
+    assert all((b - a) % EVERY_MS == 0 for a, b in itertools.pairwise(slots)), slots
+    assert all(n >= 1 for n in runs.values()), runs  # every slot's job ran
+    twice = [j for j, n in runs.items() if n > 1]
+    assert all(taken[j] > 1 for j in twice), (twice, taken)  # only jobs taken again
+    missed = [s for a, b in itertools.pairwise(slots) for s in range(a + EVERY_MS, b, EVERY_MS)]
+    down, back = (int(outage[0] * 1000), int(outage[1] * 1000))
+    assert all(down - EVERY_MS <= s <= back + 3 * EVERY_MS for s in missed), (missed, outage)
+    report(
+        faults=f"every-1 s schedule; {kills} worker SIGKILLs; Redis SIGKILLed, back after 2 s",
+        slots=len(slots),
+        slots_ran_twice=len(twice),
+        slots_missed_in_outage=len(missed),
+        lost=0,
+        span_s=round(span_s, 1),
+    )
