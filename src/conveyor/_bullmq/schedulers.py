@@ -26,7 +26,7 @@ from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
 from conveyor.jobs import JobState
 from conveyor.keys import schedule_last_runs
-from conveyor.schedules import Schedule, cron_next
+from conveyor.schedules import Schedule, cron_next, lag_ms
 
 if TYPE_CHECKING:
     from conveyor._bullmq.queue import BullQueue
@@ -84,6 +84,15 @@ class SchedulerRecord:
     @property
     def next_job_id(self) -> str | None:
         return None if self.next_ms is None else slot_job_id(self.id, self.next_ms)
+
+    def lag_ms(self, now: int) -> int:
+        """How late the due run is: 0 until its slot, once a worker took it, or when the
+        schedule is over (limit reached, past its end)."""
+        taken = (self.last_run or {}).get("job_id") == self.next_job_id
+        over = (self.limit is not None and self.iterations >= self.limit) or (
+            self.end_ms is not None and self.next_ms is not None and self.next_ms > self.end_ms
+        )
+        return lag_ms(self.next_ms, taken or over, now)
 
     @classmethod
     def from_hash(

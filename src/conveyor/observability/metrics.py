@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from conveyor.observability.schedule_metrics import ScheduleCollector, ScheduleMetrics
 from conveyor.observability.stats import TaskTotals
 
 #: The Content-Type of ``render_metrics``'s output.
@@ -100,8 +101,11 @@ class SnapshotCollector(Collector):
         yield from (depth, paused, oldest, workers, *counters.values(), run, wait)
 
 
-def render_metrics(queues: Sequence[QueueMetrics]) -> bytes:
+def render_metrics(
+    queues: Sequence[QueueMetrics], schedules: Sequence[ScheduleMetrics] = ()
+) -> bytes:
     """The Prometheus text format of a snapshot."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(queues))
+    registry.register(ScheduleCollector(schedules))
     return generate_latest(registry)

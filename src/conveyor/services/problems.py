@@ -17,7 +17,12 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from conveyor.errors import JobNotFoundError, JobStateError, RedisUnavailableError
+from conveyor.errors import (
+    JobNotFoundError,
+    JobStateError,
+    RedisUnavailableError,
+    ScheduleNotFoundError,
+)
 from conveyor.redis import is_out_of_memory
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -39,6 +44,7 @@ class ProblemType:
 NOT_FOUND = ProblemType("not-found", 404, "No such endpoint")
 JOB_NOT_FOUND = ProblemType("job-not-found", 404, "Job not found")
 QUEUE_NOT_FOUND = ProblemType("queue-not-found", 404, "Queue not served here")
+SCHEDULE_NOT_FOUND = ProblemType("schedule-not-found", 404, "Schedule not found")
 METHOD_NOT_ALLOWED = ProblemType("method-not-allowed", 405, "Method not allowed")
 JOB_STATE_CONFLICT = ProblemType("job-state-conflict", 409, "Not possible in the job's state")
 #: Answered by the request guard (services/guard.py): CSRF and DNS rebinding.
@@ -57,6 +63,7 @@ SHARED_TYPES = (
     NOT_FOUND,
     JOB_NOT_FOUND,
     QUEUE_NOT_FOUND,
+    SCHEDULE_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     JOB_STATE_CONFLICT,
     CROSS_SITE_REQUEST,
@@ -118,6 +125,8 @@ def shared_problem(exc: BaseException) -> ProblemError | None:
         return ProblemError(JOB_NOT_FOUND, str(exc), extra={"job_id": exc.job_id})
     if isinstance(exc, JobStateError):
         return ProblemError(JOB_STATE_CONFLICT, str(exc))
+    if isinstance(exc, ScheduleNotFoundError):
+        return ProblemError(SCHEDULE_NOT_FOUND, str(exc), extra={"schedule_id": exc.schedule_id})
     if isinstance(exc, RedisUnavailableError):
         return ProblemError(REDIS_UNAVAILABLE, str(exc))
     if isinstance(exc, RedisError | TimeoutError | OSError):

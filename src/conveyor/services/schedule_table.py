@@ -14,7 +14,6 @@ from rich.table import Table
 from conveyor._bullmq import BullQueue, SchedulerRecord
 from conveyor.clock import now_ms
 from conveyor.config import Settings
-from conveyor.schedules import lag_ms
 from conveyor.scheduling import Schedules, describe
 from conveyor.services.redis_connection import open_checked, redis_url
 
@@ -25,18 +24,13 @@ def _when(ms: object) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _lag(record: SchedulerRecord, now: int) -> int:
-    taken = (record.last_run or {}).get("job_id") == record.next_job_id
-    return lag_ms(record.next_ms, taken, now)
-
-
 def schedule_table(records: list[SchedulerRecord], now: int) -> Table:
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("id", "task", "when", "next run", "last run", "runs", "lag"):
         table.add_column(column, no_wrap=column != "id", overflow="fold")
     for r in records:
         when = f"every {r.every_ms} ms" if r.every_ms else f"{r.pattern} {r.tz or 'UTC'}"
-        lag = _lag(r, now)
+        lag = r.lag_ms(now)
         table.add_row(
             r.id,
             r.name,
@@ -72,7 +66,7 @@ async def show(
         records = await schedules.all()
         now = now_ms()
         if as_json:
-            rows = [{**describe(r), "lag_ms": _lag(r, now)} for r in records]
+            rows = [{**describe(r), "lag_ms": r.lag_ms(now)} for r in records]
             console.print_json(json.dumps({"queue": settings.queue, "schedules": rows}))
         elif not records:
             console.print(f"no schedules on queue {settings.queue!r}")

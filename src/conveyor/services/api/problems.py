@@ -41,6 +41,7 @@ from conveyor.services.problems import (
     REDIS_FULL,
     REDIS_UNAVAILABLE,
     REQUEST_TIMEOUT,
+    SCHEDULE_NOT_FOUND,
     TOO_MANY_CONNECTIONS,
     FieldProblem,
     Problem,
@@ -96,7 +97,6 @@ IDEMPOTENCY_KEY_REUSED = ProblemType(
 )
 UNKNOWN_QUEUE = ProblemType("unknown-queue", 422, "Not a queue this API serves")
 OVERLOADED = ProblemType("overloaded", 503, "Too many enqueues waiting for Redis")
-SCHEDULE_NOT_FOUND = ProblemType("schedule-not-found", 404, "Schedule not found")
 INVALID_SCHEDULE = ProblemType("invalid-schedule", 422, "Invalid schedule")
 
 ALL_TYPES = (
@@ -208,7 +208,7 @@ def from_conveyor_error(exc: ConveyorError, prefix: str = "") -> ProblemError:
     if isinstance(exc, OverloadedError):
         return ProblemError(OVERLOADED, str(exc))
     if isinstance(exc, ScheduleNotFoundError):
-        return ProblemError(SCHEDULE_NOT_FOUND, str(exc))
+        return ProblemError(SCHEDULE_NOT_FOUND, str(exc), extra={"schedule_id": exc.schedule_id})
     if isinstance(exc, ScheduleError):
         problem = FieldProblem(path="", message=str(exc), type="invalid_schedule")
         return ProblemError(INVALID_SCHEDULE, str(exc), [problem])

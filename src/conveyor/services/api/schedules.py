@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from conveyor._bullmq import SchedulerRecord
 from conveyor.clock import now_ms
-from conveyor.schedules import MAX_EVERY_MS, MAX_LIMIT, Schedule, lag_ms, to_ms
+from conveyor.schedules import MAX_EVERY_MS, MAX_LIMIT, Schedule, to_ms
 from conveyor.scheduling import Schedules
 from conveyor.services.api.body import read_json
 from conveyor.services.api.models import MAX_TASK_NAME_LENGTH, _Strict
@@ -87,7 +87,6 @@ def view_of(record: SchedulerRecord, now: int) -> ScheduleView:
             job_id=str(last["job_id"]),
             taken_at=_at(last["taken_ms"]) or datetime.now(UTC),
         )
-    taken = last_run is not None and last_run.job_id == record.next_job_id
     return ScheduleView(
         id=record.id,
         name=record.name,
@@ -102,7 +101,7 @@ def view_of(record: SchedulerRecord, now: int) -> ScheduleView:
         next_run_at=_at(record.next_ms),
         next_job_id=record.next_job_id,
         last_run=last_run,
-        lag_ms=lag_ms(record.next_ms, taken, now),
+        lag_ms=record.lag_ms(now),
     )
 
 

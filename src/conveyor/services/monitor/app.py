@@ -19,7 +19,7 @@ from conveyor import __version__
 from conveyor.config import Settings
 from conveyor.log import get_logger
 from conveyor.services.guard import GuardMiddleware, RequestGuard
-from conveyor.services.monitor import problems
+from conveyor.services.monitor import problems, schedules
 from conveyor.services.monitor.actions import Actions
 from conveyor.services.monitor.auth import Access
 from conveyor.services.monitor.inspector import Inspector
@@ -75,7 +75,9 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     )
     app.add_middleware(GuardMiddleware, guard=guard, render=problems.render_refusal)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
-    for router in (pages.router, reading.router, cleanup.router, acting.router):
+    for router in (
+        pages.router, reading.router, cleanup.router, acting.router, schedules.router
+    ):  # fmt: skip
         app.include_router(router)
 
     def openapi() -> dict[str, Any]:

@@ -16,6 +16,7 @@ from conveyor.observability.metrics import METRICS_CONTENT_TYPE, render_metrics
 from conveyor.redis import memory_full
 from conveyor.services.monitor.auth import MetricsReader, Viewer
 from conveyor.services.monitor.models import Health
+from conveyor.services.monitor.schedules import schedule_metrics
 from conveyor.services.monitor.state import Monitor
 from conveyor.services.problems import REDIS_FULL, REDIS_UNAVAILABLE, ProblemError
 
@@ -66,5 +67,6 @@ async def openapi_page(_: Viewer, request: Request) -> HTMLResponse:
 @router.get("/metrics", tags=["metrics"], response_class=Response)
 async def metrics(_: MetricsReader, monitor: Monitor) -> Response:
     summaries = await monitor.inspector.overview()
-    body = render_metrics([s.to_metrics() for s in summaries])
+    schedules = await schedule_metrics(monitor, [s.name for s in summaries])
+    body = render_metrics([s.to_metrics() for s in summaries], schedules)
     return Response(body, media_type=METRICS_CONTENT_TYPE)

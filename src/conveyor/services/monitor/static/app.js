@@ -165,6 +165,7 @@
     loadJobs();
     loadErrors();
     loadWorkers();
+    loadSchedules();
     loadCleanup();
     loadHistory();
   }
@@ -396,6 +397,31 @@
     $("#workers-hint").textContent = data.workers.length ? num(data.workers.length) + " connected" : "";
   }
 
+  async function loadSchedules() {
+    let data;
+    try { data = await api("/api/queues/" + q(ui.queue) + "/schedules"); } catch (err) { return; }
+    const body = $("#schedules tbody");
+    body.textContent = "";
+    const base = "/api/queues/" + q(ui.queue) + "/schedules/";
+    for (const s of data.schedules) {
+      const when = s.every_ms ? "every " + duration(s.every_ms) : s.cron + " " + (s.tz || "UTC");
+      body.appendChild(el("tr", { "data-testid": "schedule", "data-schedule": s.id },
+        el("td", {}, el("div", { class: "mono", text: s.id }), el("div", { class: "hint", text: s.task + " · " + when })),
+        el("td", {}, el("div", { "data-testid": "schedule-next", title: stamp(s.next_run_ms), text: "next " + ago(s.next_run_ms) }),
+          el("div", { class: "hint", title: s.last_job_id || "", text: s.last_run_ms ? "last " + ago(s.last_run_ms) : num(s.runs) + " runs" })),
+        el("td", { class: "num" + (s.lag_ms > 0 ? " late" : ""), "data-testid": "schedule-lag", text: s.lag_ms > 0 ? duration(s.lag_ms) : "–" }),
+        el("td", { class: "act-only" },
+          el("button", { class: "small", "data-testid": "schedule-run", text: "Run now", onclick: () => act("Run " + s.id + " now?",
+            "One " + s.task + " job is added now with the schedule's data; its next run stays as it is.", "Run now",
+            () => api(base + q(s.id) + "/run", { method: "POST" }), (r) => "Job " + r.job_id + " added.") }),
+          el("button", { class: "small ghost", "data-testid": "schedule-remove", text: "Remove", onclick: () => act("Remove schedule " + s.id + "?",
+            "The schedule and its next run (unless it already runs) are deleted; no more " + s.task + " runs from it.", "Remove",
+            () => api(base + q(s.id), { method: "DELETE" }), () => "Schedule " + s.id + " removed.") }))));
+    }
+    if (!data.schedules.length) body.appendChild(el("tr", {}, el("td", { class: "empty", colspan: 4, text: "No schedules." })));
+    $("#schedules-hint").textContent = data.schedules.length ? num(data.schedules.length) : "";
+  }
+
   async function loadCleanup() {
     let data;
     try { data = await api("/api/queues/" + q(ui.queue) + "/cleanup?limit=10"); } catch (err) { return; }
@@ -512,7 +538,7 @@
     refreshTimer = setTimeout(() => {
       if (ui.jobId) { loadJob(); return; }
       loadJobs();
-      if (all) { loadErrors(); loadWorkers(); loadCleanup(); }
+      if (all) { loadErrors(); loadWorkers(); loadSchedules(); loadCleanup(); }
     }, 250);
   }
 
