@@ -17,6 +17,8 @@ they share the queue's hash slot and go when the queue goes. Pure names, no I/O.
 ``{prefix}:{queue}:conveyor:schedules:last-run``       each schedule's last run taken (a hash)
 ``{prefix}:{queue}:conveyor:schedules:declared``       ids of the schedules declared in code
 ``{prefix}:{queue}:conveyor:heartbeats``, ``…:judge``    workers' heartbeats (worker.heartbeat)
+``{prefix}:{queue}:conveyor:task-rate:{task}``         a task's rate window counter, and
+``{prefix}:{queue}:conveyor:task-running:{task}``      its running jobs: ``task_limit_keys``
 =====================================================  ========================================
 
 Earlier versions kept the cleanup schedule at ``conveyor:cleanup:{prefix}:{queue}:*`` and
@@ -90,6 +92,12 @@ def declared_schedules(prefix: str, queue: str) -> str:
     """A set: the ids of the schedules that workers brought in line with code declarations
     (the only ones a worker start may remove)."""
     return f"{queue_space(prefix, queue)}schedules:declared"
+
+
+def task_limit_keys(prefix: str, queue: str, task: str) -> tuple[str, str]:
+    """A limited task's rate-window counter and running set (``lua/task_slot.lua``)."""
+    space = queue_space(prefix, queue)
+    return f"{space}task-rate:{task}", f"{space}task-running:{task}"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from conveyor.errors import (
     TaskError,
     UnknownTaskError,
 )
+from conveyor.limits import RateLimit, check_concurrency, parse_rate
 from conveyor.policy import BackoffType, RetryPolicy, check_task_rules, task_policy
 from conveyor.schedules import Schedule, to_ms
 
@@ -75,6 +76,13 @@ class Task:
     backoff_type: BackoffType | None = None
     backoff_delay_ms: int | None = None
     timeout_s: float | None = None
+    #: Per-task limits (``conveyor.worker.task_limits``): None, none.
+    rate_limit: RateLimit | None = None
+    concurrency: int | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.rate_limit is not None or self.concurrency is not None
 
     def retry_policy(self, default: RetryPolicy) -> RetryPolicy:
         """The task's own retries and backoff, each falling back to ``default``."""
@@ -126,12 +134,20 @@ class TaskRegistry:
         timeout_s: float | None = None,
         schedule: str | timedelta | None = None,
         tz: str | None = None,
+        rate_limit: str | RateLimit | None = None,
+        concurrency: int | None = None,
     ) -> Callable[[F], F]:
         """Register ``handler(payload, ctx)``; the payload model comes from ``payload=`` or the
         first parameter's annotation. Sync handlers run in a thread pool.
 
         ``schedule``: a cron pattern (in ``tz``) or an interval: the task also runs on that
-        schedule (id: the task's name, empty payload); see ``schedule()`` for more."""
+        schedule (id: the task's name, empty payload); see ``schedule()`` for more.
+        ``rate_limit`` (``"10/s"``) and ``concurrency`` hold for the task across every Conveyor
+        worker of a queue (docs/flow-control.md#per-task-limits); a bad one raises LimitError
+        here."""
+        rate = parse_rate(rate_limit) if isinstance(rate_limit, str) else rate_limit
+        if concurrency is not None:
+            check_concurrency(concurrency)
 
         def register(handler: F) -> F:
             model = payload or _annotated_model(handler) or EmptyPayload
@@ -145,6 +161,8 @@ class TaskRegistry:
                     backoff_type=backoff_type,
                     backoff_delay_ms=backoff_delay_ms,
                     timeout_s=timeout_s,
+                    rate_limit=rate,
+                    concurrency=concurrency,
                 )
             )
             if schedule is not None:

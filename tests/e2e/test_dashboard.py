@@ -145,6 +145,15 @@ def test_dashboard_shows_live_counts_and_retries_a_failed_job(
     expect(page.get_by_test_id("job-reason")).to_contain_text("SimulatedFailure")
     expect(page.get_by_test_id("job-view")).to_contain_text('"fail_rate": 1')
 
+    # queue-wide limits set over the API show on the queue's page (docs/flow-control.md)
+    limits = {"rate": {"max": 5, "duration_ms": 1000}, "concurrency": 2}
+    reply = httpx.put(f"{api}/queues/{settings.queue}/limits", json=limits, timeout=10)
+    assert reply.status_code == 200, reply.text
+    page.evaluate(f"location.hash = '#/q/{settings.queue}/failed'")
+    badge = page.get_by_test_id("limits-badge")
+    expect(badge).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(badge).to_have_text("limits: 5/s · 2 at once", timeout=UI_TIMEOUT_MS)
+
     assert page.evaluate("window.__sameDocument") == "yes", "the page was reloaded"
     assert errors == []
     page.close()

@@ -193,3 +193,125 @@ async def test_settings_write_the_queue_limits_at_start(
     await apply_limit_settings(worker, removed)
     assert await queue.get_limits() == QueueLimits(RateLimit(100, 1000), concurrency=None)
     await asyncio.sleep(0)
+
+
+# --- per-task limits ----------------------------------------------------------------------
+class Nap(BaseModel):
+    ms: int = 0
+
+
+def limited_registry(log: dict[str, Any]) -> TaskRegistry:
+    """``capped`` (concurrency 2), ``paced`` (4 per second) and ``free`` (no limit); each
+    records its starts and how many of its runs overlapped at most."""
+    registry = TaskRegistry()
+    log.update(running=0, most=0, starts={"capped": [], "paced": [], "free": []})
+
+    async def run(name: str, payload: Nap) -> None:
+        log["starts"][name].append(time.monotonic())
+        if name == "capped":
+            log["running"] += 1
+            log["most"] = max(log["most"], log["running"])
+        await asyncio.sleep(payload.ms / 1000)
+        if name == "capped":
+            log["running"] -= 1
+
+    @registry.task("capped", concurrency=2)
+    async def capped(payload: Nap, ctx: JobContext) -> None:
+        await run("capped", payload)
+
+    @registry.task("paced", rate_limit="4/s")
+    async def paced(payload: Nap, ctx: JobContext) -> None:
+        await run("paced", payload)
+
+    @registry.task("free")
+    async def free(payload: Nap, ctx: JobContext) -> None:
+        await run("free", payload)
+
+    return registry
+
+
+async def test_a_task_concurrency_holds_across_workers_without_spending_attempts(
+    queue: QueueClient, make_worker: Callable[..., Worker]
+) -> None:
+    log: dict[str, Any] = {}
+    registry = limited_registry(log)  # one registry, two workers: one count of overlaps
+    for _ in range(2):
+        make_worker(registry, concurrency=5)
+    capped = [await queue.enqueue("capped", {"ms": 300}) for _ in range(6)]
+    free = [await queue.enqueue("free", {}) for _ in range(4)]
+    started = time.monotonic()
+    for job_id in free:
+        await wait_for_state(queue, job_id, JobState.COMPLETED, 10)
+    free_done_s = time.monotonic() - started
+    for job_id in capped:
+        view = await wait_for_state(queue, job_id, JobState.COMPLETED, 20)
+        assert view.info.attempts_made == 1  # put-backs spent no attempt
+    assert log["most"] == 2
+    assert free_done_s < 1.0, "an unlimited task is not held behind a capped one"
+
+
+async def test_a_task_rate_limit_holds_across_workers(
+    queue: QueueClient, make_worker: Callable[..., Worker]
+) -> None:
+    log: dict[str, Any] = {}
+    registry = limited_registry(log)
+    for _ in range(2):
+        make_worker(registry, concurrency=5)
+    paced = [await queue.enqueue("paced", {}) for _ in range(10)]
+    for job_id in paced:
+        await wait_for_state(queue, job_id, JobState.COMPLETED, 20)
+    starts = sorted(log["starts"]["paced"])
+    assert len(starts) == 10
+    for i in range(4, len(starts)):
+        assert starts[i] - starts[i - 4] >= 0.95, [round(s - starts[0], 3) for s in starts]
+
+
+def test_a_bad_task_limit_fails_at_registration() -> None:
+    from conveyor import LimitError
+
+    registry = TaskRegistry()
+    with pytest.raises(LimitError):
+        registry.task("x", rate_limit="ten per second")
+    with pytest.raises(LimitError):
+        registry.task("y", concurrency=0)
+
+
+# --- shown in the monitor and in /metrics -----------------------------------------------------
+async def test_the_monitor_and_metrics_show_the_limits_and_when_they_hold_back(
+    queue: QueueClient, settings: Settings
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.support.monitor import serve_monitor
+
+    await queue.set_limits(QueueLimits(RateLimit(5, 1000), concurrency=2))
+    async with serve_monitor(settings) as http:
+        overview = (await http.get("/api/overview")).json()
+        mine = next(q for q in overview["queues"] if q["name"] == settings.queue)
+        assert mine["limits"] == {
+            "rate": {"max": 5, "duration_ms": 1000},
+            "concurrency": 2,
+            "limited_ms": 0,
+            "held": False,
+            "maxed": False,
+        }
+        await queue.bull.hold(5000)  # what RateLimited(5) sets (Node: queue.rateLimit(5000))
+        overview = (await http.get("/api/overview")).json()
+        mine = next(q for q in overview["queues"] if q["name"] == settings.queue)
+        assert mine["limits"]["held"] is True
+        assert 4000 < mine["limits"]["limited_ms"] <= 5000
+        text = (await http.get("/metrics")).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("queue") == settings.queue
+    }
+    q = ("queue", settings.queue)
+    assert samples[("conveyor_queue_rate_limit_max", (q,))] == 5
+    assert samples[("conveyor_queue_rate_limit_window_seconds", (q,))] == 1.0
+    assert samples[("conveyor_queue_concurrency_limit", (q,))] == 2
+    assert samples[("conveyor_queue_held_back", (q, ("reason", "hold")))] == 1
+    assert samples[("conveyor_queue_held_back", (q, ("reason", "rate")))] == 0
+    assert samples[("conveyor_queue_held_back", (q, ("reason", "concurrency")))] == 0
+    assert 4 < samples[("conveyor_queue_limited_seconds", (q,))] <= 5

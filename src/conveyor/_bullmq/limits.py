@@ -14,6 +14,7 @@ from conveyor import lua
 from conveyor._bullmq.base import QueueBase
 from conveyor._bullmq.scripts import script_error
 from conveyor.errors import LimitError
+from conveyor.keys import task_limit_keys
 from conveyor.limits import HOLD_COUNTER, QueueLimits, RateLimit
 
 
@@ -79,6 +80,29 @@ class QueueLimitCalls(QueueBase):
             script = self.redis.register_script(lua.source("limit_hold"))
             self._hold = script
         return script
+
+    async def take_task_slot(
+        self, job_id: str, task: str, rate: RateLimit | None, concurrency: int | None
+    ) -> int:
+        """A per-task limit (``lua/task_slot.lua``): 0 when the job may start (its slot is
+        taken), -1 when the task's concurrency is reached, else ms until its rate window
+        ends. On the worker's hot-path connection when it has one."""
+        script = getattr(self, "_task_slot", None)
+        if script is None:
+            script = self.redis.register_script(lua.source("task_slot"))
+            self._task_slot = script
+        rate_key, running_key = task_limit_keys(self.prefix, self.name, task)
+        args: list[Any] = [
+            job_id,
+            rate.max if rate else 0,
+            rate.duration_ms if rate else 0,
+            concurrency or 0,
+            self.base,
+        ]
+        keys = [rate_key, running_key]
+        if self._auto is not None:
+            return int(await self._auto.call(script, keys, args))
+        return int(await script(keys=keys, args=args))
 
     async def get_limits(self) -> QueueLimits:
         raw = await self.redis.hmget(self.keys["meta"], ["concurrency", "max", "duration"])

@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from conveyor._bullmq import FlowState
 from conveyor.observability.schedule_metrics import ScheduleCollector, ScheduleMetrics
 from conveyor.observability.stats import TaskTotals
 
@@ -38,6 +39,53 @@ class QueueMetrics:
     #: Age of the oldest waiting job (seconds), 0 when none waits.
     oldest_waiting_s: float = 0.0
     totals: Mapping[str, TaskTotals] = field(default_factory=dict)
+    #: The queue-wide limits and whether they hold the queue back (None: not read).
+    flow: FlowState | None = None
+
+
+def _limit_metrics() -> dict[str, GaugeMetricFamily]:
+    return {
+        "rate_max": GaugeMetricFamily(
+            "conveyor_queue_rate_limit_max",
+            "Queue-wide rate limit: jobs started per window (absent: no rate limit).",
+            labels=["queue"],
+        ),
+        "rate_window": GaugeMetricFamily(
+            "conveyor_queue_rate_limit_window_seconds",
+            "Queue-wide rate limit: the window (absent: no rate limit).",
+            labels=["queue"],
+        ),
+        "concurrency": GaugeMetricFamily(
+            "conveyor_queue_concurrency_limit",
+            "Queue-wide concurrency: jobs active at once (absent: no limit).",
+            labels=["queue"],
+        ),
+        "held_back": GaugeMetricFamily(
+            "conveyor_queue_held_back",
+            "1 while the queue is held back: by its rate limit (reason rate), by a "
+            "RateLimited or Node rateLimit hold (hold), by its concurrency (concurrency).",
+            labels=["queue", "reason"],
+        ),
+        "limited": GaugeMetricFamily(
+            "conveyor_queue_limited_seconds",
+            "Time until the rate limit or hold lets workers start jobs again, 0 when none.",
+            labels=["queue"],
+        ),
+    }
+
+
+def _add_limits(metrics: dict[str, GaugeMetricFamily], queue: str, flow: FlowState) -> None:
+    rate = flow.limits.rate
+    if rate is not None:
+        metrics["rate_max"].add_metric([queue], rate.max)
+        metrics["rate_window"].add_metric([queue], rate.duration_ms / 1000)
+    if flow.limits.concurrency is not None:
+        metrics["concurrency"].add_metric([queue], flow.limits.concurrency)
+    limited = flow.limited_ms > 0
+    metrics["held_back"].add_metric([queue, "rate"], 1 if limited and not flow.held else 0)
+    metrics["held_back"].add_metric([queue, "hold"], 1 if limited and flow.held else 0)
+    metrics["held_back"].add_metric([queue, "concurrency"], 1 if flow.maxed else 0)
+    metrics["limited"].add_metric([queue], flow.limited_ms / 1000)
 
 
 class SnapshotCollector(Collector):
@@ -83,7 +131,10 @@ class SnapshotCollector(Collector):
             "backoff) to its start.",
             labels=["queue", "task"],
         )
+        limits = _limit_metrics()
         for queue in self.queues:
+            if queue.flow is not None:
+                _add_limits(limits, queue.queue, queue.flow)
             for state, count in queue.counts.items():
                 depth.add_metric([queue.queue, state], count)
             paused.add_metric([queue.queue], 1 if queue.paused else 0)
@@ -98,7 +149,8 @@ class SnapshotCollector(Collector):
                 counters["cancelled"].add_metric(labels, totals.cancelled)
                 run.add_metric(labels, totals.run.cumulative(), totals.run.sum_s)
                 wait.add_metric(labels, totals.wait.cumulative(), totals.wait.sum_s)
-        yield from (depth, paused, oldest, workers, *counters.values(), run, wait)
+        yield from (depth, paused, oldest, workers, *limits.values())
+        yield from (*counters.values(), run, wait)
 
 
 def render_metrics(

@@ -49,6 +49,7 @@ from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, Worke
 from conveyor.worker.schedules import ScheduleRuns
 from conveyor.worker.slots import StopFlag
 from conveyor.worker.stack import describe, stack_text, utf8
+from conveyor.worker.task_limits import put_back_delay_ms
 from conveyor.worker.unknown import next_deferral
 
 log = get_logger("conveyor.worker")
@@ -199,6 +200,8 @@ class Attempts:
                     self.max_attempts(task, job),
                     wait_ms,
                 )
+            if task.limited and await self._task_limited(job, token, task):
+                return None
             if job.deferred_failure:
                 raise Unrecoverable(job.deferred_failure)
             try:
@@ -270,6 +273,23 @@ class Attempts:
                 deferrals=deferral.count,
             )
         )
+        return True
+
+    async def _task_limited(self, job: JobRecord, token: str, task: Task) -> bool:
+        """A per-task limit (``task_limits``): take the task's slot, or put the job back for
+        later without spending an attempt (then True)."""
+        reply = await self.bull.take_task_slot(job.id, task.name, task.rate_limit, task.concurrency)
+        delay_ms = put_back_delay_ms(reply)
+        if delay_ms is None:
+            return False
+        try:
+            await self._persist(
+                job.id,
+                lambda first: self.bull.put_back(job.id, token, delay_ms=delay_ms, fields={}),
+            )
+        except JobLockLostError as lost:
+            self._lock_lost(job, lost)
+        log.debug("job_task_limited", job_id=job.id, name=job.name, retry_in_ms=delay_ms)
         return True
 
     async def _rate_limited(self, job: JobRecord, token: str, exc: RateLimited) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from conveyor._bullmq import FlowState
 from conveyor.client import QueueClient
 from conveyor.clock import now_ms
 from conveyor.config import Settings
@@ -64,6 +65,8 @@ class QueueSummary:
     workers: int
     oldest_waiting_s: float
     totals: dict[str, TaskTotals] = field(default_factory=dict)
+    #: The queue-wide limits and whether they hold the queue back (docs/flow-control.md).
+    flow: FlowState | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -72,6 +75,7 @@ class QueueSummary:
             "paused": self.paused,
             "workers": self.workers,
             "oldest_waiting_s": round(self.oldest_waiting_s, 3),
+            "limits": flow_json(self.flow),
             "totals": {
                 "completed": sum(t.completed for t in self.totals.values()),
                 "failed": sum(t.failed for t in self.totals.values()),
@@ -88,7 +92,22 @@ class QueueSummary:
             workers=self.workers,
             oldest_waiting_s=self.oldest_waiting_s,
             totals=self.totals,
+            flow=self.flow,
         )
+
+
+def flow_json(flow: FlowState | None) -> dict[str, object] | None:
+    """A queue's limits for the dashboard (None: not read)."""
+    if flow is None:
+        return None
+    rate = flow.limits.rate
+    return {
+        "rate": None if rate is None else {"max": rate.max, "duration_ms": rate.duration_ms},
+        "concurrency": flow.limits.concurrency,
+        "limited_ms": flow.limited_ms,
+        "held": flow.held,
+        "maxed": flow.maxed,
+    }
 
 
 def worker_name_matcher(prefix: str, queue: str) -> tuple[str, str]:
@@ -175,8 +194,8 @@ class Inspector:
         client = await self.client(queue)
         if workers is None:
             workers = await self.workers([queue])
-        counts, paused, oldest = await asyncio.gather(
-            client.counts(), client.is_paused(), self.oldest_waiting_s(client)
+        counts, paused, oldest, flow = await asyncio.gather(
+            client.counts(), client.is_paused(), self.oldest_waiting_s(client), client.flow_state()
         )
         return QueueSummary(
             name=queue,
@@ -185,6 +204,7 @@ class Inspector:
             workers=sum(1 for w in workers if w.queue == queue),
             oldest_waiting_s=oldest,
             totals=await read_totals(self.redis, self.prefix, queue) if totals else {},
+            flow=flow,
         )
 
     async def overview(self, *, totals: bool = True) -> list[QueueSummary]:

@@ -31,6 +31,21 @@ class Totals(BaseModel):
     deferred: int
 
 
+class RateLimitView(BaseModel):
+    max: int
+    duration_ms: int
+
+
+class QueueLimitsView(BaseModel):
+    """The queue-wide limits (docs/flow-control.md) and whether they hold the queue back."""
+
+    rate: RateLimitView | None
+    concurrency: int | None
+    limited_ms: int = Field(description="ms until the rate limit or a hold lets jobs start.")
+    held: bool = Field(description="A manual hold (RateLimited, Node's rateLimit).")
+    maxed: bool = Field(description="The concurrency is reached.")
+
+
 class QueueOverview(BaseModel):
     name: str
     counts: dict[str, int]
@@ -38,6 +53,7 @@ class QueueOverview(BaseModel):
     workers: int
     oldest_waiting_s: float
     totals: Totals
+    limits: QueueLimitsView | None = None
 
 
 class Overview(BaseModel):

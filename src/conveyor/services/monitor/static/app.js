@@ -184,7 +184,7 @@
       head.appendChild(el("tr", {}, el("th", { text: "queue" }),
         states.map((s) => el("th", { class: "num", text: s })),
         el("th", { class: "num", text: "workers" }), el("th", { class: "num", text: "oldest wait" }),
-        el("th", { text: "status" })));
+        el("th", { text: "limits" }), el("th", { text: "status" })));
     }
     const body = $("#queues tbody");
     body.textContent = "";
@@ -195,16 +195,45 @@
         states.map((st) => el("td", { class: "num" + (s.counts[st] ? " st-" + st : " zero"), "data-state": st, text: num(s.counts[st]) })),
         el("td", { class: "num", text: num(s.workers) }),
         el("td", { class: "num", text: s.oldest_waiting_s ? duration(s.oldest_waiting_s * 1000) : "–" }),
-        el("td", {}, s.paused ? el("span", { class: "badge paused", text: "paused" }) : el("span", { class: "badge running", text: "running" })));
+        el("td", { class: "limits", "data-testid": "limits-" + s.name, text: limitsText(s.limits) }),
+        el("td", {}, s.paused ? el("span", { class: "badge paused", text: "paused" })
+          : heldBack(s.limits) ? el("span", { class: "badge held", text: "held back", title: heldBack(s.limits) })
+          : el("span", { class: "badge running", text: "running" })));
       body.appendChild(row);
     }
     $("#queues-hint").textContent = ui.overview.length + (ui.overview.length === 1 ? " queue" : " queues");
+  }
+
+  // A queue's limits (docs/flow-control.md) in a few words: "5/s · 2 at once", or "–".
+  function limitsText(limits) {
+    if (!limits) return "–";
+    const parts = [];
+    if (limits.rate) {
+      const d = limits.rate.duration_ms;
+      const per = d === 1000 ? "s" : d === 60000 ? "min" : d === 3600000 ? "h" : duration(d);
+      parts.push(num(limits.rate.max) + "/" + per);
+    }
+    if (limits.concurrency) parts.push(num(limits.concurrency) + " at once");
+    return parts.length ? parts.join(" · ") : "–";
+  }
+
+  // Why the queue is held back right now, or "" when it is not.
+  function heldBack(limits) {
+    if (!limits) return "";
+    if (limits.limited_ms > 0) {
+      return (limits.held ? "held by RateLimited for " : "rate limited for ") + duration(limits.limited_ms);
+    }
+    return limits.maxed ? "at its concurrency (" + num(limits.concurrency) + " active)" : "";
   }
 
   function renderQueueHead() {
     const s = summary();
     $("#queue-title").textContent = ui.queue;
     $("#paused-badge").hidden = !(s && s.paused);
+    const held = s ? heldBack(s.limits) : "";
+    $("#limits-badge").hidden = !(s && (held || limitsText(s.limits) !== "–"));
+    $("#limits-badge").textContent = s ? (held ? "held back: " + held : "limits: " + limitsText(s.limits)) : "";
+    $("#limits-badge").className = "badge " + (held ? "held" : "limits");
     const pause = $("#btn-pause");
     pause.textContent = s && s.paused ? "Resume" : "Pause";
     pause.dataset.testid = s && s.paused ? "resume" : "pause";
