@@ -237,9 +237,6 @@ class Attempts:
                 exc = cancelled
             elif isinstance(exc, asyncio.CancelledError) and cancelled_by_worker():
                 raise
-            if isinstance(exc, RateLimited):
-                await self._rate_limited(job, token, exc)
-                return None
             duration = (time.monotonic() - started) * 1000
             unrecoverable = isinstance(exc, Unrecoverable | TaskError)
             # The full policy is only needed on failure (kept off the success path).
@@ -366,6 +363,9 @@ class Attempts:
     ) -> JobRecord | None:
         """Record a failed attempt (retry later, or fail for good with its failure record);
         answers the next job when the final failure fetched one."""
+        if isinstance(exc, RateLimited):  # not a failure: BullMQ's manual rate limit
+            await self._rate_limited(job, token, exc)
+            return None
         error = utf8(describe(exc))
         stack = [*job.stacktrace, utf8(stack_text(exc))][-STACKTRACE_LIMIT:]
         attempt = job.attempts_made + 1
