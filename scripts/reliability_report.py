@@ -1,7 +1,7 @@
 """Write docs/reliability.md from the figures the chaos suite records.
 
-    uv run pytest tests/chaos -p no:cacheprovider  # appends to tests/artifacts/reliability.jsonl
-    uv run python scripts/reliability_report.py    # the newest row of each scenario
+uv run pytest tests/chaos -p no:cacheprovider  # appends to tests/artifacts/reliability.jsonl
+uv run python scripts/reliability_report.py    # the newest row of each scenario
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ SCENARIOS = {
     ),
     "test_a_cut_off_worker_loses_its_jobs_and_cannot_finish_them": (
         "10. Many hosts: a worker's link cut (network namespaces)"
+    ),
+    "test_a_master_sigkill_under_load_loses_no_acknowledged_job": (
+        "11. Sentinel: the master SIGKILLed (`CONVEYOR_ENQUEUE_REPLICAS=1`)"
     ),
     "test_password_protected_redis": "Security: Redis with a password",
     "test_tls_redis": "Security: Redis over TLS",
@@ -80,6 +83,12 @@ What each scenario does:
    (veth pairs to a bridge, addresses of their own); one worker's link is cut while it runs
    jobs, and restored once the others hold them (locks of 1 s): its late results must be
    refused, no job finished twice. See [Crash recovery](#crash-recovery).
+11. **Sentinel failover**: a master, one replica and three sentinels (`down-after-milliseconds
+   1000`); `conveyor api`, `conveyor worker` and `conveyor monitor` on the `redis+sentinel://`
+   URL with `CONVEYOR_ENQUEUE_REPLICAS=1`; four HTTP clients retry each 503 under its
+   Idempotency-Key; the master is SIGKILLed, and once the replica is promoted the killed server
+   comes back as its replica. "Ran twice" counts jobs the promoted master saw start twice. See
+   [scaling.md](scaling.md#redis-sentinel).
 """
 
 NOTES = """
