@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from conveyor.errors import ConfigurationError
+from conveyor.hashtag import no_hash_tag, queue_hash_tag
 from conveyor.limits import QueueLimits, RateLimit, check_concurrency, parse_rate
 from conveyor.policy import (
     DEFAULT_BACKOFF_DELAY_MS,
@@ -31,7 +32,7 @@ from conveyor.policy import (
     RetryPolicy,
 )
 from conveyor.queues import add_queue, parse_queue_weights
-from conveyor.redis_url import redis_url_problem
+from conveyor.redis_url import is_cluster_url, redis_url_problem
 
 DEFAULT_QUEUE = "taskQueue"
 DEFAULT_PREFIX = "bull"
@@ -552,6 +553,16 @@ class Settings(BaseSettings):
             raise ValueError(f"CONVEYOR_QUEUE {queue!r} is not one of them ({', '.join(value)})")
         return checked
 
+    @model_validator(mode="after")
+    def _cluster_needs_hash_tags(self) -> Settings:
+        """In a Redis Cluster each queue's keys must share one slot (``conveyor.hashtag``)."""
+        if is_cluster_url(self.redis_url):
+            names = [*self.queue_weights, *self.monitor_queues]
+            for name in dict.fromkeys(names):
+                if queue_hash_tag(self.prefix, name) is None:
+                    raise ValueError(no_hash_tag(self.prefix, name))
+        return self
+
     @property
     def queue_weights(self) -> dict[str, int]:
         """The queues served, with their weights: CONVEYOR_QUEUES, else CONVEYOR_QUEUE."""
@@ -612,6 +623,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line per bad setting, named by its environment variable."""
     parts = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        field = ".".join(str(p) for p in err["loc"])
+        if not field:  # a rule between settings: its message names them
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
         parts.append(f"CONVEYOR_{field.upper()}: {err['msg']}")
     return "invalid settings: " + "; ".join(parts)

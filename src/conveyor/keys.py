@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from conveyor.hashtag import queue_hash_tag
+
 #: Conveyor's own keys under a queue's prefix all start ``{prefix}:{queue}:conveyor:``; no job
 #: may have this id (its hash would be the key space's root).
 CONVEYOR_KEY_SPACE = "conveyor"
@@ -188,13 +190,25 @@ class FailureKeys:
         return f"{queue_space(self.prefix, self.queue)}{FAILED_INDEX}"
 
     @property
+    def hash_tagged(self) -> bool:
+        """Whether the queue's keys carry a Redis Cluster hash tag (``conveyor.hashtag``). Such
+        a queue has no legacy keys: they are its own ones, since the shared ``failedJobs:*``
+        keys of earlier versions would hash to other slots than the queue (a script touching
+        both fails in a cluster). Earlier versions never ran in a cluster."""
+        return queue_hash_tag(self.prefix, self.queue) is not None
+
+    @property
     def legacy_index(self) -> str:
+        if self.hash_tagged:
+            return self.index
         return f"{self.failed_key_prefix}-index"
 
     def record(self, job_id: str) -> str:
         return self.record_base + job_id
 
     def legacy_record(self, job_id: str) -> str:
+        if self.hash_tagged:
+            return self.record(job_id)
         if is_counter_id(job_id):
             return f"{self.failed_key_prefix}:{self.queue}:{job_id}"
         return f"{self.failed_key_prefix}:{job_id}"

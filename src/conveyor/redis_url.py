@@ -9,6 +9,9 @@ The forms:
   the master named MASTER_NAME is, on every (re)connect (``SentinelResolver``). The user and
   password are the master's; the sentinels' own password is a setting of its own
   (``CONVEYOR_REDIS_SENTINEL_PASSWORD``).
+- ``redis+cluster://[[user]:password@]host1:port1[,host2:port2...]`` and ``rediss+cluster://``:
+  a Redis Cluster, found from any of the nodes listed (``ClusterSlotResolver``). Each queue's
+  connections go to the master that owns its hash slot (``conveyor.hashtag``).
 
 TLS options ride in the query string, as redis-py reads them from ``rediss://``:
 ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``.
@@ -26,7 +29,9 @@ from conveyor.errors import ConfigurationError
 
 #: The schemes whose server is asked of Redis Sentinel.
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES)
+#: The schemes of a Redis Cluster.
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SCHEMES = ("redis", "rediss", "unix", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
 #: The TLS options a URL's query may carry (the names redis-py reads from rediss:// URLs).
@@ -65,12 +70,23 @@ class RedisTarget:
     unix_path: str | None = None
     sentinels: tuple[HostPort, ...] = ()
     master_name: str | None = None
+    #: The nodes a ``redis+cluster://`` URL lists (any of them tells where the others are).
+    cluster_nodes: tuple[HostPort, ...] = ()
     #: TLS options from the query string (``TLS_OPTIONS``), as strings.
     tls_options: dict[str, str] = field(default_factory=dict)
 
     @property
     def uses_sentinel(self) -> bool:
         return self.scheme in SENTINEL_SCHEMES
+
+    @property
+    def uses_cluster(self) -> bool:
+        return self.scheme in CLUSTER_SCHEMES
+
+
+def is_cluster_url(url: str | None) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
+    return bool(url) and str(url).partition("://")[0] in CLUSTER_SCHEMES
 
 
 def _port(text: str, default: int) -> int:
@@ -119,7 +135,8 @@ def _parse(url: str) -> RedisTarget:
     scheme, sep, _ = url.partition("://")
     if not sep or scheme not in SCHEMES:
         raise ValueError(
-            "must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
+            "must start with redis://, rediss://, unix://, redis+sentinel://, "
+            "rediss+sentinel://, redis+cluster:// or rediss+cluster://"
         )
     parts = urlsplit(url)
     if scheme == "unix":
@@ -145,6 +162,8 @@ def _parse(url: str) -> RedisTarget:
     }
     if scheme in SENTINEL_SCHEMES:
         return _sentinel_target(hostlist, parts.path, common)
+    if scheme in CLUSTER_SCHEMES:
+        return _cluster_target(hostlist, parts.path, common)
     if not hostlist:
         raise ValueError("names no host (redis://host:port/db)")
     return RedisTarget(
@@ -175,6 +194,16 @@ def _sentinel_target(hostlist: str, path: str, common: dict[str, object]) -> Red
         db=_db(db, example),
         **common,  # type: ignore[arg-type]
     )
+
+
+def _cluster_target(hostlist: str, path: str, common: dict[str, object]) -> RedisTarget:
+    example = f"{common['scheme']}://host1:7000,host2:7001"
+    if not hostlist:
+        raise ValueError(f"names no cluster node ({example})")
+    if path.strip("/") not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has database 0 only, not {path.strip('/')!r}")
+    nodes = tuple(_host_port(item.strip(), DEFAULT_PORT) for item in hostlist.split(","))
+    return RedisTarget(cluster_nodes=nodes, **common)  # type: ignore[arg-type]
 
 
 def redis_url_problem(url: str) -> str | None:
