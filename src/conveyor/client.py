@@ -39,6 +39,7 @@ from conveyor.errors import (
     JobStateError,
     RedisUnavailableError,
 )
+from conveyor.hashtag import queue_route_key
 from conveyor.jobs import COUNTED_STATES, JobState
 from conveyor.limits import QueueLimits
 from conveyor.policy import (
@@ -216,6 +217,7 @@ class QueueClient:
                 sentinel_password=sentinel_password.get_secret_value()
                 if sentinel_password
                 else None,
+                route_key=queue_route_key(settings.prefix, queue or settings.queue),
             )
         elif redis_url is not None:
             raise ValueError("QueueClient.from_settings: pass redis or redis_url, not both")

@@ -43,6 +43,11 @@ def queue_hash_tag(prefix: str, queue: str) -> str | None:
     return tag if base.find("}", start + 1) < len(base) else None
 
 
+def queue_route_key(prefix: str, queue: str) -> str:
+    """A key in the queue's slot (its key base), to route a connection by."""
+    return f"{prefix}:{queue}:"
+
+
 def slot_of(key: str) -> int:
     """The cluster slot of ``key`` (CRC16 of its hash tag or of itself, mod 16384)."""
     return int(key_slot(key.encode()))

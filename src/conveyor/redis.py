@@ -12,20 +12,30 @@ from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
+    ClusterDownError,
     ConnectionError,
+    MovedError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
     TimeoutError,
+    TryAgainError,
 )
 
 from conveyor.backoff import capped_backoff
 from conveyor.config import EvictionCheck
 from conveyor.errors import ConfigurationError, RedisPolicyError, RedisUnavailableError
+from conveyor.hashtag import slot_of
 from conveyor.log import get_logger
-from conveyor.redis_address import AddressResolver, SentinelResolver, tls_context
+from conveyor.redis_address import (
+    AddressResolver,
+    ClusterSlotResolver,
+    SentinelResolver,
+    tls_context,
+)
 from conveyor.redis_url import RedisTarget, parse_redis_url
 
 log = get_logger("conveyor.redis")
@@ -84,6 +94,7 @@ def connect(
     timeout_s: float = 5.0,
     max_connections: int | None = None,
     sentinel_password: str | None = None,
+    route_key: str | None = None,
     **extra: Any,
 ) -> Redis:
     """A Redis client for ``url`` (RESP2, decoded strings, a few quick retries on blips).
@@ -91,8 +102,11 @@ def connect(
     The one place that turns a URL into connections: a ``redis+sentinel://`` URL gives a client
     whose every connection asks the sentinels where the master is (``conveyor.redis_address``),
     and ``RespConnection.like`` takes the same resolver. ``sentinel_password`` is the
-    sentinels' own (CONVEYOR_REDIS_SENTINEL_PASSWORD). Nothing is sent until the first
-    command; use ``wait_until_ready`` to check the server.
+    sentinels' own (CONVEYOR_REDIS_SENTINEL_PASSWORD). A ``redis+cluster://`` URL gives a
+    client of the master that owns ``route_key``'s slot (a queue's key base: every key of a
+    queue shares its slot, ``conveyor.hashtag``), found again after a failover or a MOVED
+    reply; a client serves one queue (slot) only. Nothing is sent until the first command;
+    use ``wait_until_ready`` to check the server.
     """
     target = parse_redis_url(url)
     options: dict[str, Any] = {
@@ -108,16 +122,15 @@ def connect(
     }
     if target.uses_sentinel:
         return _sentinel_client(target, sentinel_password, options)
+    if target.uses_cluster:
+        return _cluster_client(target, route_key, options)
     try:
         return Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigurationError(f"invalid Redis URL {redact_url(url)!r}: {exc}") from exc
 
 
-def _sentinel_client(
-    target: RedisTarget, sentinel_password: str | None, options: dict[str, Any]
-) -> Redis:
-    assert target.master_name is not None
+def _tls_options(target: RedisTarget) -> dict[str, Any]:
     tls_options: dict[str, Any] = dict(target.tls_options)
     if "ssl_check_hostname" in tls_options:
         tls_options["ssl_check_hostname"] = tls_options["ssl_check_hostname"].lower() in (
@@ -126,12 +139,42 @@ def _sentinel_client(
             "yes",
             "on",
         )
+    return tls_options
+
+
+def _sentinel_client(
+    target: RedisTarget, sentinel_password: str | None, options: dict[str, Any]
+) -> Redis:
+    assert target.master_name is not None
+    tls_options = _tls_options(target)
     resolver = SentinelResolver(
         target.sentinels,
         target.master_name,
         password=sentinel_password,
         tls=tls_context(tls_options) if target.tls else None,
     )
+    return _resolved_client(target, resolver, tls_options, options)
+
+
+def _cluster_client(target: RedisTarget, route_key: str | None, options: dict[str, Any]) -> Redis:
+    """A client of the master owning ``route_key``'s slot (any key: slot 0's master)."""
+    tls_options = _tls_options(target)
+    resolver = ClusterSlotResolver(
+        target.cluster_nodes,
+        slot_of(route_key) if route_key is not None else 0,
+        username=target.username,
+        password=target.password,
+        tls=tls_context(tls_options) if target.tls else None,
+    )
+    return _resolved_client(target, resolver, tls_options, options)
+
+
+def _resolved_client(
+    target: RedisTarget,
+    resolver: AddressResolver,
+    tls_options: dict[str, Any],
+    options: dict[str, Any],
+) -> Redis:
     pool = ConnectionPool(
         connection_class=ResolvedSSLConnection if target.tls else ResolvedConnection,
         resolver=resolver,
@@ -182,6 +225,13 @@ class ResolvedConnection(Connection):
             await self.disconnect()
             raise ConnectionError(
                 f"{self.host}:{self.port} became a replica (READONLY); looking for the master"
+            ) from exc
+        except (MovedError, AskError, ClusterDownError, TryAgainError) as exc:
+            # A cluster's slot moved (failover, resharding) or is not served right now.
+            await self.disconnect()
+            raise ConnectionError(
+                f"{self.host}:{self.port} answered {exc.__class__.__name__}: {exc}; "
+                "looking for the slot's owner"
             ) from exc
 
 

@@ -17,7 +17,10 @@ next command connects afresh.
 
 A resolver whose ``checks_role`` is true asks the connection to check, once connected, that the
 server is a master (``ROLE``): a sentinel may still name a master that has just been demoted.
-A resolver for Redis Cluster slot owners can be added beside these two.
+- ``ClusterSlotResolver``: asks the nodes of a ``redis+cluster://`` URL (and those they told
+  of) which master owns one hash slot (``CLUSTER SLOTS``): a queue's connections go to the
+  master of its slot, and after a failover or a slot's move (a ``MOVED`` reply drops the
+  connection) the next connect finds the new owner.
 """
 
 from __future__ import annotations
@@ -201,6 +204,96 @@ class SentinelResolver:
         if isinstance(replies[-2], Exception) and str(replies[-2]).startswith("NOAUTH"):
             raise RedisConnectionError(f"{REFUSED} (none given): {replies[-2]}")
         return replies[-2:]
+
+
+def _slot_owner(reply: Any, slot: int, asked: Address) -> tuple[Address | None, list[Address]]:
+    """From a ``CLUSTER SLOTS`` reply: the master of ``slot`` (None if no range holds it), and
+    every node the reply names."""
+    if not isinstance(reply, list):
+        return None, []
+    owner: Address | None = None
+    nodes: list[Address] = []
+    for entry in reply:
+        if not isinstance(entry, list) or len(entry) < 3:
+            continue
+        named = [
+            Address(str(node[0]) or asked.host, int(node[1]))
+            for node in entry[2:]
+            if isinstance(node, list) and len(node) >= 2
+        ]
+        nodes += named
+        if named and int(entry[0]) <= slot <= int(entry[1]):
+            owner = named[0]
+    return owner, nodes
+
+
+class ClusterSlotResolver:
+    """The master that owns ``slot`` in the Redis Cluster the ``nodes`` belong to."""
+
+    checks_role = True
+
+    def __init__(
+        self,
+        nodes: Sequence[Address],
+        slot: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        timeout_s: float = SENTINEL_TIMEOUT_S,
+    ) -> None:
+        if not nodes:
+            raise ValueError("ClusterSlotResolver needs at least one node")
+        self.nodes = list(dict.fromkeys(nodes))
+        self.slot = slot
+        self.username = username
+        self.password = password
+        self.tls = tls
+        self.timeout_s = timeout_s
+
+    def __repr__(self) -> str:
+        return f"ClusterSlotResolver({','.join(str(n) for n in self.nodes)}, slot {self.slot})"
+
+    async def resolve(self) -> Address:
+        problems: list[str] = []
+        for node in list(self.nodes):
+            try:
+                reply = await self._ask(node)
+            except (OSError, TimeoutError, RedisConnectionError) as exc:
+                problems.append(f"{node}: {type(exc).__name__}: {exc}")
+                continue
+            owner, named = _slot_owner(reply, self.slot, node)
+            for other in named:  # nodes added or promoted since the URL was written
+                if other not in self.nodes:
+                    self.nodes.append(other)
+            if owner is None:
+                problems.append(f"{node}: no master owns slot {self.slot}")
+                continue
+            if self.nodes[0] != node:  # ask the one that answered first next time
+                self.nodes.remove(node)
+                self.nodes.insert(0, node)
+            return owner
+        raise NoMasterError(
+            f"no cluster node names a master for slot {self.slot} ({'; '.join(problems)})"
+        )
+
+    async def _ask(self, node: Address) -> Any:
+        """``CLUSTER SLOTS`` of one node (after AUTH)."""
+        commands: list[tuple[Any, ...]] = []
+        if self.password:
+            auth = ("AUTH", self.username, self.password) if self.username else None
+            commands.append(auth or ("AUTH", self.password))
+        commands.append(("CLUSTER", "SLOTS"))
+        async with asyncio.timeout(self.timeout_s):
+            reader, writer = await asyncio.open_connection(node.host, node.port, ssl=self.tls)
+            try:
+                writer.write(b"".join(hiredis.pack_command(cast(Any, c)) for c in commands))
+                replies = await _read_replies(reader, len(commands))
+            finally:
+                writer.transport.abort()
+        if self.password and isinstance(replies[0], Exception):
+            raise RedisConnectionError(f"the node refused the password: {replies[0]}")
+        return replies[-1]
 
 
 async def _read_replies(reader: asyncio.StreamReader, count: int) -> list[Any]:

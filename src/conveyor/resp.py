@@ -40,8 +40,14 @@ def _reply_error(message: str) -> ResponseError:
 
 
 class DemotedError(RedisConnectionError):
-    """A write answered READONLY: the server is a replica now (a failover demoted it). The
-    connection is dropped with it, so the next command connects to the master again."""
+    """A write answered READONLY: the server is a replica now (a failover demoted it); or a
+    cluster node answered MOVED, ASK, CLUSTERDOWN or TRYAGAIN: the queue's slot is served
+    elsewhere, or not right now. The connection is dropped with it, so the next command
+    connects to where the resolver says the master (of the slot) is."""
+
+
+#: A Redis Cluster's replies that mean "not here (now)" for a queue's slot.
+MOVED_REPLIES = ("MOVED ", "ASK ", "CLUSTERDOWN", "TRYAGAIN")
 
 
 #: Called with a command's reply: the value, a ResponseError instance for an error reply, or a
@@ -110,6 +116,9 @@ class _Protocol(asyncio.Protocol):
     def _reply_error(self, message: str) -> Exception:
         if message.startswith("READONLY"):
             self.demoted = DemotedError(f"{message} (a failover demoted this server)")
+            return self.demoted
+        if message.startswith(MOVED_REPLIES):
+            self.demoted = DemotedError(f"{message} (the cluster moved this queue's slot)")
             return self.demoted
         return _reply_error(message)
 

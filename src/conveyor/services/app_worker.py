@@ -12,17 +12,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from conveyor.config import Settings, describe_validation_error, load_settings
 from conveyor.errors import ConfigurationError
+from conveyor.hashtag import queue_route_key
 from conveyor.hooks import HookChain, WorkerHooks
 from conveyor.log import get_logger
 from conveyor.observability.logging import LoggingHooks
+from conveyor.observability.routed import QueueRoutedHooks
 from conveyor.observability.stats import StatsHooks
 from conveyor.redis import connect
 from conveyor.registry import TaskRegistry
 from conveyor.services.declared import bring_in_line
-from conveyor.services.redis_connection import open_checked, redis_url, sentinel_password
+from conveyor.services.redis_connection import (
+    QueueConnections,
+    open_checked,
+    redis_url,
+    sentinel_password,
+)
 from conveyor.worker import Worker, WorkerGroup, WorkerOptions
 
 log = get_logger("conveyor.service.worker")
@@ -75,9 +83,9 @@ async def configured_worker(
 ) -> AsyncIterator[Worker | WorkerGroup]:
     """A Worker on ``url`` (a WorkerGroup when ``settings.queues`` lists several) with the
     hooks the settings ask for (logging; the monitor's stats when ``stats_enabled``; then
-    ``hooks``), not yet running. Its connections are checked on
-    the way in (Redis answers, ``noeviction``) and closed on the way out, after the stats
-    have written their last second."""
+    ``hooks``), not yet running. Its connections are checked on the way in (Redis answers,
+    ``noeviction``) and closed on the way out, after the stats have written their last
+    second. In a Redis Cluster each queue has its own (to the master of its slot)."""
     redis = await open_checked(settings, url)
     try:
         await bring_in_line(redis, registry, settings)  # the schedules declared in code
@@ -86,46 +94,62 @@ async def configured_worker(
         raise
     # The queue's, or every queue's but for the name; ``name``: a supervisor's choice.
     options = worker_options(settings, name)
-    blocking = connect(
-        url,
-        timeout_s=options.drain_delay_s + settings.redis_timeout_s,
-        sentinel_password=sentinel_password(settings),
-    )
-    chain: list[WorkerHooks] = [LoggingHooks()]
-    stats: StatsHooks | None = None
+    weights = settings.queue_weights
+    conns = QueueConnections(settings, url, redis)
+    blocking: dict[str, Redis] = {}
+    stats: dict[int, StatsHooks] = {}
     try:
-        if settings.stats_enabled:
-            stats = StatsHooks(
-                redis,
-                prefix=settings.prefix,
-                history_minutes=settings.stats_history_minutes,
-                task_names=registry.names(),
+        clients = {queue: await conns.of(queue) for queue in weights}
+        for queue, client in clients.items():
+            blocking[queue] = connect(
+                url,
+                timeout_s=options.drain_delay_s + settings.redis_timeout_s,
+                sentinel_password=sentinel_password(settings),
+                route_key=queue_route_key(settings.prefix, queue),
             )
-            stats.start()
-            chain.append(stats)
-        if hooks is not None:
-            chain.append(hooks)
-        all_hooks = chain[0] if len(chain) == 1 else HookChain(*chain)
-        weights = settings.queue_weights
+            if settings.stats_enabled and id(client) not in stats:
+                stats[id(client)] = StatsHooks(
+                    client,
+                    prefix=settings.prefix,
+                    history_minutes=settings.stats_history_minutes,
+                    task_names=registry.names(),
+                )
+        all_hooks = _hooks(clients, stats, hooks)
         served: Worker | WorkerGroup
         if len(weights) == 1:
-            served = Worker(redis, registry, options, blocking_redis=blocking, hooks=all_hooks)
+            served = Worker(
+                redis, registry, options, blocking_redis=blocking[settings.queue], hooks=all_hooks
+            )
         else:
             served = WorkerGroup(
-                dict.fromkeys(weights, redis),
-                registry,
-                options,
-                weights,
-                blocking_redis=dict.fromkeys(weights, blocking),
-                hooks=all_hooks,
+                clients, registry, options, weights, blocking_redis=blocking, hooks=all_hooks
             )
         await apply_limit_settings(served, settings)
         yield served
     finally:
-        if stats is not None:
-            await stats.close()  # the last second's counts
-        await blocking.aclose()
+        for hook in stats.values():
+            await hook.close()  # the last second's counts
+        for client in blocking.values():
+            await client.aclose()
+        await conns.aclose()
         await redis.aclose()
+
+
+def _hooks(
+    clients: dict[str, Redis], stats: dict[int, StatsHooks], hooks: WorkerHooks | None
+) -> WorkerHooks:
+    """Logging, then the stats (one StatsHooks per client: per queue in a cluster), then
+    ``hooks``. Starts the stats' flushing."""
+    chain: list[WorkerHooks] = [LoggingHooks()]
+    for hook in stats.values():
+        hook.start()
+    if len(stats) == 1:
+        chain.extend(stats.values())
+    elif stats:
+        chain.append(QueueRoutedHooks({q: stats[id(c)] for q, c in clients.items()}))
+    if hooks is not None:
+        chain.append(hooks)
+    return chain[0] if len(chain) == 1 else HookChain(*chain)
 
 
 async def run_worker(

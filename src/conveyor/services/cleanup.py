@@ -17,7 +17,7 @@ from conveyor.maintenance import (
     format_duration,
 )
 from conveyor.maintenance.retention import iso_ms
-from conveyor.services.redis_connection import open_checked, redis_url
+from conveyor.services.redis_connection import QueueConnections, open_checked, redis_url
 
 
 def policy_from(
@@ -56,18 +56,19 @@ async def serve(settings: Settings, url: str) -> None:
     series of short batches); if the process is killed instead, the lease expires and the next
     replica or restart redoes the run (the removal is idempotent)."""
     redis = await open_checked(settings, url)
+    conns = QueueConnections(settings, url, redis)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:  # every queue of CONVEYOR_QUEUES on its own schedule
-        await asyncio.gather(
-            *(
-                scheduler(settings, redis, queue=queue).run_forever(stop)
-                for queue in settings.queue_weights
-            )
-        )
+        schedules = [
+            scheduler(settings, await conns.of(queue), queue=queue)
+            for queue in settings.queue_weights
+        ]
+        await asyncio.gather(*(schedule.run_forever(stop) for schedule in schedules))
     finally:
+        await conns.aclose()
         await redis.aclose()
 
 
@@ -76,13 +77,17 @@ async def once(
 ) -> list[CleanupReport]:
     """One run now on every queue of CONVEYOR_QUEUES (or CONVEYOR_QUEUE), one report each."""
     redis = await open_checked(settings, url)
+    conns = QueueConnections(settings, url, redis)
     try:
         now = now_ms()
         return [
-            await scheduler(settings, redis, policy, queue).run_now(now, dry_run=dry_run)
+            await scheduler(settings, await conns.of(queue), policy, queue).run_now(
+                now, dry_run=dry_run
+            )
             for queue in settings.queue_weights
         ]
     finally:
+        await conns.aclose()
         await redis.aclose()
 
 

@@ -40,11 +40,12 @@ from conveyor.services.api.problems import (
     make_handler,
     render,
 )
+from conveyor.services.api.queues import other_queues
 from conveyor.services.api.routes import router
 from conveyor.services.api.schedules import router as schedules_router
 from conveyor.services.api.state import ApiState
 from conveyor.services.guard import GuardMiddleware, Refusal, RequestGuard, Verdict
-from conveyor.services.redis_connection import open_checked
+from conveyor.services.redis_connection import QueueConnections, open_checked
 
 log = get_logger("conveyor.api")
 
@@ -120,13 +121,8 @@ def create_app(
             gate,
             bulk_s_per_job=settings.api_redis_bulk_ms_per_job / 1000,
         )
-        others = {  # CONVEYOR_QUEUES: the same Redis, batcher and gate for all
-            name: QueueClient.from_settings(
-                settings, registry=tasks, redis=redis, queue=name, pipelined=False
-            )
-            for name in settings.queue_weights
-            if name != settings.queue
-        }
+        conns = QueueConnections(settings, redis_url, redis, max_connections=pool_size)
+        others = await other_queues(settings, tasks, conns, enqueuer, gate)
         app.state.api = ApiState(
             settings=settings,
             registry=tasks,
@@ -134,11 +130,8 @@ def create_app(
             enqueuer=enqueuer,
             batcher=batcher,
             gate=gate,
-            clients=others,
-            enqueuers={
-                name: Enqueuer(other, batcher, gate, bulk_s_per_job=enqueuer.bulk_s_per_job)
-                for name, other in others.items()
-            },
+            clients=others.clients,
+            enqueuers=others.enqueuers,
         )
         log.info(
             "api_ready",
@@ -154,6 +147,8 @@ def create_app(
         finally:
             if batcher is not None:
                 await batcher.close()
+            await others.close()
+            await conns.aclose()
             await redis.aclose()
             log.info(
                 "api_stopped",

@@ -26,7 +26,7 @@ from conveyor.services.monitor.inspector import Inspector
 from conveyor.services.monitor.routes import acting, cleanup, pages, reading
 from conveyor.services.monitor.sse import Broadcaster
 from conveyor.services.monitor.state import MonitorState
-from conveyor.services.redis_connection import open_checked
+from conveyor.services.redis_connection import QueueConnections, open_checked
 
 log = get_logger("conveyor.monitor")
 
@@ -38,7 +38,8 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = await open_checked(settings, redis_url)
-        inspector = Inspector(redis, settings)
+        conns = QueueConnections(settings, redis_url, redis)
+        inspector = Inspector(redis, settings, conns)
 
         async def overview() -> dict[str, Any]:
             return {"queues": [s.to_json() for s in await inspector.overview()]}
@@ -57,6 +58,7 @@ def create_app(settings: Settings, redis_url: str) -> FastAPI:
             yield
         finally:
             await state.broadcaster.close()
+            await conns.aclose()
             await redis.aclose()
 
     app = FastAPI(

@@ -12,6 +12,7 @@ import base64
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -24,6 +25,7 @@ from conveyor.jobs import COUNTED_STATES
 from conveyor.log import get_logger
 from conveyor.observability.metrics import QueueMetrics
 from conveyor.observability.stats import TaskTotals, read_totals
+from conveyor.services.redis_connection import QueueConnections
 
 log = get_logger("conveyor.monitor")
 
@@ -127,8 +129,12 @@ def _int(value: object) -> int:
 class Inspector:
     """Reads queues, counts and workers for the monitor and ``conveyor stats``."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, conns: QueueConnections | None = None
+    ) -> None:
+        """``conns``: the queues' own clients in a Redis Cluster (else ``redis`` for all)."""
         self.redis = redis
+        self.conns = conns
         self.settings = settings
         self.prefix = settings.prefix
         self._clients: dict[str, QueueClient] = {}
@@ -144,7 +150,7 @@ class Inspector:
 
     async def queues(self) -> list[str]:
         """The configured queues, then the discovered ones, sorted."""
-        if self.settings.monitor_discover_queues:
+        if self.settings.monitor_discover_queues and not (self.conns and self.conns.cluster):
             async with self._discovery_lock:
                 if time.monotonic() - self._discovered_at >= DISCOVERY_TTL_S:
                     self._discovered = await self.discover()
@@ -181,7 +187,7 @@ class Inspector:
                 raise UnknownQueueError(queue)
             self._clients[queue] = QueueClient.from_settings(
                 self.settings,
-                redis=self.redis,
+                redis=await self.conns.of(queue) if self.conns else self.redis,
                 queue=queue,
                 pipelined=False,  # read-mostly, one per queue, on the shared pool
             )
@@ -203,7 +209,7 @@ class Inspector:
             paused=paused,
             workers=sum(1 for w in workers if w.queue == queue),
             oldest_waiting_s=oldest,
-            totals=await read_totals(self.redis, self.prefix, queue) if totals else {},
+            totals=await read_totals(client.redis, self.prefix, queue) if totals else {},
             flow=flow,
         )
 
@@ -212,6 +218,13 @@ class Inspector:
         names = await self.queues()
         workers = await self.workers(names)
         return list(await asyncio.gather(*(self.summary(n, workers, totals=totals) for n in names)))
+
+    async def _client_list(self, queues: list[str]) -> list[dict[str, Any]]:
+        """CLIENT LIST of every Redis the queues live on (their masters, in a cluster)."""
+        if not (self.conns and self.conns.cluster):
+            return list(await self.redis.client_list())
+        servers = {id(c.redis): c.redis for c in [await self.client(q) for q in queues]}
+        return [entry for redis in servers.values() for entry in await redis.client_list()]
 
     async def oldest_waiting_s(self, client: QueueClient) -> float:
         """Age of the job that has waited longest in the wait (or paused) list."""
@@ -225,7 +238,7 @@ class Inspector:
         names = list(queues) if queues is not None else await self.queues()
         matchers = {queue: worker_name_matcher(self.prefix, queue) for queue in names}
         found = []
-        for entry in await self.redis.client_list():
+        for entry in await self._client_list(names):
             conn = str(entry.get("name", ""))
             for queue, (exact, named) in matchers.items():
                 if conn == exact or conn.startswith(named):

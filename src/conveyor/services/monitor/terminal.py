@@ -15,7 +15,7 @@ from rich.table import Table
 from conveyor.config import Settings
 from conveyor.jobs import COUNTED_STATES
 from conveyor.services.monitor.inspector import Inspector, QueueSummary
-from conveyor.services.redis_connection import open_checked, redis_url
+from conveyor.services.redis_connection import QueueConnections, open_checked, redis_url
 
 _COLOURS = {"active": "cyan", "completed": "green", "failed": "red", "delayed": "yellow"}
 
@@ -114,7 +114,8 @@ async def show(
 ) -> None:
     """Print the table (or JSON) once; with ``watch``, redraw it every ``interval_s``."""
     redis = await open_checked(settings, url)
-    inspector = Inspector(redis, settings)
+    conns = QueueConnections(settings, url, redis)
+    inspector = Inspector(redis, settings, conns)
     try:
         if not watch:
             summaries = await inspector.overview(totals=as_json)
@@ -131,6 +132,7 @@ async def show(
                 live.update(stats_table(summaries, title=title), refresh=True)
                 await asyncio.sleep(interval_s)
     finally:
+        await conns.aclose()
         await redis.aclose()
 
 

@@ -21,9 +21,9 @@ async def cleanup_history(
     queue: str,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> CleanupHistory:
-    await monitor.inspector.client(queue)  # 404 for an unknown queue
+    client = await monitor.inspector.client(queue)  # 404 for an unknown queue
     keys = CleanupKeys.for_queue(monitor.settings.prefix, queue)
-    reports = await read_runs(monitor.redis, keys, limit)
+    reports = await read_runs(client.redis, keys, limit)
     runs = [
         CleanupRun(
             trigger=r.trigger,
@@ -40,5 +40,5 @@ async def cleanup_history(
         )
         for r in reports
     ]
-    last = await read_last_run_ms(monitor.redis, keys)
+    last = await read_last_run_ms(client.redis, keys)
     return CleanupHistory(last_scheduled_run_ms=last, runs=runs)

@@ -104,8 +104,8 @@ async def history(
     minutes: Annotated[int, Query(ge=1, le=7 * 24 * 60)] = 15,
 ) -> dict[str, Any]:
     settings = monitor.settings
-    await monitor.inspector.client(queue)
+    client = await monitor.inspector.client(queue)  # its queue's Redis (node, in a cluster)
     minutes = min(minutes, settings.stats_history_minutes)
     step = max(1, math.ceil(minutes * 60 / MAX_HISTORY_POINTS))
-    points = await read_history(monitor.redis, settings.prefix, queue, minutes=minutes, step_s=step)
+    points = await read_history(client.redis, settings.prefix, queue, minutes=minutes, step_s=step)
     return {"minutes": minutes, "step_s": step, "points": [asdict(p) for p in points]}
