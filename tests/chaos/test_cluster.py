@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ async def test_a_master_dies_and_only_its_queue_waits_for_the_replica(
             worker = world.spawn("worker", "--concurrency", "20", **env)
             world.wait_started(api, "api_ready")
             world.wait_started(worker)
-            await wait_for(lambda port=port: _listens(port), 10, message="the API listens")
+            await wait_for(partial(_listens, port), 10, message="the API listens")
             settings = Settings(redis_url=cluster.url, queue=queue, prefix=PREFIX)
             clients[queue] = QueueClient.from_settings(settings)
             producers[queue] = Producer(port)
