@@ -2,7 +2,7 @@
 // Everything comes from the environment the Python tests set: REDIS_URL, BULL_PREFIX, QUEUE
 // (the prefix and queue may be given per call instead).
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 
 const connections = [];
 
@@ -15,7 +15,7 @@ export function target(given = {}) {
   }
   // npm's bullmq 6 no longer depends on ioredis: it is installed beside it (package.json).
   // BullMQ duplicates this connection for its blocking commands.
-  const connection = new Redis(...redisArguments(url));
+  const connection = connect(url);
   connections.push(connection);
   return { connection, prefix, queue };
 }
@@ -48,6 +48,23 @@ function redisArguments(url) {
     options.enableTLSForSentinelMode = true;
   }
   return [options];
+}
+
+// A redis+cluster://[user:password@]host:port,host:port URL (Conveyor's form) is an ioredis
+// Cluster; anything else is redisArguments'.
+function connect(url) {
+  const cluster = url.match(/^rediss?\+cluster:\/\/(?:([^@]*)@)?([^/?]+)/);
+  if (!cluster) {
+    return new Redis(...redisArguments(url));
+  }
+  const [user, password] = (cluster[1] ?? '').split(':').map(decodeURIComponent);
+  const nodes = cluster[2].split(',').map((hostPort) => {
+    const at = hostPort.lastIndexOf(':');
+    return { host: hostPort.slice(0, at), port: Number(hostPort.slice(at + 1)) };
+  });
+  return new Cluster(nodes, {
+    redisOptions: { maxRetriesPerRequest: null, username: user || undefined, password: password || undefined },
+  });
 }
 
 export function openQueue(given = {}) {
