@@ -40,16 +40,21 @@ def cluster_port(taken: set[int]) -> int:
 @dataclass
 class ClusterSetup:
     tmp: Path
+    masters_count: int = MASTERS
+    #: Replicas of each master.
+    replicas: int = 1
+    #: AOF with fsync always (off: no persistence, for benchmarks).
+    aof: bool = True
     servers: list[RedisServer] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.servers[:MASTERS])
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.servers[: self.masters_count])
         return f"redis+cluster://{hosts}"
 
     def start(self) -> ClusterSetup:
         taken: set[int] = set()
-        for index in range(MASTERS * 2):
+        for index in range(self.masters_count * (1 + self.replicas)):
             port = cluster_port(taken)
             taken |= {port, port + 10000}
             self.servers.append(
@@ -67,11 +72,13 @@ class ClusterSetup:
                         # A shard without a master must not stop the others (docs/scaling.md).
                         "--cluster-require-full-coverage",
                         "no",
+                        *(() if self.aof else ("--appendonly", "no")),
                     ],
                 ).start()
             )
         nodes = [f"127.0.0.1:{s.port}" for s in self.servers]
-        create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1"]
+        create = ["redis-cli", "--cluster", "create", *nodes]
+        create += ["--cluster-replicas", str(self.replicas)]
         subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True, timeout=60)
         wait_for_sync(self._ready, 30, message="the cluster never became ready")
         return self
@@ -88,7 +95,9 @@ class ClusterSetup:
             masters = self.masters()
         except redis.RedisError:
             return False
-        return len(masters) == MASTERS and all(replicas for _, replicas in masters.values())
+        return len(masters) == self.masters_count and all(
+            len(replicas) == self.replicas for _, replicas in masters.values()
+        )
 
     def masters(self) -> dict[int, tuple[tuple[int, int], list[int]]]:
         """master port -> (its slot range, its replicas' ports), as a live node says."""
