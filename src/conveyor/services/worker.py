@@ -18,6 +18,7 @@ from multiprocessing.queues import SimpleQueue
 
 from conveyor.config import Settings
 from conveyor.errors import ConveyorError
+from conveyor.hashtag import queue_route_key
 from conveyor.log import get_logger
 from conveyor.observability.logging import configure_logging
 from conveyor.redis import connect
@@ -250,15 +251,22 @@ class _Supervisor:
 
 
 async def _release_dead(settings: Settings, url: str, name: str) -> list[str]:
-    redis = connect(
-        url, timeout_s=settings.redis_timeout_s, sentinel_password=sentinel_password(settings)
-    )
-    try:
-        return await asyncio.wait_for(
-            release_dead_worker(redis, settings, name), settings.redis_timeout_s + 1
+    released: list[str] = []
+    for queue in settings.queue_weights:  # a client per queue: its slot's master in a cluster
+        redis = connect(
+            url,
+            timeout_s=settings.redis_timeout_s,
+            sentinel_password=sentinel_password(settings),
+            route_key=queue_route_key(settings.prefix, queue),
         )
-    finally:
-        await redis.aclose()
+        one = settings.model_copy(update={"queue": queue, "queues": {}})
+        try:
+            released += await asyncio.wait_for(
+                release_dead_worker(redis, one, name), settings.redis_timeout_s + 1
+            )
+        finally:
+            await redis.aclose()
+    return released
 
 
 def _supervise(settings: Settings, url: str) -> int:
