@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
+from conveyor._bullmq import BullQueue
 from conveyor.config import Settings
 from conveyor.registry import TaskRegistry
+from conveyor.schedules import Schedule
+from conveyor.scheduling import Schedules
 from conveyor.testing import wait_for
 from conveyor.worker import Worker
-from tests.interop.conftest import NodeCall
+from tests.interop.conftest import NodeCall, NodeWorker
 from tests.interop.tasks import Runs
 from tests.support.api import api_client
 
@@ -81,3 +85,46 @@ async def test_http_schedule_is_nodes_scheduler_runs_and_delete_stops_it(
 
 def _ran(runs: Runs, scheduler_id: str) -> list[str]:
     return [job_id for job_id in runs.order if job_id.startswith(f"repeat:{scheduler_id}:")]
+
+
+async def test_node5_legacy_repeatable_keeps_running_on_conveyor_workers(
+    node5: NodeCall,
+    registry: TaskRegistry,
+    runs: Runs,
+    make_worker: Callable[..., Worker],
+    redis: Redis,
+    settings: Settings,
+) -> None:
+    """A BullMQ 5 repeatable job (Queue.add with repeat, every 300 ms) carries on with only
+    Conveyor workers, as a BullMQ 5 worker carries it on, its data kept."""
+    make_worker(registry)
+    [first] = (
+        await node5("add", [{"name": "echo", "data": {"n": 5}, "opts": {"repeat": {"every": 300}}}])
+    )["ids"]
+    assert first.startswith("repeat:")
+    chain = first.rsplit(":", 1)[0] + ":"
+    await wait_for(lambda: len([j for j in runs.order if j.startswith(chain)]) >= 5, timeout=10)
+    ran = [j for j in runs.order if j.startswith(chain)]
+    slots = [int(j.rsplit(":", 1)[1]) for j in ran]
+    assert len(set(slots)) == len(slots)
+    assert all((b - a) % 300 == 0 for a, b in itertools.pairwise(slots)), slots
+    last = await redis.hget(f"{settings.prefix}:{settings.queue}:{ran[-1]}", "data")
+    assert last == '{"n":5}'
+
+
+async def test_conveyor_cron_schedule_runs_on_node_workers(
+    node_worker: Callable[..., Awaitable[NodeWorker]], redis: Redis, settings: Settings
+) -> None:
+    """A schedule Conveyor makes (a 6-field cron, every second) runs on Node workers alone:
+    Node's worker makes each next run from the job Conveyor wrote."""
+    worker = await node_worker()
+    schedules = Schedules(BullQueue(redis, settings.queue, settings.prefix))
+    await schedules.put(Schedule(id="sec", task="echo", data={"x": 1}, cron="* * * * * *"))
+
+    def completed() -> list[dict[str, Any]]:
+        return [e for e in worker.of("completed") if str(e["id"]).startswith("repeat:sec:")]
+
+    await wait_for(lambda: len(completed()) >= 3, timeout=10)
+    slots = [int(str(e["id"]).rsplit(":", 1)[1]) for e in completed()]
+    assert all(b - a == 1000 for a, b in itertools.pairwise(slots)), slots
+    assert (await schedules.get("sec")).iterations >= 3

@@ -51,8 +51,10 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
         *,
         timestamp: int | None = None,
         pipe: Pipeline | None = None,
+        repeat_job_key: str | None = None,
     ) -> Any:
-        """Add one job (standard, delayed or prioritized, as BullMQ's Queue.add does).
+        """Add one job (standard, delayed or prioritized, as BullMQ's Queue.add does);
+        ``repeat_job_key`` is BullMQ's ``rjk`` (a legacy repeatable job's next run).
 
         Answers the job id, or queues the call on ``pipe``. An existing id is left as it is
         (BullMQ's duplicate rule). With BullMQ's ``deduplication`` option (stored as ``de``,
@@ -65,7 +67,9 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             options = dict(options)
             options["de"] = options.pop("deduplication")
             dedup_key = f"{self.base}de:{options['de']['id']}"
-        packed_args = pack([self.base, job_id, name, ts, None, None, None, None, dedup_key])
+        packed_args = pack(
+            [self.base, job_id, name, ts, None, None, None, repeat_job_key, dedup_key]
+        )
         args: list[Any] = [packed_args, data_json, pack(options)]
         if options.get("delay"):
             keys = self._keys("marker", "meta", "id", "delayed", "completed", "events")

@@ -41,16 +41,6 @@ def slot_job_id(scheduler_id: str, slot_ms: int) -> str:
     return f"{JOB_ID_PREFIX}{scheduler_id}:{slot_ms}"
 
 
-def legacy_key_shape(key: str) -> bool:
-    """BullMQ's ``hasLegacyRepeatableKeyShape``: ``name:id:endDate:tz:<cron|every>``."""
-    parts = key.split(":", 4)
-    if len(parts) < 5 or not parts[4]:
-        return False
-    if parts[2] and not parts[2].isdigit():
-        return False
-    return " " in parts[4] or parts[4].isdigit()
-
-
 def _int(raw: Any) -> int | None:
     try:
         return int(raw) if raw not in (None, "") else None

@@ -17,7 +17,7 @@ import time
 from redis.exceptions import RedisError
 
 from conveyor._bullmq import BullQueue, JobRecord
-from conveyor._bullmq.schedulers import legacy_key_shape
+from conveyor._bullmq.repeatable import advance_legacy
 from conveyor.backoff import capped_backoff
 from conveyor.errors import ConveyorError
 from conveyor.log import get_logger
@@ -42,20 +42,17 @@ class ScheduleRuns:
         key = job.repeat_key
         if key is None:
             return
-        if legacy_key_shape(key) and not await self._bull.schedulers.is_scheduler(key):
-            log.warning(
-                "schedule_legacy_unsupported",
-                job_id=job.id,
-                repeat_key=key,
-                error="legacy repeatable jobs (BullMQ 5's Queue.add with repeat) get no "
-                "next run: migrate them to job schedulers (upsertJobScheduler)",
-            )
-            return
+        # A job scheduler's hash has ``ic``; a BullMQ 5 repeatable's key (its legacy
+        # ``name:id:end:tz:pattern``, or that key's md5) has none.
+        legacy = not await self._bull.schedulers.is_scheduler(key)
         deadline = time.monotonic() + self._lock_duration_ms / 2000
         failures = 0
         while True:
             try:
-                next_id = await self._bull.schedulers.advance(job)
+                if legacy:  # BullMQ 5's repeatable jobs, as BullMQ 5's worker
+                    next_id = await advance_legacy(self._bull, job)
+                else:
+                    next_id = await self._bull.schedulers.advance(job)
             except (RedisError, OSError) as exc:
                 failures += 1
                 if time.monotonic() > deadline:
