@@ -29,6 +29,7 @@ def test_every_script_is_a_package_file() -> None:
         "limit_hold",
         "paused_layout",
         "release_worker",
+        "repeatable_millis",
         "task_slot",
     ]
 
