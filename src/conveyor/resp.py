@@ -152,11 +152,13 @@ class _Protocol(asyncio.Protocol):
             _deliver(callback, reason)
 
     def fail(self, reason: Exception) -> None:
-        """Drop the connection; every command in flight gets ``reason``."""
+        """Drop the connection; every command in flight gets ``reason``. The owner lets go of
+        it at once, so a command sent before the loop reports the loss connects afresh."""
         if self.failure is None:
             self.failure = reason
         if self.transport is not None:
             self.transport.abort()
+        self.owner._lost(self)
 
 
 class RespConnection:
