@@ -52,6 +52,8 @@ class CancelWatch:
         self.bull = bull
         self.interval_s = interval_s
         self._running: dict[str, Running] = {}
+        #: Looks failed since the last success (a Redis outage is logged once, not 5 times/s).
+        self._failures = 0
 
     def started(self, job_id: str) -> Running:
         """A handler of ``job_id`` starts in the current task."""
@@ -74,8 +76,11 @@ class CancelWatch:
             try:
                 found = await self.bull.cancel_requests(ids)
             except Exception as exc:  # Redis trouble or worse: the mark stays, look again
-                log.warning("redis_error", where="cancel_watch", error=describe(exc))
+                if not self._failures:
+                    log.warning("redis_error", where="cancel_watch", error=describe(exc))
+                self._failures += 1
                 continue
+            self._failures = 0
             for job_id, request in found.items():
                 self._stop(job_id, request)
 
