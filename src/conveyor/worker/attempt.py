@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from conveyor._bullmq import BullQueue, JobRecord, dumps
-from conveyor._bullmq.cancel import carries_cancel
+from conveyor._bullmq.cancel import CancelRequest, carries_cancel
 from conveyor.backoff import capped_backoff
 from conveyor.clock import now_ms
 from conveyor.errors import (
@@ -44,7 +44,7 @@ from conveyor.policy import (
     should_retry,
 )
 from conveyor.registry import Task, TaskRegistry
-from conveyor.worker.cancel import CancelWatch, Running, cancelled_error, refuse_cancelled
+from conveyor.worker.cancel import CancelWatch, cancelled_error, refuse_cancelled
 from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, WorkerOptions
 from conveyor.worker.schedules import ScheduleRuns
 from conveyor.worker.slots import StopFlag
@@ -63,13 +63,13 @@ STACKTRACE_LIMIT = 10
 class _Context:
     """The JobContext handed to handlers."""
 
-    def __init__(
-        self, bull: BullQueue, job: JobRecord, attempt: int, run: Running | None = None
-    ) -> None:
+    #: Set by the worker's CancelWatch when the job is cancelled.
+    cancel_request: CancelRequest | None = None
+
+    def __init__(self, bull: BullQueue, job: JobRecord, attempt: int) -> None:
         self._bull = bull
         self._job = job
         self._attempt = attempt
-        self._run = run
 
     @property
     def job_id(self) -> str:
@@ -90,7 +90,7 @@ class _Context:
     @property
     def cancelled(self) -> bool:
         """True once the job was cancelled: a sync handler polls it and returns (or raises)."""
-        return self._run is not None and self._run.request is not None
+        return self.cancel_request is not None
 
     async def progress(self, value: int | float | dict[str, Any]) -> None:
         await self._bull.update_progress(self._job.id, value)
@@ -209,8 +209,9 @@ class Attempts:
             except PayloadValidationError as exc:
                 raise Unrecoverable(str(exc)) from exc
             self.hooks.job_started(event)
-            running = self.cancels.started(job.id)
-            result = await self._call(task, payload, _Context(self.bull, job, attempt, running))
+            ctx = _Context(self.bull, job, attempt)
+            self.cancels.started(job.id, ctx)
+            result = await self._call(task, payload, ctx)
             request = self.cancels.ended(job.id)
             if request is not None:  # the handler swallowed its CancelledError
                 raise cancelled_error(request) or asyncio.CancelledError()

@@ -20,7 +20,8 @@ and the worker that takes it next fails it at once without running it.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from conveyor._bullmq import BullQueue, JobRecord
 from conveyor._bullmq.cancel import CancelRequest, requested_on
@@ -35,42 +36,43 @@ log = get_logger("conveyor.worker")
 POLL_INTERVAL_S = 0.2
 
 
-class Running:
-    """One handler run: the task to cancel, and the request once one came."""
+class Running(Protocol):
+    """What the watch keeps of a running handler: its job's context, where the request goes
+    (``ctx.cancelled`` reads it)."""
 
-    __slots__ = ("request", "task")
-
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        self.task = task
-        self.request: CancelRequest | None = None
+    cancel_request: CancelRequest | None
 
 
 class CancelWatch:
-    """The handlers a worker process runs now, and the loop that stops cancelled ones."""
+    """The handlers a worker process runs now, and the loop that stops cancelled ones.
+
+    Kept lean, as ``started``/``ended`` run for every job: one dict write and one pop (the
+    task to cancel is looked up in ``tasks``, the worker's own map of its running jobs, only
+    when a cancel comes)."""
 
     def __init__(self, bull: BullQueue, interval_s: float = POLL_INTERVAL_S) -> None:
         self.bull = bull
         self.interval_s = interval_s
         self._running: dict[str, Running] = {}
+        #: Job id -> (lock token, the task running it): the worker's map, set by the worker.
+        self.tasks: Mapping[str, tuple[str, asyncio.Task[Any]]] = {}
         #: Looks failed since the last success (a Redis outage is logged once, not 5 times/s).
         self._failures = 0
 
-    def started(self, job_id: str) -> Running:
-        """A handler of ``job_id`` starts in the current task."""
-        run = Running(asyncio.current_task())
+    def started(self, job_id: str, run: Running) -> None:
+        """A handler of ``job_id`` starts (in the task ``tasks`` names for it)."""
         self._running[job_id] = run
-        return run
 
     def ended(self, job_id: str) -> CancelRequest | None:
         """The handler of ``job_id`` is over; answers the cancel request it got, if any."""
         run = self._running.pop(job_id, None)
-        return run.request if run is not None else None
+        return run.cancel_request if run is not None else None
 
     async def run(self) -> None:
         """Look for marks until cancelled (a background task of the worker)."""
         while True:
             await asyncio.sleep(self.interval_s)
-            ids = [job_id for job_id, run in self._running.items() if run.request is None]
+            ids = [job_id for job_id, run in self._running.items() if run.cancel_request is None]
             if not ids:
                 continue
             try:
@@ -86,12 +88,13 @@ class CancelWatch:
 
     def _stop(self, job_id: str, request: CancelRequest) -> None:
         run = self._running.get(job_id)
-        if run is None or run.request is not None:
+        if run is None or run.cancel_request is not None:
             return  # ended meanwhile, or stopping already
-        run.request = request
+        run.cancel_request = request
         log.info("job_cancelling", job_id=job_id, by=request.by, reason=request.reason)
-        if run.task is not None:
-            run.task.cancel()
+        entry = self.tasks.get(job_id)
+        if entry is not None:
+            entry[1].cancel()
 
 
 async def refuse_cancelled(bull: BullQueue, job: JobRecord) -> None:

@@ -105,6 +105,7 @@ class Worker:
         )
         self._run_attempt = self._attempts.run
         self._heartbeat = Heartbeat(self.bull, self._hot_path, options)
+        self._attempts.cancels.tasks = self._active  # where a cancelled job's task is found
         self.running = False
 
     # --- lifecycle -----------------------------------------------------------------------------
