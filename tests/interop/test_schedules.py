@@ -45,7 +45,8 @@ async def test_node_scheduler_keeps_running_on_conveyor_workers_alone(
     assert len(ran) >= 6, ran
     slots = [int(job_id.rsplit(":", 1)[1]) for job_id in ran]
     assert len(set(slots)) == len(slots)  # each slot once
-    assert all(b - a == 500 for a, b in itertools.pairwise(slots)), slots
+    # On its grid; a run taken more than a slot late skips ahead (BullMQ's rule).
+    assert all((b - a) % 500 == 0 for a, b in itertools.pairwise(slots)), slots
     [scheduler] = (await node("schedulers"))["schedulers"]
     assert scheduler["key"] == "tick"
     assert scheduler["iterationCount"] >= len(ran)
@@ -126,5 +127,5 @@ async def test_conveyor_cron_schedule_runs_on_node_workers(
 
     await wait_for(lambda: len(completed()) >= 3, timeout=10)
     slots = [int(str(e["id"]).rsplit(":", 1)[1]) for e in completed()]
-    assert all(b - a == 1000 for a, b in itertools.pairwise(slots)), slots
+    assert all((b - a) % 1000 == 0 for a, b in itertools.pairwise(slots)), slots
     assert (await schedules.get("sec")).iterations >= 3
