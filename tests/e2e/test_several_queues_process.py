@@ -1,0 +1,58 @@
+"""`conveyor worker --processes 2` with CONVEYOR_QUEUES: every process serves every queue, each
+queue's jobs run exactly once, and SIGTERM stops them all with exit 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from conveyor.client import JobSpec, QueueClient
+from conveyor.config import Settings
+from conveyor.jobs import JobState
+from conveyor.registry import load_registry
+from conveyor.testing import wait_for
+from tests.e2e.conftest import output_of
+
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+async def test_processes_share_several_queues(
+    spawn: Spawn, redis: Redis, settings: Settings
+) -> None:
+    names = [f"{settings.queue}-a", f"{settings.queue}-b"]
+    registry = load_registry(["tests.support.tasks"])
+    clients = [
+        QueueClient(redis, queue=name, prefix=settings.prefix, registry=registry, pipelined=False)
+        for name in names
+    ]
+    key = f"{settings.prefix}:executions"
+    count = 200
+    ids = [await c.enqueue_many([JobSpec("count", {"key": key})] * count) for c in clients]
+    proc = spawn(
+        "worker",
+        "--processes",
+        "2",
+        "--concurrency",
+        "10",
+        env={"CONVEYOR_QUEUES": f"{names[0]}:2,{names[1]}", "CONVEYOR_QUEUE": names[0]},
+    )
+
+    async def all_done() -> bool:
+        return int(await redis.hlen(key + ":done")) == 2 * count
+
+    await wait_for(all_done, timeout=60, message="not every job of both queues ran")
+    executions = await redis.hgetall(key)
+    assert set(executions) == set(ids[0]) | set(ids[1])
+    assert set(executions.values()) == {"1"}  # none ran twice
+    for client in clients:
+        assert (await client.counts())[JobState.COMPLETED] == count
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(30) == 0
+    started = [line for line in output_of(proc).splitlines() if "worker_started" in line]
+    # Two processes, each with a worker per queue.
+    assert len(started) == 4, started
+    assert {q for q in names for line in started if f"queue={q} " in line} == set(names)
