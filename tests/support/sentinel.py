@@ -3,7 +3,8 @@
 Each is its own ``redis-server`` process (the sentinels ``redis-server CONF --sentinel``, with
 ``down-after-milliseconds 1000``: a failover takes about 2-3 s here). ``start()`` returns once
 the replica is in sync and every sentinel lists the replica and the two other sentinels, so a
-test can kill the master at once and get a failover.
+test can kill the master at once and get a failover (``ready_for_failover=False``: once the
+replica is in sync).
 """
 
 from __future__ import annotations
@@ -73,14 +74,16 @@ class SentinelSetup:
             extra_args=[*args, *extra],
         ).start()
 
-    def start(self) -> SentinelSetup:
+    def start(self, *, ready_for_failover: bool = True) -> SentinelSetup:
+        """Start everything; with ``ready_for_failover`` (for a test that kills the master),
+        return only once every sentinel lists the replica and its two peers."""
         master = self._server("master", [])
         replica = self._server("replica", ["--replicaof", "127.0.0.1", str(_port(master))])
         self.servers = [master, replica]
         wait_for_sync(lambda: self._in_sync(_port(master)), 20, message="the replica never synced")
         for index in range(SENTINELS):
             self._start_sentinel(index, _port(master))
-        for port in self.sentinel_ports:
+        for port in self.sentinel_ports if ready_for_failover else ():
             wait_for_sync(
                 lambda port=port: self._sees_everyone(port),  # type: ignore[misc]
                 30,
