@@ -91,9 +91,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            stops = asyncio.run(
-                _measure(url, args.cancels, args.processes * args.concurrency)
-            )
+            stops = asyncio.run(_measure(url, args.cancels, args.processes * args.concurrency))
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             try:
