@@ -26,6 +26,7 @@ from pathlib import Path
 from bench.harness import REPO, private_redis
 from conveyor import JobSpec, JobState, QueueClient
 from conveyor.redis import connect
+from conveyor.testing import wait_for_state
 
 QUEUE = "benchCancel"
 PREFIX = "bench"
@@ -34,7 +35,7 @@ LONG_MS = 60_000
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _measure(url: str, cancels: int, slots: int) -> list[float]:
@@ -54,8 +55,7 @@ async def _measure(url: str, cancels: int, slots: int) -> list[float]:
             result = await client.cancel(job_id, "bench", by="bench")
             if not result.stopping:
                 continue
-            while (view := await client.get_job(job_id)).state is not JobState.FAILED:
-                await asyncio.sleep(0.01)
+            view = await wait_for_state(client, job_id, JobState.FAILED, timeout=30)
             assert view.info.finished_on is not None
             stops.append(view.info.finished_on - asked_ms)
             await client.enqueue("simulate", {"duration_ms": LONG_MS})  # keep the slots full
@@ -82,8 +82,10 @@ def main() -> None:
             "CONVEYOR_LOG_LEVEL": "WARNING",
         }
         worker = subprocess.Popen(
-            [sys.executable, "-m", "conveyor.cli", "worker"]
-            + ["--processes", str(args.processes), "--concurrency", str(args.concurrency)],
+            [
+                *(sys.executable, "-m", "conveyor.cli", "worker"),
+                *("--processes", str(args.processes), "--concurrency", str(args.concurrency)),
+            ],
             env=env,
             cwd=folder,
             start_new_session=True,
