@@ -167,7 +167,7 @@ def test_first_tab_has_jobs_and_a_job_completed_after_a_retry_reads_as_completed
 ) -> None:
     """The default tab was an empty `waiting` beside failures, and a job that succeeded after
     a retry showed a red FAILURE block with every stack trace. The cleanup panel shows the
-    runs `conveyor cleanup` recorded."""
+    runs `conveyor cleanup` recorded; the schedules panel runs and removes a schedule."""
     monitor_port, api_port = free_port(), free_port()
     monitor = f"http://127.0.0.1:{monitor_port}"
     api = f"http://127.0.0.1:{api_port}"
@@ -192,6 +192,14 @@ def test_first_tab_has_jobs_and_a_job_completed_after_a_retry_reads_as_completed
 
     dry = run_cli("cleanup", "--once", "--dry-run", "--older-than", "1h", env=service_env)
     assert dry.returncode == 0, dry.stdout + dry.stderr
+    yearly = {
+        "name": "simulate",
+        "data": {"duration_ms": 0},
+        "cron": "0 0 1 1 *",
+        "tz": "Asia/Tokyo",
+    }
+    reply = httpx.put(f"{api}/schedules/new-year", json=yearly, timeout=10)
+    assert reply.status_code == 201, reply.text
 
     page = browser.new_page(viewport={"width": 1400, "height": 1050})
     errors: list[str] = []
@@ -206,6 +214,20 @@ def test_first_tab_has_jobs_and_a_job_completed_after_a_retry_reads_as_completed
     expect(run).to_have_count(1, timeout=UI_TIMEOUT_MS)
     expect(run).to_contain_text("0 / 0 / 0")  # nothing failed an hour ago
     expect(run.get_by_test_id("cleanup-dry-run")).to_be_visible()
+
+    # the Schedules panel: a schedule made over the API, run now, then removed (docs/schedules.md)
+    schedule = page.get_by_test_id("schedule")
+    expect(schedule).to_have_count(1, timeout=UI_TIMEOUT_MS)
+    expect(schedule).to_contain_text("new-year")
+    expect(schedule).to_contain_text("0 0 1 1 * Asia/Tokyo")
+    expect(schedule.get_by_test_id("schedule-next")).to_contain_text("next in")
+    schedule.get_by_test_id("schedule-run").click()
+    _confirm(page)
+    expect(page.locator("#toasts")).to_contain_text("Job run-new-year-", timeout=UI_TIMEOUT_MS)
+    schedule.get_by_test_id("schedule-remove").click()
+    _confirm(page)
+    expect(page.get_by_test_id("schedules")).to_contain_text("No schedules.", timeout=UI_TIMEOUT_MS)
+    assert httpx.get(f"{api}/schedules/new-year", timeout=10).status_code == 404
 
     page.goto(f"{monitor}/#/q/{settings.queue}/job/{retried}")
     expect(page.get_by_test_id("job-state")).to_have_text("completed", timeout=UI_TIMEOUT_MS)
