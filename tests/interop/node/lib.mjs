@@ -104,6 +104,7 @@ export async function view(job) {
     processedOn: job.processedOn ?? null,
     finishedOn: job.finishedOn ?? null,
     processedBy: job.processedBy ?? null,
+    stalledCounter: job.stalledCounter ?? 0,
     deduplicationId: job.deduplicationId ?? null,
   };
 }
