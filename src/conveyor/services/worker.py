@@ -224,7 +224,7 @@ class _Supervisor:
         except Exception as exc:
             log.warning("dead_worker_release_failed", worker=name, error=str(exc) or repr(exc))
             return
-        log.warning(
+        (log.warning if jobs else log.info)(
             "dead_worker_jobs_released",
             worker=name,
             count=len(jobs),
