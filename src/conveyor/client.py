@@ -292,6 +292,9 @@ class QueueClient:
         if not prepared:
             return []
         ack = self.replica_ack
+        if ack is None and self._hot_path is not None:  # the MULTI packed and parsed in C
+            jobs = [(job_id, name, data_json, opts) for name, job_id, data_json, opts in prepared]
+            return [str(s) for s in await self.bull.add_jobs_atomically(None, jobs)]
         receipt = keys.bulk_receipt(self.bull.prefix, self.queue, uuid.uuid4().hex) if ack else ""
         async with self.redis.pipeline(transaction=True) as pipe:
             for name, job_id, data_json, opts in prepared:

@@ -61,6 +61,23 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
         its key ``{prefix}:{queue}:de:{id}``, as Node's Queue.add writes them) a duplicate
         answers the id of the job that was there first, and nothing is added.
         """
+        script, keys, args = self.add_job_call(
+            job_id, name, data_json, options, timestamp, repeat_job_key
+        )
+        if pipe is None and self._auto is not None:
+            return await self._auto.call(script, keys, args)
+        return await script(keys=keys, args=args, client=pipe)
+
+    def add_job_call(
+        self,
+        job_id: str,
+        name: str,
+        data_json: str,
+        options: dict[str, Any],
+        timestamp: int | None = None,
+        repeat_job_key: str | None = None,
+    ) -> tuple[AsyncScript, list[Any], list[Any]]:
+        """``add_job``'s script call: (script, keys, args)."""
         ts = timestamp if timestamp is not None else now_ms()
         dedup_key = None
         if "deduplication" in options:
@@ -70,10 +87,10 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
         packed_args = pack(
             [self.base, job_id, name, ts, None, None, None, repeat_job_key, dedup_key]
         )
-        args: list[Any] = [packed_args, data_json, pack(options)]
+        args: list[Any] = [packed_args, data_json, pack(options), ts]
         if options.get("delay"):
             keys = self._keys("marker", "meta", "id", "delayed", "completed", "events")
-            return await self._run("addDelayedJob", keys, [*args, ts], pipe)
+            return self._scripts["addDelayedJob"], keys, args
         if options.get("priority"):
             keys = self._keys(
                 "marker",
@@ -86,11 +103,55 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
                 "events",
                 "pc",
             )
-            return await self._run("addPrioritizedJob", keys, [*args, ts], pipe)
-        keys = self._keys(
+            return self._scripts["addPrioritizedJob"], keys, args
+        return self._scripts["addStandardJob"], self._add_standard_keys, args
+
+    @cached_property
+    def _add_standard_keys(self) -> list[str]:
+        return self._keys(
             "wait", "paused", "meta", "id", "completed", "delayed", "active", "events", "marker"
         )
-        return await self._run("addStandardJob", keys, [*args, ts], pipe)
+
+    async def add_jobs_atomically(
+        self,
+        connection: RespConnection | None,
+        jobs: Sequence[tuple[str, str, str, dict[str, Any]]],
+        tail: Sequence[tuple[Any, ...]] = (),
+    ) -> list[Any]:
+        """Add ``jobs`` ((job id, name, data JSON, options) each) all or nothing, in one MULTI
+        written in one piece on a lean connection (``connection``, else the hot path's):
+        hiredis packs and parses it in C, where a redis-py pipeline spends most of a bulk's
+        time packing arguments and reading replies in Python. The scripts are loaded in the
+        same write just before the MULTI, so no call in it can meet NOSCRIPT (Redis runs the
+        rest of a MULTI after one). ``tail``: commands to run inside the MULTI after the adds.
+        Answers EXEC's replies (jobs' first); raises the first error, as a pipeline would.
+        """
+        ts = now_ms()
+        calls = [self.add_job_call(*job, ts) for job in jobs]
+        scripts = {script.sha: script for script, _, _ in calls}
+        commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", s.script) for s in scripts.values()]
+        commands.append(("MULTI",))
+        commands += [
+            ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls
+        ]
+        commands += tail
+        commands.append(("EXEC",))
+        if connection is not None:
+            replies = await connection.execute_many(commands)
+        elif self._auto is not None:
+            replies = await self._auto.commands(commands)
+        else:
+            raise ValueError("add_jobs_atomically needs a connection (this client has no hot path)")
+        for reply in replies[:-1]:
+            if isinstance(reply, Exception):
+                raise reply  # a load or a command refused: EXEC discarded the transaction
+        result = replies[-1]
+        if isinstance(result, Exception):
+            raise result
+        for reply in result:
+            if isinstance(reply, Exception):
+                raise reply
+        return list(result)
 
     # --- the worker's cycle ------------------------------------------------------------------
     async def move_to_active(self, token: str, lock_duration_ms: int) -> Fetched:

@@ -148,6 +148,8 @@ def create_app(
             if batcher is not None:
                 await batcher.close()
             await others.close()
+            for each in [enqueuer, *others.enqueuers.values()]:
+                await each.close()  # their lean bulk connections
             await conns.aclose()
             await redis.aclose()
             log.info(

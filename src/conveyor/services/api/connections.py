@@ -12,11 +12,14 @@ on the connection that really carries it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol
 
+from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+
+from conveyor.resp import RespConnection
 
 #: Where a connection keeps its Redis client id (redis-py connections take attributes).
 _ID = "_conveyor_client_id"
@@ -68,3 +71,35 @@ class ConnectionIds:
             yield
         finally:
             setattr(connection, _OWNER, None)
+
+
+class LeanConnections:
+    """Lean connections (``conveyor.resp``: hiredis packs and parses in C) for the bulk's
+    MULTI, one per bulk in flight, kept for the next one. Each knows its Redis client id
+    from its greeting (asked again on every connect). A bulk that fails or is cut off
+    closes its connection, so Redis sees it go: that is what the commit proof waits for."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._free: list[RespConnection] = []
+
+    @asynccontextmanager
+    async def take(self) -> AsyncIterator[RespConnection]:
+        """A connected connection for one bulk's MULTI."""
+        if self._free:
+            connection = self._free.pop()
+        else:
+            connection = RespConnection.like(self._redis)
+            connection.want_client_id = True
+        try:
+            await connection.connect()
+            yield connection
+        except BaseException:
+            await connection.close()
+            raise
+        self._free.append(connection)
+
+    async def close(self) -> None:
+        free, self._free = self._free, []
+        for connection in free:
+            await connection.close()

@@ -31,7 +31,7 @@ from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import ConveyorError, JobOptionsError
 from conveyor.log import get_logger
 from conveyor.services.api.batcher import PipelineBatcher
-from conveyor.services.api.connections import ConnectionIds
+from conveyor.services.api.connections import ConnectionIds, LeanConnections
 from conveyor.services.api.gate import RedisGate
 from conveyor.services.api.idempotency import (
     FINGERPRINT_FIELD,
@@ -168,8 +168,10 @@ class Enqueuer:
         #: CONVEYOR_ENQUEUE_REPLICAS (None: answer once the master has the jobs).
         self.ack = client.replica_ack
         self._probe = client.redis.register_script(lua.source("idempotency_probe"))
-        #: The client id of each pooled connection, for the bulk's commit proof.
+        #: The client id of each pooled connection, for a keyed bulk's commit proof.
         self.connection_ids = ConnectionIds()
+        #: Lean connections for the MULTI of a bulk without a key.
+        self.lean = LeanConnections(client.redis)
 
     def prepare(
         self, request: EnqueueRequest, idempotency_key: str | None, index: int | None = None
@@ -293,21 +295,15 @@ class Enqueuer:
                     await self._add_once(jobs, "bulk", key, sending, receipt)
                 else:
                     existed = await self._existing(jobs)
-                    redis = self.client.redis
-                    async with redis.pipeline(transaction=True) as pipe:
-                        # the MULTI goes on this connection (reset() gives it back), whose
-                        # client id is known without a round trip (connections.py)
-                        pool = redis.connection_pool
-                        pipe.connection = conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-                        sending.connection = await self.connection_ids.id_of(conn)
-                        for job in jobs:
-                            await self.client.bull.add_job(
-                                job.job_id, job.name, job.data_json, job.options, pipe=pipe
-                            )
-                        pipe.set(receipt, 1, ex=RECEIPT_TTL_S)
+                    async with self.lean.take() as conn:
+                        sending.connection = conn.client_id
                         sending.existed = existed
-                        with self.connection_ids.owned_by(conn, sending):
-                            stored = list(await pipe.execute())[: len(jobs)]
+                        added = await self.client.bull.add_jobs_atomically(
+                            conn,
+                            [(job.job_id, job.name, job.data_json, job.options) for job in jobs],
+                            [("SET", receipt, 1, "EX", RECEIPT_TTL_S)],
+                        )
+                        stored = added[: len(jobs)]
         except (TimeoutError, RedisError, OSError) as exc:
             if not sending.existed or not await self._committed(receipt, sending.connection):
                 raise
@@ -318,6 +314,10 @@ class Enqueuer:
             async with self.gate.open():
                 await self._acknowledge(jobs, sending, receipt)
         return [_stored(job, s, e) for job, s, e in zip(jobs, stored, sending.existed, strict=True)]
+
+    async def close(self) -> None:
+        """Close the bulk's lean connections (the pool's are the client's to close)."""
+        await self.lean.close()
 
     async def _committed(self, receipt: str, connection: int | None) -> bool:
         """Whether the MULTI that writes ``receipt`` ran. Redis runs what a connection sent
