@@ -322,10 +322,14 @@ class Enqueuer:
     async def _committed(self, receipt: str, connection: int | None) -> bool:
         """Whether the MULTI that writes ``receipt`` ran. Redis runs what a connection sent
         before it notices the connection closed, so once ``connection`` is gone from CLIENT
-        LIST the receipt tells for sure. False when Redis cannot tell us in time."""
+        LIST the receipt tells for sure. False when Redis cannot tell us in time: within
+        the Redis client's own socket timeout (CONVEYOR_REDIS_TIMEOUT_S), not the request's
+        bound, which has run out already and may have run out while Redis was running that
+        very MULTI (a big bulk sent quickly): only once Redis has finished it can it answer."""
         redis = self.client.redis
+        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
         try:
-            async with self.gate.open():
+            async with self.gate.open(max(self.gate.timeout_s, socket_timeout or 0.0)):
                 if await redis.exists(receipt):
                     return True
                 while connection is not None:  # Redis state: no event to wait on
