@@ -266,6 +266,27 @@ async def test_a_task_rate_limit_holds_across_workers(
         assert starts[i] - starts[i - 4] >= 0.95, [round(s - starts[0], 3) for s in starts]
 
 
+async def test_a_capped_job_that_is_retried_takes_its_slot_again(
+    queue: QueueClient, make_worker: Callable[..., Worker]
+) -> None:
+    """Its own id, left in the running set by the failed attempt, does not count against it."""
+    registry = TaskRegistry()
+    runs: list[int] = []
+
+    @registry.task("once_flaky", concurrency=1, retries=2, backoff_delay_ms=0)
+    async def once_flaky(payload: Nap, ctx: JobContext) -> int:
+        runs.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return ctx.attempt
+
+    make_worker(registry, concurrency=3)
+    job_id = await queue.enqueue("once_flaky", {})
+    view = await wait_for_state(queue, job_id, JobState.COMPLETED, 5)
+    assert runs == [1, 2]
+    assert view.info.attempts_made == 2
+
+
 def test_a_bad_task_limit_fails_at_registration() -> None:
     from conveyor import LimitError
 

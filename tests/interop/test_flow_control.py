@@ -87,3 +87,19 @@ async def test_a_node_manual_hold_stops_conveyor_workers(
     assert starts[-1] - held_at >= 900, starts[-1] - held_at
     flow = await client.flow_state()
     assert not flow.held
+
+
+async def test_a_conveyor_hold_stops_a_node_worker_with_a_limiter(
+    make_client: Callable[..., QueueClient], node_worker: Callable[..., Awaitable[Any]]
+) -> None:
+    """What RateLimited writes is Node's own manual rate limit: a Node worker with a limiter
+    obeys it (BullMQ's rule; one without a limiter would not, docs/flow-control.md)."""
+    client = make_client()
+    node = await node_worker(concurrency=2, limiter={"max": 100, "duration": 1000})
+    held_ms = await client.bull.hold(1500)  # what RateLimited(1.5) sets
+    held_at = time.time() * 1000
+    job_id = await client.enqueue("echo", {})
+    await settled(client, job_id, JobState.COMPLETED, 20)
+    (started,) = [e for e in node.of("started") if e["id"] == job_id]
+    assert held_ms == 1500
+    assert float(started["at"]) - held_at >= 1300, float(started["at"]) - held_at

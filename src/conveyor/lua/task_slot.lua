@@ -12,13 +12,16 @@
 local jobId = ARGV[1]
 local maxJobs = tonumber(ARGV[2])
 local cap = tonumber(ARGV[4])
-if cap > 0 and redis.call("SISMEMBER", KEYS[2], jobId) == 0 then
+if cap > 0 then
+  -- This job's own id may still be there from an earlier run (retried since): not counted.
   local running = 0
   for _, member in ipairs(redis.call("SMEMBERS", KEYS[2])) do
-    if redis.call("EXISTS", ARGV[5] .. member .. ":lock") == 1 then
-      running = running + 1
-    else
-      redis.call("SREM", KEYS[2], member)
+    if member ~= jobId then
+      if redis.call("EXISTS", ARGV[5] .. member .. ":lock") == 1 then
+        running = running + 1
+      else
+        redis.call("SREM", KEYS[2], member)
+      end
     end
   end
   if running >= cap then
