@@ -139,7 +139,10 @@ def _json(content: BaseModel, status: int = 200) -> Response:
     responses={
         200: {"description": "Changed (or already so)"},
         201: {"model": ScheduleView, "description": "Created"},
+        400: {"description": "Malformed JSON"},
         404: {"description": "Not found"},
+        413: {"description": "Body over the size limit"},
+        415: {"description": "Body is not JSON"},
         422: {"description": "Invalid schedule, unknown task or payload"},
     },
     openapi_extra={
