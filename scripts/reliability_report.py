@@ -41,6 +41,9 @@ SCENARIOS = {
     "test_a_master_sigkill_under_load_loses_no_acknowledged_job": (
         "11. Sentinel: the master SIGKILLed (`CONVEYOR_ENQUEUE_REPLICAS=1`)"
     ),
+    "test_a_master_dies_and_only_its_queue_waits_for_the_replica": (
+        "12. Redis Cluster: one of 3 masters SIGKILLed (two queues, two masters)"
+    ),
     "test_password_protected_redis": "Security: Redis with a password",
     "test_tls_redis": "Security: Redis over TLS",
 }
@@ -89,6 +92,12 @@ What each scenario does:
    Idempotency-Key; the master is SIGKILLed, and once the replica is promoted the killed server
    comes back as its replica. "Ran twice" counts jobs the promoted master saw start twice. See
    [scaling.md](scaling.md#redis-sentinel).
+12. **Redis Cluster failover**: 3 masters and 3 replicas (`cluster-node-timeout 1000`), two
+   queues on two different masters, a `conveyor api` and a `conveyor worker` for each with
+   `CONVEYOR_ENQUEUE_REPLICAS=1`, 40 enqueues/s on each; the master of one queue is SIGKILLed,
+   and once its replica took over the killed server comes back as its replica. The other queue
+   must never refuse a job; every acknowledged job of both must complete. See
+   [scaling.md](scaling.md#redis-cluster).
 """
 
 NOTES = """
