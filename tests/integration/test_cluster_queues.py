@@ -1,6 +1,6 @@
-"""Several queues on two masters of a Redis Cluster, served by one worker process
-(CONVEYOR_QUEUES): each queue's jobs complete on its own master, and the monitor's counts,
-`conveyor stats` and cleanup cover both shards."""
+"""Several queues on two masters of a Redis Cluster (CONVEYOR_QUEUES): one worker process
+serves both, each queue's jobs complete on its own master, and the monitor's counts,
+`conveyor stats` and cleanup cover both shards; one API enqueues to both."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -23,6 +24,7 @@ from conveyor.services import cleanup
 from conveyor.services.monitor.inspector import Inspector
 from conveyor.services.redis_connection import QueueConnections
 from conveyor.testing import wait_for
+from tests.support.api import api_client
 from tests.support.cluster import ClusterSetup, tags_on_two_masters
 
 
@@ -106,3 +108,34 @@ async def test_one_process_serves_queues_on_two_shards(
         (first, 1, 1),
         (second, 1, 1),
     ]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({}, id="fast-path+batching"),
+        pytest.param({"api_fast_path": False, "api_batch_enqueue": False}, id="route+single"),
+    ],
+)
+async def test_one_api_enqueues_to_queues_on_two_shards(
+    cluster: ClusterSetup, tmp_path: Path, overrides: dict[str, Any]
+) -> None:
+    first, second = tags_on_two_masters(cluster, uuid.uuid4().hex[:8])
+    settings = Settings(
+        redis_url=cluster.url, queues={first: 1, second: 1}, data_dir=tmp_path / "conveyor"
+    )
+    async with api_client(settings, cluster.url, **overrides) as api:
+        single = {
+            q: await api.post("/enqueue", json={"name": "echo", "queue": q})
+            for q in (first, second)
+        }
+        bulk = await api.post(
+            "/enqueue/bulk", json={"queue": second, "jobs": [{"name": "echo"}] * 3}
+        )
+        assert {r.status_code for r in single.values()} | {bulk.status_code} == {201}
+        status = await api.get(single[second].json()["status_url"])
+        assert (status.json()["queue"], status.json()["state"]) == (second, "waiting")
+    expected = {first: 1, second: 4}
+    for queue, count in expected.items():  # each on its own master
+        with cluster.client(cluster.master_of(queue_route_key("bull", queue))) as node:
+            assert node.llen(f"bull:{queue}:wait") == count
