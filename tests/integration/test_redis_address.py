@@ -6,6 +6,8 @@ test says, and ``REPLICAOF`` demotes one.)"""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import redis
 from redis.asyncio import Redis
 from redis.asyncio.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.embedded import RedisServer
 from conveyor.ports import free_port
@@ -111,3 +114,38 @@ async def test_redis_py_connections_follow_a_demotion_without_the_caller_seeing_
     with redis.Redis(port=second.port, decode_responses=True) as client:
         assert client.get("k") == "2"
     assert pointer.asked >= 2
+
+
+async def test_a_frozen_master_is_left_after_the_reply_timeout_for_the_one_named_next(
+    servers: tuple[RedisServer, RedisServer],
+) -> None:
+    """A master that stops answering (a partition, a freeze) costs a reply timeout, then the
+    connection asks its resolver again: lean and redis-py connections alike."""
+    first, second = servers
+    pointer = Pointer(first.port)
+    lean = RespConnection.like(Redis(port=first.port))
+    lean.resolver, lean.timeout_s = pointer, 0.3
+    pool = ConnectionPool(
+        connection_class=ResolvedConnection,
+        resolver=pointer,
+        decode_responses=True,
+        socket_timeout=0.3,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    pooled = Redis.from_pool(pool)
+    assert await lean.execute_many([("SET", "lean", "1")]) == ["OK"]
+    assert await pooled.set("pooled", "1")
+    assert first.process is not None
+    os.kill(first.process.pid, signal.SIGSTOP)
+    try:
+        pointer.port = second.port  # the sentinels name another master meanwhile
+        with pytest.raises(RedisTimeoutError):
+            await lean.execute_many([("SET", "lean", "2")])
+        assert await lean.execute_many([("SET", "lean", "3")]) == ["OK"]
+        assert await pooled.set("pooled", "2")  # redis-py's retry reconnects by itself
+    finally:
+        os.kill(first.process.pid, signal.SIGCONT)
+        await lean.close()
+        await pooled.aclose()
+    with redis.Redis(port=second.port, decode_responses=True) as client:
+        assert (client.get("lean"), client.get("pooled")) == ("3", "2")
