@@ -18,6 +18,8 @@ from conveyor.errors import (
     RedisPolicyError,
     RedisUnavailableError,
     ReplicationError,
+    ScheduleError,
+    ScheduleNotFoundError,
     TaskError,
     UnknownTaskError,
     Unrecoverable,
@@ -27,6 +29,8 @@ from conveyor.jobs import JobState
 from conveyor.limits import QueueLimits, RateLimit
 from conveyor.policy import RetryPolicy, backoff_delay_ms
 from conveyor.registry import JobContext, Task, TaskRegistry, load_registry
+from conveyor.schedules import Schedule
+from conveyor.scheduling import Schedules
 from conveyor.services.app_worker import run_worker
 from conveyor.worker import Worker, WorkerOptions
 
@@ -58,6 +62,10 @@ __all__ = [
     "RedisUnavailableError",
     "ReplicationError",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleNotFoundError",
+    "Schedules",
     "Settings",
     "Task",
     "TaskError",

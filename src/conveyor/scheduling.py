@@ -14,6 +14,7 @@ from typing import Any
 
 from conveyor._bullmq import BullQueue, SchedulerRecord
 from conveyor._bullmq.record import dumps
+from conveyor.client import QueueClient
 from conveyor.clock import now_ms
 from conveyor.errors import ScheduleError, ScheduleNotFoundError
 from conveyor.keys import declared_schedules
@@ -51,12 +52,19 @@ class Reconciled:
 
 class Schedules:
     """The schedules of one queue. With a ``registry``, a schedule's task and payload are
-    checked before anything is written (UnknownTaskError, PayloadValidationError)."""
+    checked before anything is written (UnknownTaskError, PayloadValidationError).
+
+    From an application: ``Schedules.of(client)`` for a ``QueueClient``'s queue (and its
+    registry, if it has one)."""
 
     def __init__(self, bull: BullQueue, registry: TaskRegistry | None = None) -> None:
         self.bull = bull
         self.registry = registry
         self._declared = declared_schedules(bull.prefix, bull.name)
+
+    @classmethod
+    def of(cls, client: QueueClient) -> Schedules:
+        return cls(client.bull, client.registry)
 
     def _payload(self, schedule: Schedule) -> str:
         data = schedule.data if schedule.data is not None else {}
@@ -99,7 +107,8 @@ class Schedules:
         """Add one job now with the schedule's task and data (its slots stay as they are);
         answers the job's id."""
         record = await self.get(schedule_id)
-        job_id = f"run-{schedule_id}-{uuid.uuid4().hex[:12]}"
+        # Node may name a scheduler with ':', which no plain job id may hold.
+        job_id = f"run-{schedule_id.replace(':', '_')}-{uuid.uuid4().hex[:12]}"
         if self.registry is not None:
             self.registry.validate(record.name, record.data)
         return await self.bull.schedulers.run_now(record, job_id)
