@@ -442,10 +442,10 @@
         el("td", { class: "act-only" },
           el("button", { class: "small", "data-testid": "schedule-run", text: "Run now", onclick: () => act("Run " + s.id + " now?",
             "One " + s.task + " job is added now with the schedule's data; its next run stays as it is.", "Run now",
-            () => api(base + q(s.id) + "/run", { method: "POST" }), (r) => "Job " + r.job_id + " added.") }),
+            () => api(base + q(s.id) + "/run", { method: "POST" }), (r) => { loadSchedules(); return "Job " + r.job_id + " added."; }) }),
           el("button", { class: "small ghost", "data-testid": "schedule-remove", text: "Remove", onclick: () => act("Remove schedule " + s.id + "?",
             "The schedule and its next run (unless it already runs) are deleted; no more " + s.task + " runs from it.", "Remove",
-            () => api(base + q(s.id), { method: "DELETE" }), () => "Schedule " + s.id + " removed.") }))));
+            () => api(base + q(s.id), { method: "DELETE" }), () => { loadSchedules(); return "Schedule " + s.id + " removed."; }) }))));
     }
     if (!data.schedules.length) body.appendChild(el("tr", {}, el("td", { class: "empty", colspan: 4, text: "No schedules." })));
     $("#schedules-hint").textContent = data.schedules.length ? num(data.schedules.length) : "";
