@@ -36,6 +36,7 @@ def test_a_bad_port_in_the_redis_url_is_one_line_for_every_command(
         ("redis://127.0.0.1:6379/zero", "the database 'zero'"),
         ("redis://:pw@/0", "names no host"),
         ("unix://", "needs the socket's path"),
+        ("redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380", "names no master"),
     ],
 )
 def test_other_malformed_redis_urls_are_one_line(
