@@ -44,6 +44,9 @@ SCENARIOS = {
     "test_a_master_dies_and_only_its_queue_waits_for_the_replica": (
         "12. Redis Cluster: one of 3 masters SIGKILLed (two queues, two masters)"
     ),
+    "test_every_second_schedule_through_kills_and_a_redis_restart": (
+        "13. Schedules: an every-1 s schedule through worker kills and a Redis crash"
+    ),
     "test_password_protected_redis": "Security: Redis with a password",
     "test_tls_redis": "Security: Redis over TLS",
 }
@@ -98,6 +101,12 @@ What each scenario does:
    and once its replica took over the killed server comes back as its replica. The other queue
    must never refuse a job; every acknowledged job of both must complete. See
    [scaling.md](scaling.md#redis-cluster).
+13. **Schedules**: an every-1 s schedule on 3 workers (locks of 1 s); a worker SIGKILLed and
+   restarted every 0.8-1.6 s, and Redis (AOF, `appendfsync always`) SIGKILLed once and back 2 s
+   later. "Jobs" counts the schedule's slots that got a job; each must be made once, on the
+   schedule's grid, and complete; a slot may run twice only if its job was taken twice; slots
+   are skipped only while Redis is down (BullMQ's rule: missed slots are not caught up). See
+   [schedules.md](schedules.md).
 """
 
 NOTES = """

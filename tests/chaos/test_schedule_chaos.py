@@ -88,8 +88,8 @@ async def test_every_second_schedule_through_kills_and_a_redis_restart(
     assert all(down - EVERY_MS <= s <= back + 3 * EVERY_MS for s in missed), (missed, outage)
     report(
         faults=f"every-1 s schedule; {kills} worker SIGKILLs; Redis SIGKILLed, back after 2 s",
-        slots=len(slots),
-        slots_ran_twice=len(twice),
+        jobs=len(slots),
+        ran_twice=len(twice),
         slots_missed_in_outage=len(missed),
         lost=0,
         span_s=round(span_s, 1),
