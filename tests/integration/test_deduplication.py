@@ -3,6 +3,8 @@ throttle (ttl), extend and debounce (replace + delay) modes, stored as Node stor
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -12,7 +14,9 @@ from redis.asyncio import Redis
 from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import JobOptionsError
 from conveyor.jobs import JobState
+from conveyor.registry import EmptyPayload, JobContext, TaskRegistry
 from conveyor.testing import wait_for
+from conveyor.worker import Worker
 
 
 async def post(api: httpx.AsyncClient, options: dict[str, Any], status: int) -> dict[str, Any]:
@@ -128,3 +132,27 @@ async def test_the_api_refuses_bad_deduplication_and_changes_nothing(
     assert "Idempotency-Key" in response.json()["detail"]
     assert sum((await queue.counts()).values()) == 0
     assert await redis.exists(f"{queue.bull.base}de:a") == 0
+
+
+async def test_keep_last_if_active_adds_the_newest_duplicate_when_the_running_job_ends(
+    make_client: Callable[..., QueueClient], make_worker: Callable[..., Worker]
+) -> None:
+    release = asyncio.Event()
+    seen: list[Any] = []
+    registry = TaskRegistry()
+
+    @registry.task("hold")
+    async def hold(payload: EmptyPayload, ctx: JobContext) -> None:
+        seen.append(payload.model_dump())
+        await release.wait()
+
+    client = make_client(registry)
+    make_worker(registry)
+    dedup = {"deduplication": {"id": "k", "keepLastIfActive": True}}
+    first = await client.enqueue("hold", {"n": 1}, dedup)
+    await wait_for(lambda: len(seen) == 1)
+    assert await client.enqueue("hold", {"n": 2}, dedup) == first
+    assert await client.enqueue("hold", {"n": 3}, dedup) == first  # the newest is kept
+    release.set()
+    await wait_for(lambda: len(seen) == 2)
+    assert seen == [{"n": 1}, {"n": 3}]
