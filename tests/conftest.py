@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,6 +28,33 @@ from conveyor.registry import TaskRegistry
 from conveyor.worker import Worker, WorkerOptions
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+#: The process-wide switches ``configure_logging`` turns off (conveyor.observability.logging).
+_LOGGING_SWITCHES = (
+    "_srcfile",
+    "logThreads",
+    "logProcesses",
+    "logMultiprocessing",
+    "logAsyncioTasks",
+)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs a CLI command in-process (typer's CliRunner) configures logging as
+    the entrypoint does; put the logging module back, so later tests see records with their
+    caller's file and line and pytest's own handlers."""
+    switches = {
+        name: getattr(logging, name) for name in _LOGGING_SWITCHES if hasattr(logging, name)
+    }
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for name, value in switches.items():
+        setattr(logging, name, value)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
