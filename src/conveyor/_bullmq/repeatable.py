@@ -10,6 +10,7 @@ it already has: two workers (or one taking the same job again) make one next run
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -89,7 +90,7 @@ async def advance_legacy(bull: BullQueue, job: JobRecord) -> str | None:
         return None
     prev = int(job.options.get("prevMillis") or 0)
     now = max(now, prev)
-    nxt = next_millis(repeat, now)
+    nxt = await asyncio.to_thread(next_millis, repeat, now)  # off the loop: see schedulers
     if not nxt:
         return None
     legacy = legacy_key(job.name, repeat)

@@ -16,6 +16,7 @@ the job, one next run is created per slot. ``advance`` does exactly that; ``upse
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -199,7 +200,9 @@ class QueueSchedulers:
         }
         next_ms: int | None = None
         if schedule.cron is not None:
-            next_ms = schedule.first_run_ms(now)
+            # In a thread: next to a clock change a per-second pattern scans hours of
+            # candidates (conveyor.cron), which must not hold up the event loop.
+            next_ms = await asyncio.to_thread(schedule.first_run_ms, now)
             if next_ms is None:
                 return None
         job_options = _next_job_options(opts, schedule.id, repeat, next_ms, 1, None, now)
@@ -277,7 +280,8 @@ class QueueSchedulers:
         next_ms: int | None = None
         if pattern is not None and every is None:
             tz = repeat.get("tz") if isinstance(repeat.get("tz"), str) else None
-            next_ms = cron_next(pattern, tz, now, _int(repeat.get("startDate")), end_ms)
+            start = _int(repeat.get("startDate"))
+            next_ms = await asyncio.to_thread(cron_next, pattern, tz, now, start, end_ms)
             if next_ms is None:
                 return None
         offset = _int(repeat.get("offset")) if every else None
