@@ -50,11 +50,16 @@ def _logging_as_it_was() -> Iterator[None]:
     }
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    quietened = {
+        name: logging.getLogger(name).level for name in ("asyncio", "httpx", "uvicorn.access")
+    }
     yield
     for name, value in switches.items():
         setattr(logging, name, value)
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, value in quietened.items():
+        logging.getLogger(name).setLevel(value)
 
 
 @pytest.fixture(scope="session")

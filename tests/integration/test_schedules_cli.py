@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import Iterator
 
-import pytest
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
@@ -18,24 +15,6 @@ from conveyor.config import Settings
 from conveyor.redis import connect
 from conveyor.schedules import Schedule
 from conveyor.scheduling import Schedules
-
-
-@pytest.fixture(autouse=True)
-def logging_left_as_it_was() -> Iterator[None]:
-    """The commands run in this process configure logging for good (``configure_logging``:
-    root handlers, level, the record switches); put it all back for the tests after."""
-    switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks")
-    saved = {name: getattr(logging, name) for name in switches if hasattr(logging, name)}
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    noisy = {name: logging.getLogger(name).level for name in ("asyncio", "httpx", "uvicorn.access")}
-    yield
-    for name, value in saved.items():
-        setattr(logging, name, value)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, value in noisy.items():
-        logging.getLogger(name).setLevel(value)
 
 
 def _env(settings: Settings) -> dict[str, str]:
