@@ -197,3 +197,30 @@ async def test_a_worker_forgets_its_heartbeat_when_it_stops(
     worker.stop()
     await wait_for(lambda: not worker.running)
     assert await redis.zscore(heartbeats, worker.options.name) is None
+
+
+async def test_a_judge_that_reconnected_leaves_earlier_silence_to_the_lock(
+    redis: Redis,
+    settings: Settings,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+) -> None:
+    """After a Redis restart or failover every worker is reconnecting, so a peer missing from
+    CLIENT LIST may only be late: a judge whose own connection broke judges only peers seen
+    beating since it came back. Here the peer beats once and never again (no connection), and
+    the judge's connection is killed right after: the peer's job stays locked."""
+    client = make_client()
+    await client.enqueue_many([JobSpec("ok", {})])
+    bull = BullQueue(redis, settings.queue, settings.prefix)
+    job_id = await _take(bull, "ghost:12:abc:1")
+    judge = make_worker(TaskRegistry(), heartbeat_interval_ms=100, dead_worker_after_ms=500)
+    heartbeats = keys.heartbeats(settings.prefix, settings.queue)
+    await wait_for(lambda: redis.zscore(heartbeats, judge.options.name))
+    await bull.heartbeat("ghost:12:abc", silent_after_ms=500, lease_ms=1, forget_after_ms=60_000)
+    # The judge's hot path (its heartbeat's connection) breaks, as in a Redis restart.
+    hot_path = bull.heartbeat_connection_name(judge.options.name)
+    (judge_id,) = [c["id"] for c in await redis.client_list() if c.get("name") == hot_path]
+    assert await redis.client_kill_filter(_id=judge_id) == 1
+    await asyncio.sleep(1.5)  # three times dead_worker_after_ms
+    assert await redis.get(bull.job_key(job_id) + ":lock") == "ghost:12:abc:1"
+    assert await redis.zscore(heartbeats, "ghost:12:abc") is not None
