@@ -287,6 +287,23 @@ async def test_a_capped_job_that_is_retried_takes_its_slot_again(
     assert view.info.attempts_made == 2
 
 
+async def test_get_tasks_shows_a_tasks_own_limits(settings: Settings, redis_url: str) -> None:
+    registry = TaskRegistry()
+
+    @registry.task("limited", rate_limit="600/m", concurrency=3)
+    async def limited(payload: Nap, ctx: JobContext) -> None:
+        return None
+
+    @registry.task("unlimited")
+    async def unlimited(payload: Nap, ctx: JobContext) -> None:
+        return None
+
+    async with api_client(settings, redis_url, tasks=registry) as http:
+        tasks = {t["name"]: t for t in (await http.get("/tasks")).json()}
+    assert (tasks["limited"]["rate_limit"], tasks["limited"]["concurrency"]) == ("600/m", 3)
+    assert (tasks["unlimited"]["rate_limit"], tasks["unlimited"]["concurrency"]) == (None, None)
+
+
 def test_a_bad_task_limit_fails_at_registration() -> None:
     from conveyor import LimitError
 

@@ -359,6 +359,12 @@ class TaskInfo(BaseModel):
     name: str
     retries: int | None = Field(description="Retries after the first attempt; null: default.")
     timeout_s: float | None = None
+    rate_limit: str | None = Field(
+        default=None, description="The task's own rate limit (10/s); null: none."
+    )
+    concurrency: int | None = Field(
+        default=None, description="The task's own concurrency across workers; null: none."
+    )
     payload_schema: dict[str, Any] = Field(description="JSON Schema of the task's payload.")
 
 

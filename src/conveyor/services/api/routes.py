@@ -345,6 +345,8 @@ async def list_tasks(state: Api) -> list[TaskInfo]:
             name=task.name,
             retries=task.retries,
             timeout_s=task.timeout_s,
+            rate_limit=None if task.rate_limit is None else str(task.rate_limit),
+            concurrency=task.concurrency,
             payload_schema=task.payload_model.model_json_schema(),
         )
         for task in (registry.get(name) for name in registry.names())
