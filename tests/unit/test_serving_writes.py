@@ -7,6 +7,8 @@ transport that records each write call, the unit a system call and a TCP segment
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -111,3 +113,31 @@ async def test_head_requests_streams_and_empty_answers_are_written_as_before() -
     assert stream.writes[0].startswith(b"HTTP/1.1 200 ")
     assert stream.writes[0].endswith(b"\r\n\r\n")  # chunked: the head is not held back
     assert b"".join(stream.writes[1:]) == b"4\r\none,\r\n3\r\ntwo\r\n0\r\n\r\n"
+
+
+async def test_a_finished_request_is_freed_without_the_garbage_collector() -> None:
+    """The transport wrapper refers to its request's cycle weakly: the cycle holds the
+    wrapper, and a strong reference back made every request's cycle and scope cyclic garbage
+    (under load, more collector passes and memory held until they ran)."""
+    config = ServingConfig(
+        app, limits=ConnectionLimits(), proxy_headers=False, lifespan="off", access_log=False
+    )
+    protocol = GuardedProtocol(config, ServerState(), {})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    gc.disable()
+    try:
+        protocol.data_received(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        for _ in range(100):
+            if protocol.cycle is not None and protocol.cycle.response_complete:
+                break
+            await asyncio.sleep(0.001)
+        assert len(transport.writes) == 1
+        cycle = weakref.ref(protocol.cycle)
+        await asyncio.sleep(0.01)  # the request's task finishes
+        protocol.data_received(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")  # the next one
+        await asyncio.sleep(0.01)
+        assert cycle() is None
+    finally:
+        gc.enable()
+        protocol.connection_lost(None)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -259,7 +260,9 @@ class _LingeringClose:
     ) -> None:
         self._transport = transport
         self._protocol = protocol
-        self._cycle = cycle
+        # Weak: the cycle holds this transport, and a cycle of strong references would leave
+        # every request's scope and cycle to the garbage collector instead of freeing them.
+        self._cycle = None if cycle is None else weakref.ref(cycle)
         self._head: bytes | None = None
 
     def write(self, data: bytes) -> None:
@@ -268,7 +271,7 @@ class _LingeringClose:
             self._head = None
             self._transport.write(head + data)
             return
-        cycle = self._cycle
+        cycle = None if self._cycle is None else self._cycle()
         if (
             cycle is not None
             and not cycle.response_complete
