@@ -34,8 +34,17 @@ def _client(redis: Redis, chaos: Chaos) -> QueueClient:
     )
 
 
-async def _enqueue(client: QueueClient, key: str, count: int, sleep_ms: int = 0) -> list[str]:
-    specs = [JobSpec("flow_probe", {"key": key, "sleep_ms": sleep_ms}) for _ in range(count)]
+async def _enqueue(
+    client: QueueClient,
+    key: str,
+    count: int,
+    sleep_ms: int = 0,
+    *,
+    task: str = "flow_probe",
+    also: str | None = None,
+) -> list[str]:
+    data = {"key": key, "sleep_ms": sleep_ms, "also": also}
+    specs = [JobSpec(task, data) for _ in range(count)]
     ids: list[str] = []
     for start in range(0, len(specs), 500):
         ids += await client.enqueue_many(specs[start : start + 500])
@@ -81,12 +90,15 @@ async def test_three_processes_keep_a_rate_limit_of_50_per_second_over_30_s(
 async def test_a_concurrency_of_2_is_never_exceeded_through_a_sigkill(
     chaos: Chaos, report: Callable[..., None], closing: list[Redis]
 ) -> None:
+    """The queue's concurrency of 2 (BullMQ's), and beside it a task with a per-task
+    concurrency of 1 (Conveyor's) whose runs count in both."""
     chaos.start_redis()
     redis = connect(chaos.url)
     closing.append(redis)
     client = _client(redis, chaos)
-    key = "flow:cap"
+    key, solo = "flow:cap", "flow:solo"
     ids = await _enqueue(client, key, 24, sleep_ms=300)
+    ids += await _enqueue(client, solo, 8, sleep_ms=300, task="flow_probe_solo", also=key)
     cap = {"CONVEYOR_QUEUE_CONCURRENCY": "2"}
     workers = [chaos.spawn("worker", "--concurrency", "5", **cap) for _ in range(3)]
     for proc in workers:
@@ -105,17 +117,25 @@ async def test_a_concurrency_of_2_is_never_exceeded_through_a_sigkill(
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     killed_at = time.monotonic()
-    # A dead process runs nothing: take its runs out of the running set.
-    for run in await redis.smembers(key + ":running"):
-        if str(run).startswith(f"{victim_pid}:"):
-            await redis.srem(key + ":running", run)
+    # A dead process runs nothing: take its runs out of the running sets.
+    for running in (key + ":running", solo + ":running"):
+        for run in await redis.smembers(running):
+            if str(run).startswith(f"{victim_pid}:"):
+                await redis.srem(running, run)
 
     async def all_completed() -> bool:
         return (await client.counts())[JobState.COMPLETED] == len(ids)
 
     await wait_for(all_completed, 60, message=str(await client.counts()))
     most = int(await redis.get(key + ":max") or 0)
-    report(most_running=most, recovered_after_s=round(time.monotonic() - killed_at, 2))
+    most_solo = int(await redis.get(solo + ":max") or 0)
+    report(
+        most_running=most,
+        most_running_solo_task=most_solo,
+        recovered_after_s=round(time.monotonic() - killed_at, 2),
+    )
     assert most == 2, f"at most 2 jobs ran at once across 3 processes (saw {most})"
-    assert await redis.llen(key + ":done") >= len(ids)
+    assert most_solo == 1, f"at most 1 job of the solo task ran at once (saw {most_solo})"
+    done = await redis.llen(key + ":done") + await redis.llen(solo + ":done")
+    assert done >= len(ids)
     await asyncio.sleep(0)

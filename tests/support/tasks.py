@@ -133,21 +133,36 @@ return n
 class FlowPayload(BaseModel):
     key: str
     sleep_ms: int = 0
+    #: Another key whose running set counts this run too (a queue-wide count beside a task's).
+    also: str | None = None
+
+
+async def _probe(payload: FlowPayload, ctx: JobContext) -> None:
+    client = _client()
+    run = f"{os.getpid()}:{ctx.job_id}"
+    keys = [payload.key] + ([payload.also] if payload.also else [])
+    for key in keys:
+        await client.eval(_ENTER, 2, key + ":running", key + ":max", run)
+    await client.rpush(payload.key + ":starts", int(time.time() * 1000))
+    await client.sadd(payload.key + ":pids", os.getpid())
+    if payload.sleep_ms:
+        await asyncio.sleep(payload.sleep_ms / 1000)
+    for key in keys:
+        await client.srem(key + ":running", run)
+    await client.rpush(payload.key + ":done", ctx.job_id)
 
 
 @registry.task("flow_probe", retries=0)
 async def flow_probe(payload: FlowPayload, ctx: JobContext) -> None:
     """Records when each run starts (``key:starts``, ms) and how many runs overlap at most
     across processes (``key:max``; the running set ``key:running`` holds pid:job id)."""
-    client = _client()
-    run = f"{os.getpid()}:{ctx.job_id}"
-    await client.eval(_ENTER, 2, payload.key + ":running", payload.key + ":max", run)
-    await client.rpush(payload.key + ":starts", int(time.time() * 1000))
-    await client.sadd(payload.key + ":pids", os.getpid())
-    if payload.sleep_ms:
-        await asyncio.sleep(payload.sleep_ms / 1000)
-    await client.srem(payload.key + ":running", run)
-    await client.rpush(payload.key + ":done", ctx.job_id)
+    await _probe(payload, ctx)
+
+
+@registry.task("flow_probe_solo", retries=0, concurrency=1)
+async def flow_probe_solo(payload: FlowPayload, ctx: JobContext) -> None:
+    """``flow_probe`` with a per-task concurrency of 1."""
+    await _probe(payload, ctx)
 
 
 # --- crash recovery (tests/chaos/test_recovery.py) -------------------------------------------
