@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from conveyor.client import JobSpec, QueueClient
 from conveyor.embedded import RedisServer
 from conveyor.ports import free_port
+from conveyor.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -51,6 +53,16 @@ class Chaos:
             return self.redis_url
         assert self.redis is not None
         return self.redis.url
+
+    def client(self, redis: Redis) -> QueueClient:
+        """A client of the scenario's queue that knows the test tasks (tests.support.tasks)."""
+        return QueueClient(
+            redis,
+            queue=self.queue,
+            prefix=self.prefix,
+            registry=load_registry(["tests.support.tasks"]),
+            pipelined=False,
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
@@ -103,6 +115,14 @@ class Chaos:
             proc.log.close()  # type: ignore[attr-defined]
         if self.redis is not None:
             self.redis.stop()
+
+
+async def enqueue_all(client: QueueClient, specs: list[JobSpec]) -> list[str]:
+    """Enqueue ``specs`` in bulks of 500; their ids, in order."""
+    ids: list[str] = []
+    for start in range(0, len(specs), 500):
+        ids += await client.enqueue_many(specs[start : start + 500])
+    return ids
 
 
 @pytest.fixture

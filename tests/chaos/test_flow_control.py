@@ -16,22 +16,11 @@ from conveyor.client import JobSpec, QueueClient
 from conveyor.jobs import JobState
 from conveyor.limits import QueueLimits, RateLimit
 from conveyor.redis import connect
-from conveyor.registry import load_registry
 from conveyor.testing import wait_for
-from tests.chaos.conftest import Chaos
+from tests.chaos.conftest import Chaos, enqueue_all
 
 RATE_PER_S = 50
 WINDOW_S = 30
-
-
-def _client(redis: Redis, chaos: Chaos) -> QueueClient:
-    return QueueClient(
-        redis,
-        queue=chaos.queue,
-        prefix=chaos.prefix,
-        registry=load_registry(["tests.support.tasks"]),
-        pipelined=False,
-    )
 
 
 async def _enqueue(
@@ -44,11 +33,7 @@ async def _enqueue(
     also: str | None = None,
 ) -> list[str]:
     data = {"key": key, "sleep_ms": sleep_ms, "also": also}
-    specs = [JobSpec(task, data) for _ in range(count)]
-    ids: list[str] = []
-    for start in range(0, len(specs), 500):
-        ids += await client.enqueue_many(specs[start : start + 500])
-    return ids
+    return await enqueue_all(client, [JobSpec(task, data) for _ in range(count)])
 
 
 async def test_three_processes_keep_a_rate_limit_of_50_per_second_over_30_s(
@@ -57,7 +42,7 @@ async def test_three_processes_keep_a_rate_limit_of_50_per_second_over_30_s(
     chaos.start_redis()
     redis = connect(chaos.url)
     closing.append(redis)
-    client = _client(redis, chaos)
+    client = chaos.client(redis)
     key = "flow:rate"
     # more than 30 s of work, so the workers are never short of jobs
     await _enqueue(client, key, RATE_PER_S * (WINDOW_S + 4))
@@ -95,7 +80,7 @@ async def test_a_concurrency_of_2_is_never_exceeded_through_a_sigkill(
     chaos.start_redis()
     redis = connect(chaos.url)
     closing.append(redis)
-    client = _client(redis, chaos)
+    client = chaos.client(redis)
     key, solo = "flow:cap", "flow:solo"
     ids = await _enqueue(client, key, 24, sleep_ms=300)
     ids += await _enqueue(client, solo, 8, sleep_ms=300, task="flow_probe_solo", also=key)

@@ -7,10 +7,9 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from conveyor.client import JobSpec, QueueClient
+from conveyor.client import JobSpec
 from conveyor.jobs import JobState
 from conveyor.redis import connect
-from conveyor.registry import load_registry
 from conveyor.testing import wait_for
 from tests.chaos.conftest import Chaos
 
@@ -21,13 +20,7 @@ async def test_poison_jobs_are_contained(
     chaos.start_redis()
     redis = connect(chaos.url)
     closing.append(redis)
-    client = QueueClient(
-        redis,
-        queue=chaos.queue,
-        prefix=chaos.prefix,
-        registry=load_registry(["tests.support.tasks"]),
-        pipelined=False,
-    )
+    client = chaos.client(redis)
     twice = {"attempts": 2, "backoff": 10}
     proc = chaos.spawn(
         "worker",

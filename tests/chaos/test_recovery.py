@@ -17,23 +17,12 @@ from redis.asyncio import Redis
 from conveyor.client import JobSpec, QueueClient
 from conveyor.jobs import JobState
 from conveyor.redis import connect
-from conveyor.registry import load_registry
 from conveyor.testing import wait_for
 from tests.chaos.conftest import Chaos
 
 #: BullMQ's defaults: only the new mechanisms can recover a job within seconds.
 DEFAULT_LOCKS = {"CONVEYOR_LOCK_DURATION_MS": "30000", "CONVEYOR_STALLED_INTERVAL_MS": "30000"}
 KEY = "chaos:executions"
-
-
-def _client(redis: Redis, chaos: Chaos) -> QueueClient:
-    return QueueClient(
-        redis,
-        queue=chaos.queue,
-        prefix=chaos.prefix,
-        registry=load_registry(["tests.support.tasks"]),
-        pipelined=False,
-    )
 
 
 async def _holders(redis: Redis, chaos: Chaos, ids: list[str]) -> dict[str, str]:
@@ -84,7 +73,7 @@ async def test_a_sigkilled_child_of_processes_2_has_its_jobs_run_again_within_5_
     chaos.start_redis()
     redis = connect(chaos.url)
     closing.append(redis)
-    client = _client(redis, chaos)
+    client = chaos.client(redis)
     supervisor = chaos.spawn("worker", "--processes", "2", "--concurrency", "10", **DEFAULT_LOCKS)
     chaos.wait_started(supervisor)
     ids = await client.enqueue_many([JobSpec("count", {"key": KEY, "sleep_ms": 2000})] * 10)
@@ -123,7 +112,7 @@ async def test_a_sigkilled_unsupervised_worker_has_its_jobs_run_again_within_5_s
     chaos.start_redis()
     redis = connect(chaos.url)
     closing.append(redis)
-    client = _client(redis, chaos)
+    client = chaos.client(redis)
     workers = [chaos.spawn("worker", "--concurrency", "10", **DEFAULT_LOCKS) for _ in range(2)]
     for proc in workers:
         chaos.wait_started(proc)
@@ -163,7 +152,7 @@ async def test_a_blocked_or_sigstopped_worker_keeps_its_job(
     chaos.start_redis()
     redis = connect(chaos.url)
     closing.append(redis)
-    client = _client(redis, chaos)
+    client = chaos.client(redis)
     workers = [chaos.spawn("worker", "--concurrency", "5", **DEFAULT_LOCKS) for _ in range(2)]
     for proc in workers:
         chaos.wait_started(proc)

@@ -14,27 +14,14 @@ from redis.asyncio import Redis
 from conveyor.client import JobSpec, QueueClient
 from conveyor.jobs import JobState
 from conveyor.redis import connect
-from conveyor.registry import load_registry
 from conveyor.testing import wait_for
-from tests.chaos.conftest import Chaos
-
-
-def _client(redis: Redis, chaos: Chaos) -> QueueClient:
-    return QueueClient(
-        redis,
-        queue=chaos.queue,
-        prefix=chaos.prefix,
-        registry=load_registry(["tests.support.tasks"]),
-        pipelined=False,
-    )
+from tests.chaos.conftest import Chaos, enqueue_all
 
 
 async def _enqueue(client: QueueClient, key: str, sleeps: list[int]) -> list[str]:
-    specs = [JobSpec("count", {"key": key, "sleep_ms": ms}) for ms in sleeps]
-    ids: list[str] = []
-    for start in range(0, len(specs), 500):
-        ids += await client.enqueue_many(specs[start : start + 500])
-    return ids
+    return await enqueue_all(
+        client, [JobSpec("count", {"key": key, "sleep_ms": ms}) for ms in sleeps]
+    )
 
 
 async def test_crash_storm_loses_no_job(
@@ -44,7 +31,7 @@ async def test_crash_storm_loses_no_job(
     chaos.start_redis()
     redis = connect(chaos.url)
     closing.append(redis)
-    client = _client(redis, chaos)
+    client = chaos.client(redis)
     key = "chaos:executions"
     rng = random.Random(7)
     ids = await _enqueue(client, key, [rng.randint(10, 500) for _ in range(2000)])
@@ -103,7 +90,7 @@ async def test_deploy_sigterm_finishes_or_requeues_every_active_job(
     chaos.start_redis()
     redis = connect(chaos.url)
     closing.append(redis)
-    client = _client(redis, chaos)
+    client = chaos.client(redis)
     key = "chaos:executions"
     rng = random.Random(11)
     # FIFO: the long jobs are running when the second SIGTERM (short grace) comes.
