@@ -171,9 +171,7 @@ class SentinelResolver:
             if address is None:
                 problems.setdefault(why, []).append(str(sentinel))
                 continue
-            if self.sentinels[0] != sentinel:  # ask the one that knew first next time
-                self.sentinels.remove(sentinel)
-                self.sentinels.insert(0, sentinel)
+            _to_front(self.sentinels, sentinel)  # ask the one that knew first next time
             return address
         reasons = "; ".join(f"{', '.join(hosts)}: {why}" for why, hosts in problems.items())
         if len(problems) == 1 and next(iter(problems)).startswith(REFUSED):
@@ -190,15 +188,7 @@ class SentinelResolver:
             commands.append(("AUTH", self.password))
         commands.append(("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name))
         commands.append(("SENTINEL", "MASTER", self.master_name))
-        async with asyncio.timeout(self.timeout_s):
-            reader, writer = await asyncio.open_connection(
-                sentinel.host, sentinel.port, ssl=self.tls
-            )
-            try:
-                writer.write(b"".join(hiredis.pack_command(cast(Any, c)) for c in commands))
-                replies = await _read_replies(reader, len(commands))
-            finally:
-                writer.transport.abort()
+        replies = await _one_round_trip(sentinel, commands, self.tls, self.timeout_s)
         if self.password and isinstance(replies[0], Exception):
             raise RedisConnectionError(f"{REFUSED}: {replies[0]}")
         if isinstance(replies[-2], Exception) and str(replies[-2]).startswith("NOAUTH"):
@@ -269,9 +259,7 @@ class ClusterSlotResolver:
             if owner is None:
                 problems.append(f"{node}: no master owns slot {self.slot}")
                 continue
-            if self.nodes[0] != node:  # ask the one that answered first next time
-                self.nodes.remove(node)
-                self.nodes.insert(0, node)
+            _to_front(self.nodes, node)  # ask the one that answered first next time
             return owner
         raise NoMasterError(
             f"no cluster node names a master for slot {self.slot} ({'; '.join(problems)})"
@@ -284,16 +272,30 @@ class ClusterSlotResolver:
             auth = ("AUTH", self.username, self.password) if self.username else None
             commands.append(auth or ("AUTH", self.password))
         commands.append(("CLUSTER", "SLOTS"))
-        async with asyncio.timeout(self.timeout_s):
-            reader, writer = await asyncio.open_connection(node.host, node.port, ssl=self.tls)
-            try:
-                writer.write(b"".join(hiredis.pack_command(cast(Any, c)) for c in commands))
-                replies = await _read_replies(reader, len(commands))
-            finally:
-                writer.transport.abort()
+        replies = await _one_round_trip(node, commands, self.tls, self.timeout_s)
         if self.password and isinstance(replies[0], Exception):
             raise RedisConnectionError(f"the node refused the password: {replies[0]}")
         return replies[-1]
+
+
+def _to_front(addresses: list[Address], address: Address) -> None:
+    if addresses[0] != address:
+        addresses.remove(address)
+        addresses.insert(0, address)
+
+
+async def _one_round_trip(
+    address: Address, commands: list[tuple[Any, ...]], tls: ssl.SSLContext | None, timeout_s: float
+) -> list[Any]:
+    """``commands`` sent in one write on a connection of their own, and their replies (errors as
+    exception objects); the connection is dropped after. Bounded by ``timeout_s`` in all."""
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(address.host, address.port, ssl=tls)
+        try:
+            writer.write(b"".join(hiredis.pack_command(cast(Any, c)) for c in commands))
+            return await _read_replies(reader, len(commands))
+        finally:
+            writer.transport.abort()
 
 
 async def _read_replies(reader: asyncio.StreamReader, count: int) -> list[Any]:
