@@ -27,7 +27,6 @@ from conveyor.log import get_logger
 from conveyor.redis import redact_url
 from conveyor.registry import TaskRegistry, load_registry
 from conveyor.services.api.auth import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
-from conveyor.services.api.batcher import PipelineBatcher
 from conveyor.services.api.enqueue import Enqueuer
 from conveyor.services.api.fastpath import EnqueueFastPath
 from conveyor.services.api.flow import router as flow_router
@@ -40,7 +39,7 @@ from conveyor.services.api.problems import (
     make_handler,
     render,
 )
-from conveyor.services.api.queues import other_queues
+from conveyor.services.api.queues import new_batcher, other_queues
 from conveyor.services.api.routes import router
 from conveyor.services.api.schedules import router as schedules_router
 from conveyor.services.api.state import ApiState
@@ -106,15 +105,7 @@ def create_app(
             redis=redis,
             pipelined=False,  # the API batches enqueues itself and bounds its Redis calls
         )
-        batcher = None
-        if settings.api_batch_enqueue:
-            batcher = PipelineBatcher(
-                redis,
-                max_inflight=settings.api_redis_pipelines,
-                max_pending=settings.api_max_pending,
-                timeout_s=settings.api_redis_timeout_s,
-                ack=client.replica_ack,
-            )
+        batcher = new_batcher(settings, redis, client) if settings.api_batch_enqueue else None
         enqueuer = Enqueuer(
             client,
             batcher,

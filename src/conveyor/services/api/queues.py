@@ -32,6 +32,17 @@ class OtherQueues:
             await batcher.close()
 
 
+def new_batcher(settings: Settings, redis: Redis, client: QueueClient) -> PipelineBatcher:
+    """The batcher of single enqueues to ``client``'s queue on ``redis``, as the settings say."""
+    return PipelineBatcher(
+        redis,
+        max_inflight=settings.api_redis_pipelines,
+        max_pending=settings.api_max_pending,
+        timeout_s=settings.api_redis_timeout_s,
+        ack=client.replica_ack,
+    )
+
+
 async def other_queues(
     settings: Settings,
     tasks: TaskRegistry,
@@ -50,13 +61,7 @@ async def other_queues(
         )
         batcher = default.batcher
         if batcher is not None and redis is not conns.default:
-            batcher = PipelineBatcher(
-                redis,
-                max_inflight=settings.api_redis_pipelines,
-                max_pending=settings.api_max_pending,
-                timeout_s=settings.api_redis_timeout_s,
-                ack=client.replica_ack,
-            )
+            batcher = new_batcher(settings, redis, client)
             made.batchers.append(batcher)
         made.clients[name] = client
         made.enqueuers[name] = Enqueuer(
