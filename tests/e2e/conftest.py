@@ -67,7 +67,9 @@ def spawn(
     procs: list[subprocess.Popen[str]] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        log = open(tmp_path / f"proc-{len(procs)}.log", "w+")  # noqa: SIM115
+        # Append mode: the children share this file's offset, and output_of's seek(0) while
+        # they run must not make their next lines overwrite the start of the log.
+        log = open(tmp_path / f"proc-{len(procs)}.log", "a+")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "conveyor.cli", *args],
             env={**service_env, **(env or {})},

@@ -31,7 +31,6 @@ async def test_processes_share_several_queues(
     ]
     key = f"{settings.prefix}:executions"
     count = 200
-    ids = [await c.enqueue_many([JobSpec("count", {"key": key})] * count) for c in clients]
     proc = spawn(
         "worker",
         "--processes",
@@ -40,6 +39,14 @@ async def test_processes_share_several_queues(
         "10",
         env={"CONVEYOR_QUEUES": f"{names[0]}:2,{names[1]}", "CONVEYOR_QUEUE": names[0]},
     )
+
+    def started() -> list[str]:
+        return [line for line in output_of(proc).splitlines() if "worker_started" in line]
+
+    # Both processes must be serving before the jobs arrive: on a loaded machine the first
+    # process alone could otherwise run all 400 before the second has imported its tasks.
+    await wait_for(lambda: len(started()) == 4, timeout=60, message="not every process started")
+    ids = [await c.enqueue_many([JobSpec("count", {"key": key})] * count) for c in clients]
 
     async def all_done() -> bool:
         return int(await redis.hlen(key + ":done")) == 2 * count
@@ -52,7 +59,8 @@ async def test_processes_share_several_queues(
         assert (await client.counts())[JobState.COMPLETED] == count
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(30) == 0
-    started = [line for line in output_of(proc).splitlines() if "worker_started" in line]
+    lines = started()
     # Two processes, each with a worker per queue.
-    assert len(started) == 4, started
-    assert {q for q in names for line in started if f"queue={q} " in line} == set(names)
+    assert len(lines) == 4, lines
+    for name in names:
+        assert len([line for line in lines if f"queue={name} " in line]) == 2, lines
