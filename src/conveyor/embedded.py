@@ -38,6 +38,8 @@ START_TIMEOUT_S = 10.0
 #: How long a started server may take to answer (it loads its AOF first).
 LOAD_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
+#: Ports tried when the one chosen is taken before redis-server binds it.
+BIND_ATTEMPTS = 5
 
 
 def find_redis_server() -> str:
@@ -59,7 +61,30 @@ def ping(
 
     With ``tls`` the exchange goes over TLS without checking the certificate: this only asks
     whether the server is up."""
-    client = redis.Redis(
+    client = _probe(port, timeout_s, password, tls=tls)
+    try:
+        return bool(client.ping())
+    except (RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def server_pid(
+    port: int, timeout_s: float = 0.5, password: str | None = None, *, tls: bool = False
+) -> int | None:
+    """The process id of the Redis answering on 127.0.0.1:port, or None when none answers."""
+    client = _probe(port, timeout_s, password, tls=tls)
+    try:
+        return int(client.info("server")["process_id"])
+    except (RedisError, OSError, KeyError, ValueError):
+        return None
+    finally:
+        client.close()
+
+
+def _probe(port: int, timeout_s: float, password: str | None, *, tls: bool) -> redis.Redis:
+    return redis.Redis(
         host="127.0.0.1",
         port=port,
         password=password or None,
@@ -70,12 +95,6 @@ def ping(
         ssl_check_hostname=False,
         retry=Retry(NoBackoff(), 0),
     )
-    try:
-        return bool(client.ping())
-    except (RedisError, OSError):
-        return False
-    finally:
-        client.close()
 
 
 @dataclass
@@ -128,9 +147,22 @@ class RedisServer:
         return args + self.extra_args
 
     def start(self) -> RedisServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self.port:
+        """Start the server and wait until it answers. A port chosen here (``port=0``) is
+        chosen again when something took it between the choice and redis-server's bind."""
+        if self.port:
+            return self._start()
+        for attempt in range(BIND_ATTEMPTS):
             self.port = free_port()
+            try:
+                return self._start()
+            except EmbeddedRedisError as exc:
+                if "in use" not in str(exc) or attempt == BIND_ATTEMPTS - 1:
+                    raise
+                log.info("redis_port_taken", port=self.port, attempt=attempt + 1)
+        raise AssertionError("unreachable")
+
+    def _start(self) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
         self.process = subprocess.Popen(
             cmd,
@@ -142,7 +174,10 @@ class RedisServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = (self.process.stderr.read() if self.process.stderr else b"").decode()
+                err = ""
+                if self.process.stderr:
+                    err = self.process.stderr.read().decode()
+                    self.process.stderr.close()
                 logfile = self.data_dir / "redis.log"
                 tail = logfile.read_text()[-500:] if logfile.exists() else ""
                 raise EmbeddedRedisError(
@@ -156,9 +191,12 @@ class RedisServer:
         raise EmbeddedRedisError(f"redis-server did not answer on port {self.port} in time")
 
     def _answers(self) -> bool:
-        if self.tls_port:
-            return ping(self.tls_port, password=self.password, tls=True)
-        return ping(self.port, password=self.password)
+        """Whether this server answers: another one that took the same port does not count."""
+        if self.process is None:
+            return False
+        port = self.tls_port or self.port
+        pid = server_pid(port, password=self.password, tls=bool(self.tls_port))
+        return pid == self.process.pid
 
     def kill(self) -> None:
         """SIGKILL the server (for chaos tests): no shutdown, AOF as the OS left it."""

@@ -13,6 +13,7 @@ import redis
 from conveyor.config import EvictionCheck
 from conveyor.embedded import EmbeddedRedis, RedisServer, find_redis_server, ping
 from conveyor.errors import EmbeddedRedisError, RedisPolicyError, RedisUnavailableError
+from conveyor.ports import free_port
 from conveyor.redis import open_redis
 
 
@@ -94,3 +95,34 @@ def test_a_password_with_a_space_is_one_argument(tmp_path: Path) -> None:
             client.close()
     finally:
         server.stop()
+
+
+def test_a_chosen_port_taken_before_the_bind_is_chosen_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between free_port() and redis-server's bind another process can take the port (here a
+    second redis-server): the start picks another port, and never takes the other server that
+    answers on the first one for its own."""
+    import conveyor.embedded as embedded
+
+    other = RedisServer(tmp_path / "other").start()
+    offered = iter([other.port])
+    monkeypatch.setattr(embedded, "free_port", lambda: next(offered, None) or free_port())
+    server = RedisServer(tmp_path / "mine")
+    try:
+        server.start()
+        assert server.port != other.port
+        assert server.process is not None
+        assert embedded.server_pid(server.port) == server.process.pid
+    finally:
+        server.stop()
+        other.stop()
+
+
+def test_a_fixed_port_held_by_another_server_is_an_error(tmp_path: Path) -> None:
+    other = RedisServer(tmp_path / "other").start()
+    try:
+        with pytest.raises(EmbeddedRedisError, match="in use"):
+            RedisServer(tmp_path / "mine", port=other.port).start()
+    finally:
+        other.stop()
