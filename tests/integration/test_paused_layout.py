@@ -13,6 +13,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from conveyor.client import JobSpec, QueueClient
+from conveyor.clock import now_ms
 from conveyor.config import Settings
 from conveyor.jobs import JobState
 from conveyor.registry import JobContext, TaskRegistry
@@ -89,3 +90,72 @@ async def test_bullmq6_layout_stays_when_meta_names_bullmq6_and_no_paused_list_e
     await redis.lpush(key + "paused", "from-bullmq5")
     await client.enqueue("step", {})
     assert (await redis.llen(key + "wait"), await redis.llen(key + "paused")) == (0, 4)
+
+
+async def _due(client: QueueClient) -> str:
+    """A delayed job, waited for until it is due (promoted by the next script that fetches)."""
+    added = now_ms()
+    job_id = await client.enqueue("step", {}, {"delay": 1})
+    await wait_for(lambda: now_ms() > added + 5)
+    return job_id
+
+
+async def test_a_due_job_promoted_while_a_job_finishes_on_a_paused_queue_goes_to_paused(
+    redis: Redis, settings: Settings, make_client: Callable[..., QueueClient]
+) -> None:
+    """moveToFinished reads the meta hash when it fetches the next job; the paused-layout
+    guard after it trusts that read (no HMGET of its own when not paused), and must still
+    move what the script promoted to "wait" while the queue is paused."""
+    client = make_client()
+    key = f"{settings.prefix}:{settings.queue}:"
+    first = await client.enqueue("step", {})
+    taken = await client.bull.move_to_active("w:1", 30_000)
+    assert taken.job is not None
+    assert taken.job.id == first
+    await client.pause()
+    due = await _due(client)
+
+    fetched = await client.bull.complete(
+        first, "w:1", "null", keep={"count": -1}, lock_duration_ms=30_000, fetch_next=True
+    )
+
+    assert fetched.job is None
+    assert await redis.lrange(key + "wait", 0, -1) == []
+    assert await redis.lrange(key + "paused", 0, -1) == [due]
+
+
+async def test_a_due_job_promoted_while_a_job_finishes_runs_next_when_not_paused(
+    redis: Redis, settings: Settings, make_client: Callable[..., QueueClient]
+) -> None:
+    client = make_client()
+    key = f"{settings.prefix}:{settings.queue}:"
+    first = await client.enqueue("step", {})
+    taken = await client.bull.move_to_active("w:1", 30_000)
+    assert taken.job is not None
+    assert taken.job.id == first
+    due = await _due(client)
+
+    fetched = await client.bull.complete(
+        first, "w:1", "null", keep={"count": -1}, lock_duration_ms=30_000, fetch_next=True
+    )
+
+    assert fetched.job is not None
+    assert fetched.job.id == due
+    assert not await redis.exists(key + "paused")
+    assert await redis.lrange(key + "active", 0, -1) == [due]
+
+
+async def test_a_due_job_promoted_by_a_fetch_on_a_paused_queue_goes_to_paused(
+    redis: Redis, settings: Settings, make_client: Callable[..., QueueClient]
+) -> None:
+    """The same for moveToActive (a worker fetching with no job to finish)."""
+    client = make_client()
+    key = f"{settings.prefix}:{settings.queue}:"
+    await client.pause()
+    due = await _due(client)
+
+    fetched = await client.bull.move_to_active("w:1", 30_000)
+
+    assert fetched.job is None
+    assert await redis.lrange(key + "wait", 0, -1) == []
+    assert await redis.lrange(key + "paused", 0, -1) == [due]

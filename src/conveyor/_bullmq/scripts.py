@@ -99,21 +99,54 @@ def script_source(name: str) -> str:
         _check_key(source, file, 6, "limiter")
         before = f"{lua.source('limit_held')}\n{_HOLD_CHECK[name]}"
     resuming = "ARGV[1] == 'resumed'" if name == "pause" else "false"
-    return with_paused_layout(source, meta, resuming, before)
+    shares = name in _SHARES_META_READ
+    if shares:
+        source = _noting_paused(source, file, meta)
+    return with_paused_layout(source, meta, resuming, before, paused_seen=shares)
 
 
-def with_paused_layout(source: str, meta: int, resuming: str = "false", before: str = "") -> str:
+#: BullMQ's own read of the queue's meta hash in the scripts that take jobs (its
+#: getQueueMetadata: moveToActive runs it always, moveToFinished when it fetches the next job).
+#: It already answers what the paused-layout guard after them asks first: is the queue paused?
+#: Nothing in these scripts pauses or resumes a queue, so the answer holds at their end; it is
+#: noted (``conveyorPausedSeen``) and the guard's own HMGET runs only when the queue is paused
+#: or the read did not happen (one command less per job on the worker's hot path).
+_META_READ = 'local queueAttributes = rcall("HMGET", queueMetaKey, "paused", "concurrency", "max", "duration")\n'  # noqa: E501
+_SHARES_META_READ = frozenset({"moveToActive", "moveToFinished"})
+
+
+def _noting_paused(source: str, file: str, meta: int) -> str:
+    if source.count(_META_READ) != 1:
+        raise ConveyorError(f"bullmq's {file} no longer reads the queue's meta as expected")
+    noted = f"if queueMetaKey == KEYS[{meta}] then conveyorPausedSeen = queueAttributes[1] end\n"
+    return source.replace(_META_READ, _META_READ + noted)
+
+
+def with_paused_layout(
+    source: str,
+    meta: int,
+    resuming: str = "false",
+    before: str = "",
+    *,
+    paused_seen: bool = False,
+) -> str:
     """``source`` (a whole script) followed, in the same call, by the paused-layout guard on
     the meta key at ``KEYS[meta]``: for every script that can put a job in "wait". ``before``
-    runs first (Lua statements)."""
+    runs first (Lua statements). ``paused_seen``: ``source`` sets ``conveyorPausedSeen`` to
+    the meta hash's ``paused`` field (false: not paused) when it reads it, and then the
+    guard, which does nothing on a queue that is not paused, is skipped."""
+    guard = f"conveyorPausedLayout(KEYS[{meta}], {resuming})\n"
+    if paused_seen:
+        guard = f"if conveyorPausedSeen ~= false then {guard}end\n"
     return (
-        "local function conveyorBullmqScript()\n"
+        ("local conveyorPausedSeen = nil\n" if paused_seen else "")
+        + "local function conveyorBullmqScript()\n"
         f"{source}\n"
         "end\n"
         f"{lua.source('paused_layout')}\n"
         f"{before}"
         "local conveyorResult = conveyorBullmqScript()\n"
-        f"conveyorPausedLayout(KEYS[{meta}], {resuming})\n"
+        f"{guard}"
         "return conveyorResult\n"
     )
 

@@ -6,8 +6,10 @@
 -- while the queue is paused it moves "wait" into "paused" (the BullMQ 5 layout, which BullMQ 6
 -- reads too: its getters count the list as paused and its resume moves it back), unless meta
 -- says the last Node Queue to open the queue was BullMQ 6 or newer and no "paused" list
--- exists (then BullMQ 6's own layout stays). Not paused, it costs one HMGET. After Conveyor's
--- own resume it also moves what BullMQ's resume left in "paused" (it moves 7,000 per call).
+-- exists (then BullMQ 6's own layout stays). Not paused, it costs one HMGET; none after
+-- moveToActive and moveToFinished when their own read of meta said the queue is not paused
+-- (conveyor._bullmq.scripts). After Conveyor's own resume it also moves what BullMQ's resume
+-- left in "paused" (it moves 7,000 per call).
 local function conveyorPausedLayout(metaKey, resuming)
   local rcall = redis.call
   local meta = rcall("HMGET", metaKey, "paused", "version")
