@@ -86,6 +86,20 @@ class JobView:
         return self.info.id
 
 
+#: A version-4 UUID's version nibble and variant bits, and the masks that clear them.
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+
+
+def new_job_id() -> str:
+    """A new random job id: a version-4 UUID as ``str(uuid.uuid4())`` writes it (the same
+    ``os.urandom`` bits), without building a ``uuid.UUID`` (a third of the time; an enqueue
+    makes one per job)."""
+    value = (int.from_bytes(os.urandom(16)) & _UUID4_CLEAR) | _UUID4_SET
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def build_options(
     options: dict[str, Any] | None, default_policy: RetryPolicy, *, job_id: str | None = None
 ) -> tuple[str, dict[str, Any]]:
@@ -94,6 +108,11 @@ def build_options(
     Answers the job id (the caller's ``jobId``, else a new UUID, so ids never collide across
     queues) and the options to store. Raises JobOptionsError, before anything touches Redis.
     """
+    if not options and job_id is None:
+        # No options (most jobs): nothing to check, the policy's own options and a new id,
+        # as the general path below would answer them.
+        final_id = new_job_id()
+        return final_id, {**default_policy.to_job_options(), "jobId": final_id}
     opts = dict(options or {})
     policy = check_option_limits(opts, default_policy)
     opts.update(policy.to_job_options())
@@ -105,7 +124,7 @@ def build_options(
                 f"options.jobId {given_id!r} is the name of one of the queue's own keys; "
                 f"reserved: {', '.join(sorted(RESERVED_JOB_IDS))}"
             )
-    final_id = given_id or str(uuid.uuid4())
+    final_id = given_id or new_job_id()
     opts["jobId"] = final_id
     for key in ("delay", "priority"):
         if not opts.get(key):

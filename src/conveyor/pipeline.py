@@ -96,10 +96,25 @@ class AutoPipeline:
         self._connecting = False
         self.connection.adopt_loop(loop)
 
-    def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
+    def call(
+        self, script: AsyncScript, keys: list[Any], args: list[Any], *, eager: bool = False
+    ) -> asyncio.Future[Any]:
+        """Queue a script call for the end of the tick; answers its reply (a future).
+
+        ``eager``: write it at once when the connection is idle (connected, nothing pending,
+        no reply awaited): a caller that awaits each call in turn (an enqueue loop) then
+        waits for no tick, and Redis starts on it while this process is still winding down
+        the call. A call made while others are in flight is batched as usual.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        return self._queue((script, keys, args, future), loop)
+        item = (script, keys, args, future)
+        if loop is not self._loop:
+            self._adopt(loop)
+        if eager and not self._pending and self.connection.idle:
+            self._send([item])
+            return future
+        return self._queue(item, loop)
 
     def commands(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[Any]:
         """Send ``commands`` back to back in the next batch; answers all their replies (an

@@ -220,6 +220,12 @@ class RespConnection:
     def connected(self) -> bool:
         return self._protocol is not None and self._protocol.transport is not None
 
+    @property
+    def idle(self) -> bool:
+        """Connected, with no reply awaited."""
+        protocol = self._protocol
+        return protocol is not None and protocol.transport is not None and not protocol.waiting
+
     async def connect(self) -> None:
         """Connect (and authenticate) unless connected already."""
         self.adopt_loop(asyncio.get_running_loop())

@@ -61,6 +61,26 @@ async def test_a_script_redis_forgot_is_loaded_again_and_runs_once(
     assert await redis.get(key) == "10"
 
 
+async def test_an_eager_call_is_written_at_once_when_the_connection_is_idle(
+    redis: Redis, prefix: str, conn: RespConnection, auto: AutoPipeline
+) -> None:
+    """An enqueue's call (``eager``) waits for no end of tick on an idle connection; one made
+    while another is in flight is batched behind it; NOSCRIPT is handled as for any call."""
+    incr = redis.register_script(INCR)
+    key = f"{prefix}:eager"
+    await conn.connect()
+    await redis.script_flush()
+    first = auto.call(incr, [key], [], eager=True)
+    assert not conn.idle  # already written: its reply is awaited before this tick ends
+    second = auto.call(incr, [key], [], eager=True)
+    assert list(await asyncio.gather(first, second)) == [1, 2]
+    assert conn.idle
+    lazy = auto.call(incr, [key], [])
+    assert conn.idle  # a plain call waits for the end of the tick
+    assert await lazy == 3
+    assert await redis.get(key) == "3"
+
+
 async def test_an_error_reply_fails_only_its_own_call(
     redis: Redis, prefix: str, auto: AutoPipeline
 ) -> None:

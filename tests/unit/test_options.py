@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from conveyor.client import build_options
+from conveyor.client import build_options, new_job_id
 from conveyor.errors import JobOptionsError
 from conveyor.policy import RetryPolicy
 
@@ -21,6 +21,25 @@ def test_defaults_are_written_into_the_job() -> None:
         "backoff": {"type": "exponential", "delay": 1000},
         "jobId": job_id,
     }
+
+
+def test_no_options_give_what_the_checked_path_gives() -> None:
+    """The shortcut for a job without options answers what checking an option that changes
+    nothing (``delay: 0``) answers."""
+    policy = RetryPolicy.from_retries(2, "fixed", 250)
+    job_id, opts = build_options({}, policy)
+    _, checked = build_options({"delay": 0}, policy)
+    assert opts == {**checked, "jobId": job_id}
+    assert list(opts) == list(checked)  # the same order, so the same msgpack bytes
+
+
+def test_new_job_ids_are_version_4_uuids() -> None:
+    ids = [new_job_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert str(parsed) == job_id
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
 
 
 def test_caller_options_win() -> None:

@@ -65,7 +65,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             job_id, name, data_json, options, timestamp, repeat_job_key
         )
         if pipe is None and self._auto is not None:
-            return await self._auto.call(script, keys, args)
+            return await self._auto.call(script, keys, args, eager=True)
         return await script(keys=keys, args=args, client=pipe)
 
     def add_job_call(
