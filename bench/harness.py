@@ -96,16 +96,18 @@ class Proc:
     command: list[str]
     process: subprocess.Popen[str] | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    #: The checkout the process runs from (another one for before/after comparisons).
+    root: Path = REPO
 
     def start(self) -> Proc:
         self.process = subprocess.Popen(
             self.command,
-            cwd=REPO,
+            cwd=self.root,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=sys.stderr,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(self.root)},
         )
         return self
 

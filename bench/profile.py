@@ -61,6 +61,19 @@ def _fail_on_purpose(data: dict[str, Any]) -> None:
         raise RuntimeError("bench: this job fails on purpose")
 
 
+def print_commandstats(store: Store, jobs: int) -> None:
+    """Redis's own account of the run (INFO commandstats): per command, calls and server
+    time per job and per call, the most expensive first. Commands inside a script are counted
+    under their own names as well as the script's EVAL/EVALSHA."""
+    stats = store.client.info("commandstats")
+    rows = sorted(stats.items(), key=lambda kv: -float(kv[1]["usec"]))
+    print(f"    {'command':<24} {'calls/job':>9} {'us/job':>8} {'us/call':>8}")
+    for name, row in rows:
+        calls, usec = int(row["calls"]), float(row["usec"])
+        command = name.removeprefix("cmdstat_")
+        print(f"    {command:<24} {calls / jobs:>9.2f} {usec / jobs:>8.2f} {usec / calls:>8.2f}")
+
+
 async def one_run(
     url: str, args: argparse.Namespace, profiler: cProfile.Profile | None
 ) -> dict[str, float]:
@@ -91,6 +104,8 @@ async def one_run(
     )
     if stats is not None:
         stats.start()
+    if args.commandstats:
+        store.client.config_resetstat()
     redis_cpu = store.cpu_seconds()
     cpu = time.process_time()
     wall = time.perf_counter()
@@ -103,6 +118,8 @@ async def one_run(
     wall = time.perf_counter() - wall
     cpu = time.process_time() - cpu
     redis_cpu = store.cpu_seconds() - redis_cpu
+    if args.commandstats:
+        print_commandstats(store, args.jobs)
     worker.stop()
     await running
     if stats is not None:
@@ -127,6 +144,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--cprofile", type=int, default=0, help="print the top N functions")
+    parser.add_argument(
+        "--commandstats", action="store_true", help="print Redis's time per command per job"
+    )
     args = parser.parse_args()
     if args.hooks in ("logging", "production"):
         log_to_devnull()

@@ -11,9 +11,10 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from bench.harness import NODE_DIR, PYTHON, Proc, Store
+from bench.harness import NODE_DIR, PYTHON, REPO, Proc, Store
 from conveyor import JobSpec, QueueClient
 from conveyor.redis import connect
 
@@ -34,6 +35,9 @@ class Contender:
     loop: str = "asyncio"  # Python contenders only
     #: conveyor only: False measures a permanent failure without its failedJobs record
     records: bool = True
+    #: Python contenders only: run from this checkout, with its own .venv (before/after
+    #: comparisons, ``bench.compare_worker``); None is this one.
+    root: Path | None = None
 
     @property
     def key(self) -> str:
@@ -67,7 +71,8 @@ class Contender:
             extra += ["--hooks", self.hooks]
             if not self.records:
                 extra.append("--no-records")
-        return [PYTHON, "-m", module, *common, *extra]
+        python = PYTHON if self.root is None else str(self.root / ".venv" / "bin" / "python")
+        return [python, "-m", module, *common, *extra]
 
 
 # --- producing ---------------------------------------------------------------------------------
@@ -137,7 +142,10 @@ def produce(url: str, contender: Contender, coroutine_factory: Any) -> Any:
 # --- running workers ---------------------------------------------------------------------------
 def start_workers(contender: Contender, url: str, expect: int) -> list[Proc]:
     procs = [
-        Proc(contender.command(url, expect if contender.processes == 1 else 0)).start()
+        Proc(
+            contender.command(url, expect if contender.processes == 1 else 0),
+            root=contender.root or REPO,
+        ).start()
         for _ in range(contender.processes)
     ]
     try:
