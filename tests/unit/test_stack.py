@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import traceback
 
-from conveyor.worker.stack import format_stack
+import pytest
+
+from conveyor.worker.stack import exception_line, format_stack
 
 
 def _inner() -> None:
@@ -68,3 +70,50 @@ def test_an_exception_group_keeps_its_sub_exceptions() -> None:
         text = format_stack(exc)
     assert "the real cause" in text
     assert "KeyError" in text
+
+
+class _StrFails(Exception):
+    def __str__(self) -> str:
+        raise KeyboardInterrupt  # even a BaseException from __str__
+
+
+class _Outer:
+    class Nested(KeyError):
+        pass
+
+
+class _NoModule(Exception):
+    pass
+
+
+_NoModule.__module__ = None  # type: ignore[assignment]
+
+
+def _with_note() -> ValueError:
+    exc = ValueError("noted")
+    exc.add_note("first\nsecond")
+    return exc
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("bench: fails"),
+        ValueError(""),
+        KeyError("k"),
+        _StrFails(),
+        _Outer.Nested("z"),
+        _NoModule("m"),
+        _with_note(),
+        SyntaxError("bad", ("f.py", 1, 2, "x y", 1, 3)),
+        OSError(2, "nope"),
+        BaseException(),
+        SystemExit(3),
+        RuntimeError("two\nlines"),
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"),
+        ExceptionGroup("g", [ValueError(1)]),
+    ],
+    ids=repr,
+)
+def test_the_last_line_is_the_traceback_modules(error: BaseException) -> None:
+    assert exception_line(error) == "".join(traceback.format_exception_only(type(error), error))

@@ -45,9 +45,31 @@ def format_stack(exc: BaseException) -> str:
             if line.strip():
                 parts.append(f"    {line.strip()}\n")
             tb = tb.tb_next
-        parts.extend(traceback.format_exception_only(type(error), error))
+        parts.append(exception_line(error))
         parts.append(link_to_next)
     return "".join(parts)
+
+
+def exception_line(error: BaseException) -> str:
+    """``"".join(traceback.format_exception_only(type(error), error))``: the last line of a
+    traceback, ``module.Class: message``.
+
+    The common case (no ``__notes__``, not a SyntaxError, a ``__str__`` that works) is
+    built here as traceback builds it; traceback's own function first makes a whole
+    TracebackException, half the cost of formatting a short stack. Anything else goes to it.
+    """
+    kind = type(error)
+    if issubclass(kind, SyntaxError) or getattr(error, "__notes__", None) is not None:
+        return "".join(traceback.format_exception_only(kind, error))
+    try:
+        text = str(error)
+    except BaseException:  # traceback's own placeholder for a failing __str__
+        return "".join(traceback.format_exception_only(kind, error))
+    name = kind.__qualname__
+    module = kind.__module__
+    if module not in ("__main__", "builtins"):
+        name = f"{module if isinstance(module, str) else '<unknown>'}.{name}"
+    return f"{name}: {text}\n" if text else f"{name}\n"
 
 
 def utf8(text: str) -> str:
