@@ -370,10 +370,22 @@ class Attempts:
         error = utf8(describe(exc))
         stack = [*job.stacktrace, utf8(stack_text(exc))][-STACKTRACE_LIMIT:]
         attempt = job.attempts_made + 1
-        done = replace(event, max_attempts=policy.attempts, duration_ms=duration_ms, error=error)
+        retry = should_retry(attempt, policy, unrecoverable=unrecoverable)
+        delay = backoff_delay_ms(attempt, policy) if retry else None
+        # One event for the hooks, built directly (dataclasses.replace costs twice as much).
+        done = JobEvent(
+            event.job_id,
+            event.name,
+            event.queue,
+            event.attempt,
+            policy.attempts,
+            event.wait_ms,
+            duration_ms,
+            error,
+            delay,
+        )
         try:
-            if should_retry(attempt, policy, unrecoverable=unrecoverable):
-                delay = backoff_delay_ms(attempt, policy)
+            if delay is not None:
                 await self._persist(
                     job.id,
                     lambda first: self.bull.retry_later(
@@ -385,7 +397,7 @@ class Attempts:
                         lifo=job.lifo,
                     ),
                 )
-                self.hooks.job_retrying(replace(done, retry_delay_ms=delay))
+                self.hooks.job_retrying(done)
                 return None
             failed_at = datetime.now(UTC)
             fetch_next = not self._stopping.is_set()
