@@ -29,6 +29,7 @@ failure records of other queues at ``failedJobs:*``; ``CleanupKeys.legacy_*`` an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from conveyor.hashtag import queue_hash_tag
 
@@ -161,6 +162,9 @@ class FailureKeys:
       indexed in ``{prefix}:{queue}:conveyor:failed-index``. Job ids never contain ``:``, so
       no two queues' records can share a key.
 
+    The names that do not depend on a job are worked out once (a worker asks for them on
+    every failure).
+
     ``legacy_record``/``legacy_index`` name where earlier versions wrote the same record
     (``failedJobs:{jobId}``, or ``failedJobs:{queue}:{jobId}`` for counter ids, all queues in
     ``failedJobs-index``): readers fall back to it when its ``queue`` and ``prefix`` fields
@@ -171,25 +175,25 @@ class FailureKeys:
     queue: str
     failed_key_prefix: str = "failedJobs"
 
-    @property
+    @cached_property
     def is_seed(self) -> bool:
         return self.prefix == SEED_PREFIX and self.queue == SEED_QUEUE
 
-    @property
+    @cached_property
     def record_base(self) -> str:
         """The record key without the job id."""
         if self.is_seed:
             return f"{self.failed_key_prefix}:"
         return f"{queue_space(self.prefix, self.queue)}{FAILED_RECORD}"
 
-    @property
+    @cached_property
     def index(self) -> str:
         """A sorted set of this queue's record keys scored by failure time (ms)."""
         if self.is_seed:
             return self.legacy_index
         return f"{queue_space(self.prefix, self.queue)}{FAILED_INDEX}"
 
-    @property
+    @cached_property
     def hash_tagged(self) -> bool:
         """Whether the queue's keys carry a Redis Cluster hash tag (``conveyor.hashtag``). Such
         a queue has no legacy keys: they are its own ones, since the shared ``failedJobs:*``
@@ -197,7 +201,7 @@ class FailureKeys:
         both fails in a cluster). Earlier versions never ran in a cluster."""
         return queue_hash_tag(self.prefix, self.queue) is not None
 
-    @property
+    @cached_property
     def legacy_index(self) -> str:
         if self.hash_tagged:
             return self.index
