@@ -7,8 +7,8 @@ fields first, so no call for one queue can overwrite or delete another queue's r
 where an earlier version's keys (``FailureKeys.legacy_record``) are shared.
 
 The rule the scripts keep: a record exists exactly while its job is failed for good. The
-worker writes it in the same MULTI as the move to BullMQ's failed set; Conveyor's retry and
-remove drop it in the same MULTI as their move; moves made by other BullMQ tools (Node's
+worker writes it in the same script call as the move to BullMQ's failed set; Conveyor's
+retry and remove drop it in the same MULTI as their move; moves made by other BullMQ tools (Node's
 ``job.retry()``, Bull Board, ``queue.clean``) are caught up by ``drop`` (from the queue's event
 stream) and ``sweep`` (a bounded walk of the index), which the workers run on a timer. The one
 exception: a job that BullMQ removed at the moment it failed (``removeOnFail``) keeps its
@@ -49,7 +49,6 @@ class FailureStore:
         self.keys = keys
         #: BullMQ's failed set of the queue (``{prefix}:{queue}:failed``).
         self.failed_set = failed_set
-        self.record_script: AsyncScript = redis.register_script(lua.source("failure_record"))
         self._drop = redis.register_script(lua.source("failure_drop"))
         self._sweep = redis.register_script(lua.source("failure_sweep"))
 

@@ -9,12 +9,15 @@ from collections.abc import Callable
 import pytest
 from redis.asyncio import Redis
 
+from conveyor._bullmq import BullQueue
 from conveyor.client import QueueClient
 from conveyor.config import Settings
+from conveyor.errors import JobLockLostError
 from conveyor.jobs import JobState
 from conveyor.maintenance import RetentionPolicy
 from conveyor.maintenance.remover import Cleaner
 from conveyor.registry import EmptyPayload, JobContext, TaskRegistry
+from conveyor.resp import RespConnection
 from conveyor.testing import wait_for_state
 from conveyor.worker import Worker
 from tests.support.api import api_client
@@ -147,3 +150,79 @@ async def test_records_of_earlier_versions_are_found_retried_and_drained(
     assert not await redis.exists(keys.legacy_record(ids[2]))
     assert await redis.zrange(keys.legacy_index, 0, -1) == [other]
     assert await redis.exists(other)
+
+
+async def _failed_events(redis: Redis, bull: BullQueue, job_id: str) -> int:
+    entries: list[tuple[str, dict[str, str]]] = await redis.xrange(bull.keys["events"])  # type: ignore[assignment]
+    return sum(1 for _, f in entries if f.get("event") == "failed" and f.get("jobId") == job_id)
+
+
+async def test_a_failure_after_redis_forgot_its_scripts_is_moved_once_with_its_record(
+    registry: TaskRegistry,
+    make_client: Callable[..., QueueClient],
+    make_worker: Callable[..., Worker],
+    settings: Settings,
+    redis: Redis,
+) -> None:
+    """The move to failed and the record are one script: a NOSCRIPT ran neither, and the
+    worker's reload runs both, once."""
+    client = make_client(registry)
+    make_worker(registry)
+    await client.enqueue("fail", {}, {"jobId": "before"})
+    await wait_for_state(client, "before", JobState.FAILED)
+    await redis.script_flush()
+    await client.enqueue("fail", {"n": 2}, {"jobId": "after"})
+    await wait_for_state(client, "after", JobState.FAILED)
+    record = await client.failure_record("after")
+    assert record is not None
+    assert (record["error"], record["attempts"]) == (
+        f"RuntimeError: failed in {settings.queue}",
+        "1",
+    )
+    assert json.loads(record["data"]) == {"n": 2}
+    assert record["removed_on_fail"] == "0"
+    bull = BullQueue(redis, settings.queue, settings.prefix)
+    assert await redis.hget(bull.job_key("after"), "atm") == "1"
+    assert await _failed_events(redis, bull, "after") == 1
+
+
+async def test_a_refused_move_to_failed_leaves_the_record_that_is_there(
+    make_client: Callable[..., QueueClient], settings: Settings, redis: Redis
+) -> None:
+    """A worker whose lock is gone (the job ran again elsewhere and failed there) is refused,
+    and its failure writes no record over the one of the worker that failed the job."""
+    await make_client().enqueue("simulate", {"duration_ms": 1}, {"jobId": "twice"})
+    hot = RespConnection.like(redis)
+    try:
+        bull = BullQueue(redis, settings.queue, settings.prefix, hot_path=hot)
+        records = bull.failure_store()
+        taken = await bull.move_to_active("token-1", 5000)
+        assert taken.job is not None
+        assert taken.job.id == "twice"
+
+        async def fail(token: str, error: str) -> None:
+            assert taken.job is not None
+            await bull.fail(
+                taken.job,
+                token,
+                error=error,
+                stacktrace=[f"{error}\n"],
+                attempts=1,
+                keep={"count": -1},
+                lock_duration_ms=5000,
+                records=records,
+                failed_at_iso="2026-11-30T08:00:00.000Z",
+                failed_at_ms=1_796_025_600_000,
+            )
+
+        await fail("token-1", "RuntimeError: the worker that holds the lock")
+        with pytest.raises(JobLockLostError):
+            await fail("token-0", "RuntimeError: a worker that lost its lock")
+    finally:
+        await hot.close()
+    record = await records.read("twice")
+    assert record is not None
+    assert record["error"] == "RuntimeError: the worker that holds the lock"
+    assert record["stack"] == "RuntimeError: the worker that holds the lock\n"
+    assert await redis.hget(bull.job_key("twice"), "failedReason") == record["error"]
+    assert await _failed_events(redis, bull, "twice") == 1

@@ -14,7 +14,12 @@ from redis.commands.core import AsyncScript
 
 from conveyor._bullmq.layout import FETCH_KEY_TYPES, KEY_TYPES
 from conveyor._bullmq.record import JobRecord, as_dict
-from conveyor._bullmq.scripts import SCRIPT_FILES, script_source
+from conveyor._bullmq.scripts import (
+    MOVE_TO_FAILED,
+    SCRIPT_FILES,
+    move_to_failed_source,
+    script_source,
+)
 from conveyor.failures import FailureStore
 from conveyor.jobs import JobState
 from conveyor.keys import FailureKeys
@@ -89,6 +94,7 @@ class QueueBase:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(script_source(name)) for name in SCRIPT_FILES
         }
+        self._scripts[MOVE_TO_FAILED] = redis.register_script(move_to_failed_source())
 
     def job_key(self, job_id: str) -> str:
         return self.base + job_id

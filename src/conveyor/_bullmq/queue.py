@@ -25,7 +25,7 @@ from conveyor._bullmq.reads import QueueReads
 from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
 from conveyor._bullmq.recovery import QueueRecovery
 from conveyor._bullmq.schedulers import QueueSchedulers
-from conveyor._bullmq.scripts import script_error
+from conveyor._bullmq.scripts import MOVE_TO_FAILED, script_error
 from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
 from conveyor.failures import FailureStore
@@ -266,9 +266,10 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
         fetch_next: bool = False,
         also: Sequence[tuple[AsyncScript, list[Any], list[Any]]] = (),
     ) -> Fetched:
-        """Fail a job for good and write its failure record, atomically (one MULTI); with
-        ``fetch_next`` also take the next job, as ``complete`` does; ``also``: script calls
-        for the same MULTI, after the record (they see whether the job is failed).
+        """Fail a job for good and write its failure record, atomically (one script call,
+        ``scripts.move_to_failed_source``); with ``fetch_next`` also take the next job, as
+        ``complete`` does; ``also``: script calls to run after it in the same MULTI (they see
+        whether the job is failed).
 
         Raises the lock/state errors of ``complete``; the record is written only when the job
         really is failed, so a refused move leaves no record either.
@@ -301,18 +302,17 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             self.prefix,
             *OTHER_QUEUE_RECORD_SUFFIXES,
         ]
-        # The record goes by EVAL: if Redis forgot moveToFinished (NOSCRIPT), the record script
-        # still runs, sees the job is not failed and writes nothing.
-        moved, *_ = await self._auto.transaction(
-            [
-                (self._scripts["moveToFinished"], keys, args),
-                (records.record_script, record_keys, record_args),
-                *also,
-            ],
-            by_sha=1,
-        )
-        if isinstance(moved, Exception):
-            raise moved
+        keys += record_keys
+        args += record_args
+        script = self._scripts[MOVE_TO_FAILED]
+        if also:
+            # The calls after it go by EVAL: if Redis forgot the first script (NOSCRIPT), they
+            # still run, see the job is not failed and change nothing.
+            moved, *_ = await self._auto.transaction([(script, keys, args), *also], by_sha=1)
+            if isinstance(moved, Exception):
+                raise moved
+        else:
+            moved = await self._auto.call(script, keys, args)
         if isinstance(moved, int) and moved < 0:
             raise script_error(moved, job.id, "moveToFinished", queue=self.name)
         return fetched(moved)

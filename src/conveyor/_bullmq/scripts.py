@@ -151,6 +151,37 @@ def with_paused_layout(
     )
 
 
+#: Conveyor's name for moveToFinished followed by the failure record in the same call.
+MOVE_TO_FAILED = "moveToFailed"
+#: moveToFinished's KEYS and ARGV (with its job fields): the record's come after them.
+_FINISH_KEYS, _FINISH_ARGS = 14, 9
+
+
+@cache
+def move_to_failed_source() -> str:
+    """moveToFinished (as ``script_source`` makes it) and then, in the same call, the failure
+    record (``lua/failure_record.lua``) when the move succeeded: a job failed for good and
+    its record are one script, so neither can exist without the other whatever dies when,
+    and a NOSCRIPT means that nothing ran. KEYS: moveToFinished's 14, then the record's;
+    ARGV: moveToFinished's 9 (job fields included), then the record's."""
+    return (
+        "local function conveyorFailureRecord(KEYS, ARGV)\n"
+        f"{lua.source('failure_record')}\n"
+        "end\n"
+        "local function conveyorMoveToFinished()\n"
+        f"{script_source('moveToFinished')}\n"
+        "end\n"
+        "local conveyorMoved = conveyorMoveToFinished()\n"
+        'if type(conveyorMoved) ~= "number" or conveyorMoved >= 0 then\n'
+        "  local recordKeys, recordArgs = {}, {}\n"
+        f"  for i = {_FINISH_KEYS + 1}, #KEYS do recordKeys[#recordKeys + 1] = KEYS[i] end\n"
+        f"  for i = {_FINISH_ARGS + 1}, #ARGV do recordArgs[#recordArgs + 1] = ARGV[i] end\n"
+        "  conveyorFailureRecord(recordKeys, recordArgs)\n"
+        "end\n"
+        "return conveyorMoved\n"
+    )
+
+
 # BullMQ error codes returned by its scripts.
 _CODE_MISSING_JOB = -1
 _CODE_MISSING_LOCK = -2

@@ -1,5 +1,6 @@
--- Written in the same MULTI as the move to "failed", so the record and BullMQ's failed set
--- can never disagree: the record is written only when the job really is failed now (or was
+-- Run in the same script call as the move to "failed" (a worker's, moveToFailed in
+-- conveyor._bullmq.scripts; a cancel's, lua/cancel.lua), so the record and BullMQ's failed
+-- set can never disagree: the record is written only when the job really is failed now (or was
 -- removed on failure by removeOnFail, then marked so). A record of another queue found where
 -- this one goes (only possible at the seed's ``failedJobs:{id}``, written there by an earlier
 -- version for any queue) is moved to its own queue's key space first, never overwritten. The

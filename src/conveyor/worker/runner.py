@@ -8,8 +8,8 @@ Delivery is at-least-once. What happens if the process dies:
   locks; failing both, its lock expires and the stalled-job check (any worker's) puts them
   back. Either way they run again: handlers must be idempotent.
 - while finishing: each finish is one BullMQ script (atomic); a permanent failure and its
-  failure record (``conveyor.keys.FailureKeys``) are written in one MULTI, so they cannot
-  disagree.
+  failure record (``conveyor.keys.FailureKeys``) are written by one script call, so they
+  cannot disagree.
 
 A job whose task this worker does not know is put back for another worker (see ``unknown``).
 """
