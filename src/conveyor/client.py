@@ -151,7 +151,11 @@ def stored_payload(model: BaseModel, given: Any) -> str:
     if not _finite(given):
         raise JobOptionsError("job data must be JSON (no NaN or Infinity)")
     try:
-        return model.model_dump_json(by_alias=True, exclude_unset=True, round_trip=True)
+        # model_dump_json's own call, without its wrapper (a job's JSON is made on every enqueue)
+        encoded: bytes = model.__pydantic_serializer__.to_json(
+            model, by_alias=True, exclude_unset=True, round_trip=True
+        )
+        return encoded.decode()
     except ValueError as exc:
         raise JobOptionsError(f"job data must be JSON: {exc}") from exc
 
@@ -267,23 +271,28 @@ class QueueClient:
     # --- enqueue -----------------------------------------------------------------------------
     def prepare(self, spec: JobSpec) -> tuple[str, str, dict[str, Any]]:
         """Validate one job and compute what will be stored: (job id, data JSON, options)."""
+        return self._prepare(spec.name, spec.data, spec.options)
+
+    def _prepare(
+        self, name: str, data: Any, options: dict[str, Any] | None
+    ) -> tuple[str, str, dict[str, Any]]:
         policy = self.default_policy
         if self.registry is not None:
-            task = self.registry.get(spec.name)
-            data_json = stored_payload(task.validate(spec.data), spec.data)
+            task = self.registry.get(name)
+            data_json = stored_payload(task.validate(data), data)
             policy = task.retry_policy(policy)
-        elif not isinstance(spec.name, str) or not spec.name:
+        elif not isinstance(name, str) or not name:
             raise JobOptionsError("a job needs a name")
         else:
-            data_json = encode_data(spec.data)
-        job_id, opts = build_options(spec.options, policy)
+            data_json = encode_data(data)
+        job_id, opts = build_options(options, policy)
         return job_id, data_json, opts
 
     async def enqueue(
         self, name: str, data: Any = None, options: dict[str, Any] | None = None
     ) -> str:
         """Add one job; answers its id once Redis has it."""
-        job_id, data_json, opts = self.prepare(JobSpec(name, data, options or {}))
+        job_id, data_json, opts = self._prepare(name, data, options)
         if self.replica_ack is not None:
             return await self._enqueue_acknowledged(self.replica_ack, job_id, name, data_json, opts)
         stored = await self.bull.add_job(job_id, name, data_json, opts)
