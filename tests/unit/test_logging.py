@@ -107,6 +107,42 @@ def test_the_fast_completed_line_is_the_line_a_record_would_give(fmt: str) -> No
         logging.getLogger().handlers.clear()
 
 
+@pytest.mark.parametrize("fmt", ["console", "json"])
+@pytest.mark.parametrize("outcome", ["job_failed", "job_retrying"])
+def test_the_fast_failure_lines_are_the_lines_a_record_would_give(fmt: str, outcome: str) -> None:
+    handler, stream = _configured(fmt)
+    error = 'KeyError: "é" at\nline two\t='
+    try:
+        event = JobEvent(
+            "j 1", "my task", "taskQueue", 2, 6, duration_ms=12.34, error=error, retry_delay_ms=40
+        )
+        getattr(LoggingHooks(), outcome)(event)  # no LogRecord: straight to the handler
+        handler.flush()
+        fast = stream.getvalue().strip()
+        fields: dict[str, object] = {
+            "job_id": "j 1", "name": "my task", "queue": "taskQueue", "attempt": "2/6",
+            "duration_ms": 12.3, "error": error,
+        }  # fmt: skip
+        if outcome == "job_retrying":
+            fields["retry_in_ms"] = 40
+        record = _record(fields)
+        record.msg = outcome
+        record.levelname = "ERROR" if outcome == "job_failed" else "WARNING"
+        formatter = handler.formatter
+        assert formatter is not None
+        slow = formatter.format(record)
+        if fmt == "json":
+            fast_doc, slow_doc = json.loads(fast), json.loads(slow)
+            assert fast_doc.pop("ts")
+            assert slow_doc.pop("ts")
+            assert fast_doc == slow_doc
+        else:
+            assert fast.split(" ", 1)[1] == slow.split(" ", 1)[1]  # all but the time
+            assert 'error="KeyError: \\"é\\" at\\nline two\\t="' in fast
+    finally:
+        logging.getLogger().handlers.clear()
+
+
 async def test_job_lines_wait_briefly_and_any_other_line_takes_them_along() -> None:
     from conveyor.observability.logging import FLUSH_DELAY_S
 

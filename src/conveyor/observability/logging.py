@@ -8,11 +8,11 @@ containers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import sys
 import time
+from json.encoder import encode_basestring
 from typing import Any
 
 import orjson
@@ -53,7 +53,7 @@ def _quote(value: Any) -> str:
         return str(value)
     text = value if kind is str else str(value)
     if text == "" or _NEEDS_QUOTES.search(text):
-        return json.dumps(text, ensure_ascii=False)
+        return encode_basestring(text)  # json.dumps(text, ensure_ascii=False), without its set-up
     return text
 
 
@@ -96,20 +96,42 @@ class ConsoleFormatter(logging.Formatter):
             return head
         return " ".join([head, *[f"{k}={_quote(v)}" for k, v in fields.items()]])
 
-    def completed_line(self, created: float, logger: str, event: JobEvent) -> str:
-        """``line()`` of a job_completed event (the one line every job writes), built with
-        its constant part cached per task name and queue."""
+    def _middle(self, event: JobEvent) -> str:
+        """`` name=… queue=… attempt=``: a job line's constant part, cached per task and queue."""
         middle = self._middles.get((event.name, event.queue))
         if middle is None:
             if len(self._middles) > 1000:
                 self._middles.clear()
             middle = f" name={_quote(event.name)} queue={_quote(event.queue)} attempt="
             self._middles[(event.name, event.queue)] = middle
+        return middle
+
+    def completed_line(self, created: float, logger: str, event: JobEvent) -> str:
+        """``line()`` of a job_completed event (the one line every job writes), built with
+        its constant part cached per task name and queue."""
         return (
             f"{self._clock.stamp(created)} INFO    job_completed job_id={_quote(event.job_id)}"
-            f"{middle}{event.attempt}/{event.max_attempts}"
+            f"{self._middle(event)}{event.attempt}/{event.max_attempts}"
             f" duration_ms={round(event.duration_ms, 1)}"
         )
+
+    def job_line(
+        self,
+        created: float,
+        levelname: str,
+        logger: str,
+        message: str,
+        event: JobEvent,
+        extra: tuple[tuple[str, Any], ...],
+    ) -> str:
+        """``line()`` of a job event (``_job_fields(event)`` then ``extra``), built as
+        ``completed_line`` is."""
+        head = (
+            f"{self._clock.stamp(created)} {levelname:<7} {message}"
+            f" job_id={_quote(event.job_id)}{self._middle(event)}"
+            f"{event.attempt}/{event.max_attempts}"
+        )
+        return head + "".join([f" {k}={_quote(v)}" for k, v in extra])
 
     def format(self, record: logging.LogRecord) -> str:
         line = self.line(
@@ -147,6 +169,17 @@ class JsonFormatter(logging.Formatter):
 
     def completed_line(self, created: float, logger: str, event: JobEvent) -> str:
         return self.line(created, "INFO", logger, "job_completed", _completed_fields(event))
+
+    def job_line(
+        self,
+        created: float,
+        levelname: str,
+        logger: str,
+        message: str,
+        event: JobEvent,
+        extra: tuple[tuple[str, Any], ...],
+    ) -> str:
+        return self.line(created, levelname, logger, message, _job_fields(event, **dict(extra)))
 
     def format(self, record: logging.LogRecord) -> str:
         doc = self._doc(
@@ -316,23 +349,37 @@ class LoggingHooks:
             handler.line_formatter.completed_line(time.time(), self.log.name, event), logging.INFO
         )
 
+    def _emit_job(
+        self, level: int, message: str, event: JobEvent, extra: tuple[tuple[str, Any], ...]
+    ) -> None:
+        """``_emit`` of a job event's line: its fields, then ``extra``."""
+        handler = fast_route(self.log, level)
+        if handler is None:
+            self.log.log(level, message, extra={"fields": _job_fields(event, **dict(extra))})
+            return
+        line = handler.line_formatter.job_line(
+            time.time(), logging.getLevelName(level), self.log.name, message, event, extra
+        )
+        handler.write(line, level)
+
     def job_retrying(self, event: JobEvent) -> None:
-        self._emit(
+        self._emit_job(
             logging.WARNING,
             "job_retrying",
-            _job_fields(
-                event,
-                duration_ms=round(event.duration_ms, 1),
-                error=event.error,
-                retry_in_ms=event.retry_delay_ms,
+            event,
+            (
+                ("duration_ms", round(event.duration_ms, 1)),
+                ("error", event.error),
+                ("retry_in_ms", event.retry_delay_ms),
             ),
         )
 
     def job_failed(self, event: JobEvent) -> None:
-        self._emit(
+        self._emit_job(
             logging.ERROR,
             "job_failed",
-            _job_fields(event, duration_ms=round(event.duration_ms, 1), error=event.error),
+            event,
+            (("duration_ms", round(event.duration_ms, 1)), ("error", event.error)),
         )
 
     def job_deferred(self, event: JobEvent) -> None:
