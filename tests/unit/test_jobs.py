@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conveyor._bullmq.record import dumps, dumps_texts
 from conveyor.errors import JobOptionsError
 from conveyor.keys import FailureKeys
 from conveyor.policy import (
@@ -148,3 +149,15 @@ def test_legacy_record_is_where_earlier_versions_wrote(job_id: str, key: str) ->
 def test_exponential_backoff_is_capped() -> None:
     policy = RetryPolicy(attempts=1000, backoff_type="exponential", backoff_delay_ms=1000)
     assert backoff_delay_ms(999, policy) == MAX_BACKOFF_MS
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [],
+        ["Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: 'v'\n"],
+        ["a\\b", 'q"q', "\t\r\b\f\x00\x1f\x7f", "é ü 中 😀", "\u2028\u2029", "lone \udc80", ""],
+    ],
+)
+def test_stack_traces_are_written_as_json_dumps_writes_them(texts: list[str]) -> None:
+    assert dumps_texts(texts) == dumps(texts)

@@ -22,7 +22,7 @@ from conveyor._bullmq.base import Fetched, fetched, flat, pack
 from conveyor._bullmq.cancel import QueueCancel
 from conveyor._bullmq.limits import QueueLimitCalls
 from conveyor._bullmq.reads import QueueReads
-from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps
+from conveyor._bullmq.record import DUE_FIELD, JobRecord, dumps, dumps_texts
 from conveyor._bullmq.recovery import QueueRecovery
 from conveyor._bullmq.schedulers import QueueSchedulers
 from conveyor._bullmq.scripts import MOVE_TO_FAILED, script_error
@@ -286,7 +286,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             attempts_made=job.attempts_made,
             lock_duration_ms=lock_duration_ms,
             fetch_next=fetch_next,
-            fields={"failedReason": error, "stacktrace": dumps(stacktrace)},
+            fields={"failedReason": error, "stacktrace": dumps_texts(stacktrace)},
         )
         record_keys = records.record_keys(job.id, self.job_key(job.id))
         record_args: list[Any] = [
@@ -333,7 +333,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             flat(
                 {
                     "failedReason": error,
-                    "stacktrace": dumps(stacktrace),
+                    "stacktrace": dumps_texts(stacktrace),
                     DUE_FIELD: str(now + max(delay_ms, 0)),
                 }
             )

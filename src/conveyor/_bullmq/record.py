@@ -5,8 +5,10 @@ accessors. The camelCase of BullMQ's hash fields and job options is read here an
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic_core import from_json
@@ -20,6 +22,12 @@ DUE_FIELD = "cvDue"
 def dumps(value: Any) -> str:
     """Compact JSON as BullMQ writes it (NaN refused, unicode kept)."""
     return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+def dumps_texts(texts: Iterable[str]) -> str:
+    """``dumps`` of a list of strings (a job's stack traces), without json.dumps's set-up of
+    an encoder per call (the same text: compact, unicode kept)."""
+    return "[" + ",".join([encode_basestring(text) for text in texts]) + "]"
 
 
 def as_dict(raw: Any) -> dict[str, str]:
