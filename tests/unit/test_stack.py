@@ -6,7 +6,7 @@ import traceback
 
 import pytest
 
-from conveyor.worker.stack import exception_line, format_stack
+from conveyor.worker.stack import FrameTexts, exception_line, format_stack
 
 
 def _inner() -> None:
@@ -44,6 +44,22 @@ def test_same_text_as_the_traceback_module_for_a_chain_of_three() -> None:
     assert ours == theirs
     assert 'raise KeyError("missing")' in ours  # source lines are there
     assert ours.count("Traceback (most recent call last):") == 3
+
+
+def test_entries_kept_from_earlier_failures_give_the_same_text() -> None:
+    class Small(FrameTexts):
+        LIMIT = 2  # emptied again and again on the way
+
+    for frames in (FrameTexts(), Small()):
+        texts = []
+        for _ in range(3):
+            try:
+                _outer()
+            except ValueError as exc:
+                texts.append(format_stack(exc, frames))
+                fresh = format_stack(exc)
+        assert texts == [fresh] * 3
+        assert 'raise KeyError("missing")' in fresh
 
 
 def test_suppressed_context_is_left_out() -> None:

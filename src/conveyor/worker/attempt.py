@@ -48,7 +48,7 @@ from conveyor.worker.cancel import CancelWatch, cancelled_error, refuse_cancelle
 from conveyor.worker.options import REDIS_RETRY_BASE_S, REDIS_RETRY_CAP_S, WorkerOptions
 from conveyor.worker.schedules import ScheduleRuns
 from conveyor.worker.slots import StopFlag
-from conveyor.worker.stack import describe, stack_text, utf8
+from conveyor.worker.stack import FrameTexts, describe, stack_text, utf8
 from conveyor.worker.task_limits import put_back_delay_ms
 from conveyor.worker.unknown import next_deferral
 
@@ -148,6 +148,8 @@ class Attempts:
         #: one of the worker's background tasks).
         self.cancels = CancelWatch(bull)
         self._schedules = ScheduleRuns(bull, options.lock_duration_ms)
+        #: The traceback entries of failed attempts, formatted once (``stack.FrameTexts``).
+        self._frames = FrameTexts()
 
     def close(self) -> None:
         """Stop the thread pool; a sync handler still running is abandoned, not waited for."""
@@ -368,7 +370,7 @@ class Attempts:
             await self._rate_limited(job, token, exc)
             return None
         error = utf8(describe(exc))
-        stack = [*job.stacktrace, utf8(stack_text(exc))][-STACKTRACE_LIMIT:]
+        stack = [*job.stacktrace, utf8(stack_text(exc, self._frames))][-STACKTRACE_LIMIT:]
         attempt = job.attempts_made + 1
         retry = should_retry(attempt, policy, unrecoverable=unrecoverable)
         delay = backoff_delay_ms(attempt, policy) if retry else None

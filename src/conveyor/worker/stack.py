@@ -5,14 +5,43 @@ from __future__ import annotations
 
 import linecache
 import traceback
+from types import CodeType, FrameType
 
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
 
-def format_stack(exc: BaseException) -> str:
+class FrameTexts:
+    """Traceback entries already formatted (the ``File …, line …, in …`` line and its source
+    line), per code object and line: a handler that fails tends to fail the same way many
+    times, and a worker keeps one of these. Bounded: emptied when full."""
+
+    #: Entries kept at most.
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[CodeType, int], str] = {}
+
+    def entry(self, frame: FrameType, lineno: int) -> str:
+        key = (frame.f_code, lineno)
+        text = self._texts.get(key)
+        if text is None:
+            if len(self._texts) >= self.LIMIT:
+                self._texts.clear()
+            text = self._texts[key] = _entry(frame, lineno)
+        return text
+
+
+def _entry(frame: FrameType, lineno: int) -> str:
+    code = frame.f_code
+    text = f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n'
+    line = linecache.getline(code.co_filename, lineno, frame.f_globals).strip()
+    return f"{text}    {line}\n" if line else text
+
+
+def format_stack(exc: BaseException, frames: FrameTexts | None = None) -> str:
     """The traceback as Python prints it (chained exceptions included), without the ``^^^^``
-    marker lines.
+    marker lines; ``frames``: entries formatted before, to reuse.
 
     ``traceback.format_exception`` finds those markers by walking each frame's code positions
     and compiling its source line, and stats every source file on each call: most of the cost
@@ -39,11 +68,10 @@ def format_stack(exc: BaseException) -> str:
         if tb is not None:
             parts.append("Traceback (most recent call last):\n")
         while tb is not None:
-            code = tb.tb_frame.f_code
-            parts.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
-            line = linecache.getline(code.co_filename, tb.tb_lineno, tb.tb_frame.f_globals)
-            if line.strip():
-                parts.append(f"    {line.strip()}\n")
+            if frames is None:
+                parts.append(_entry(tb.tb_frame, tb.tb_lineno))
+            else:
+                parts.append(frames.entry(tb.tb_frame, tb.tb_lineno))
             tb = tb.tb_next
         parts.append(exception_line(error))
         parts.append(link_to_next)
@@ -93,9 +121,9 @@ def describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def stack_text(exc: BaseException) -> str:
+def stack_text(exc: BaseException, frames: FrameTexts | None = None) -> str:
     """``format_stack``, or the class name if even traceback formatting fails on it."""
     try:
-        return format_stack(exc)
+        return format_stack(exc, frames)
     except BaseException:  # a hostile exception object
         return type(exc).__name__
