@@ -116,18 +116,24 @@ def serve(port: int, out: Path) -> None:
     probes = Probes()
     gc.callbacks.append(probes.on_gc)
 
-    send_batch = batcher_module.PipelineBatcher._send
+    batcher = batcher_module.PipelineBatcher
+    send_batch, answered = batcher._send, batcher._answered
+    written: dict[int, float] = {}
 
-    async def timed_send(self: Any, batch: list[Any]) -> None:
-        began = time.perf_counter()
-        try:
-            await send_batch(self, batch)
-        finally:
+    def timed_send(self: Any, batch: Any, loop: Any) -> None:
+        written[id(batch)] = time.perf_counter()
+        send_batch(self, batch, loop)
+
+    def timed_answered(self: Any, batch: Any, replies: list[Any]) -> None:
+        began = written.pop(id(batch), None)
+        if began is not None:
             probes.batches.extend(
-                (time.monotonic(), len(batch), (time.perf_counter() - began) * 1e3)
+                (time.monotonic(), len(batch.entries), (time.perf_counter() - began) * 1e3)
             )
+        answered(self, batch, replies)
 
-    batcher_module.PipelineBatcher._send = timed_send  # type: ignore[method-assign]
+    batcher._send = timed_send  # type: ignore[method-assign]
+    batcher._answered = timed_answered  # type: ignore[method-assign]
 
     def lag_tick(loop: asyncio.AbstractEventLoop, due: float) -> None:
         now = loop.time()
@@ -199,8 +205,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         try:
             _wait_ready(port, proc)
+            threads = min(args.threads, args.connections)  # wrk wants a connection each
             wrk = [
-                "wrk", f"-t{args.threads}", f"-c{args.connections}", "--latency",
+                "wrk", f"-t{threads}", f"-c{args.connections}", "--latency",
                 "-s", str(API_HERE / "enqueue.lua"), f"http://127.0.0.1:{port}/enqueue",
             ]  # fmt: skip
             subprocess.run([*wrk, "-d2s"], check=True, capture_output=True)

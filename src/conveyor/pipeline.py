@@ -8,19 +8,20 @@ Two batchers do this, and they stay two because they answer different callers:
   batches so Redis and the worker keep each other busy. A call waits as long as the
   connection's timeout allows; nothing is ever refused.
 - ``PipelineBatcher`` (``conveyor.services.api.batcher``) is the HTTP API's: each request's
-  operation queues several commands through redis-py's pipeline API (a HEXISTS beside the add
-  script), pipelines go out on up to ``api_redis_pipelines`` pooled connections at once, and
-  every request has a deadline and can be refused (503) when too many wait: the API promises
-  an answer within ``CONVEYOR_API_REDIS_TIMEOUT_S`` of each request's arrival, while
+  operation is a run of commands (a HEXISTS beside the add script, a WAIT after the batch for
+  replica acks), pipelines go out on up to ``api_redis_pipelines`` lean connections at once,
+  and every request has a deadline and can be refused (503) when too many wait: the API
+  promises an answer within ``CONVEYOR_API_REDIS_TIMEOUT_S`` of each request's arrival (a
+  pipeline whose deadline passes fails alone and its connection is dropped), while
   ``AutoPipeline``'s timeout is its connection's (the oldest reply awaited), and when it fires
   every call in flight fails with the connection.
 
 What both share is the rule for scripts Redis forgot (a restart, a failover, SCRIPT FLUSH):
 a call answered NOSCRIPT did not run, so it is sent once more after its script is loaded; a
 second NOSCRIPT is answered as the error it is. ``resend_noscript`` is that rule for a sender
-that awaits its replies (``AutoPipeline.transaction``, the API's batcher); ``AutoPipeline.call``
-applies it in its reply callback instead, writing SCRIPT LOAD and the call again in one write,
-because the hot path never awaits.
+that awaits its replies (``AutoPipeline.transaction``); ``AutoPipeline.call`` and the API's
+batcher apply it when the replies come in instead, writing SCRIPT LOAD and the calls again in
+one write, because their hot paths never await.
 """
 
 from __future__ import annotations

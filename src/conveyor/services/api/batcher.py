@@ -1,21 +1,26 @@
-"""Send the Redis commands of requests that arrive together in one pipeline.
+"""Send the Redis commands of requests that arrive together in one pipelined write.
 
 Under load many enqueue requests are ready in the same event-loop tick. Instead of one
-round trip each, the batcher gathers every operation submitted during a tick and sends them
-as one non-transactional pipeline; each request then gets its own commands' results. A bad
-job cannot fail its neighbours: validation happened before, and Redis answers each command
-on its own (``raise_on_error=False``). At most ``max_inflight`` pipelines are on the wire at
-once (one connection each); what arrives meanwhile waits for the next one, so batches grow
-with the load.
+round trip each, the batcher gathers every operation submitted during a tick and writes them
+as one non-transactional pipeline on a lean connection (``conveyor.resp``: hiredis packs and
+parses in C, each reply handed over as it is parsed); each request then gets its own
+commands' replies. A bad job cannot fail its neighbours: validation happened before, and
+Redis answers each command on its own (an error reply comes back as its exception). At most
+``max_inflight`` pipelines are on the wire at once (one connection each); what arrives
+meanwhile waits for the next one, so batches grow with the load. An operation that finds
+nothing on the wire and nothing waiting goes out at once, without waiting for the end of the
+tick: a lone request pays no batching delay.
 
-The first pipeline checks that Redis holds the Lua scripts (redis-py's SCRIPT EXISTS round
-trip); later ones skip that check, and operations whose commands meet NOSCRIPT (Redis restarted
-or flushed its scripts) are sent again with the check. Why this is not the worker's
-``AutoPipeline``, and the NOSCRIPT rule both follow: ``conveyor.pipeline``.
+Commands call scripts by EVALSHA. Operations whose commands meet NOSCRIPT (Redis restarted,
+failed over or flushed its scripts) are sent again once, after their scripts are loaded, on
+the same connection; a second NOSCRIPT is answered as the error it is. The rule is shared with
+the worker's ``AutoPipeline``; why these are two batchers: ``conveyor.pipeline``.
 
-Every operation is answered within ``timeout_s`` of its submission without a timer of its own:
-it carries a deadline; one that expires before it is sent fails (TimeoutError) and is never
-sent, and a pipeline may take only until the earliest deadline among its operations.
+Every operation is answered within ``timeout_s`` of its submission: it carries a deadline;
+one that expires before it is sent fails (TimeoutError) and is never sent, and a pipeline on
+the wire fails when the earliest deadline among its operations passes (its connection is
+dropped, as redis-py drops a connection whose reply it stopped waiting for, so no late reply
+is ever taken for another pipeline's).
 
 With ``CONVEYOR_ENQUEUE_REPLICAS`` each pipeline ends with ``WAIT`` (``conveyor.replication``):
 its operations are answered once the replicas hold them, or all fail with ReplicationError.
@@ -25,27 +30,61 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.log import get_logger
-from conveyor.pipeline import resend_noscript
+from conveyor.pipeline import met_noscript, script_loads
 from conveyor.replication import ReplicaAck
+from conveyor.resp import RespConnection
 from conveyor.services.api.problems import OverloadedError
 
 log = get_logger("conveyor.api")
 
-#: Queues an operation's commands on a pipeline; answers how many it queued.
-Operation = Callable[[Pipeline], Awaitable[int]]
+#: One Redis command: its name and arguments (str, bytes, int or float).
+Command = tuple[Any, ...]
 
-_Entry = tuple[Operation, "asyncio.Future[list[Any]]", float]
+
+class _Entry:
+    """One operation: its commands (packed), the scripts they call, its answer, its deadline."""
+
+    __slots__ = ("commands", "deadline", "future", "packed", "scripts")
+
+    def __init__(
+        self,
+        commands: Sequence[Command],
+        scripts: Sequence[AsyncScript],
+        future: asyncio.Future[list[Any]],
+        deadline: float,
+    ) -> None:
+        self.commands = commands
+        self.packed = [hiredis.pack_command(command) for command in commands]
+        self.scripts = scripts
+        self.future = future
+        self.deadline = deadline
+
+
+class _Batch:
+    """A pipeline on the wire: its operations, its connection and its deadline timer."""
+
+    __slots__ = ("connection", "entries", "resent", "timer")
+
+    def __init__(self, entries: list[_Entry], connection: RespConnection) -> None:
+        self.entries = entries
+        self.connection = connection
+        self.timer: asyncio.TimerHandle | None = None
+        #: Sent again after NOSCRIPT: a second NOSCRIPT is answered as it is.
+        self.resent = False
 
 
 class PipelineBatcher:
-    """Gathers the operations of one event-loop tick into one Redis pipeline."""
+    """Gathers the operations of one event-loop tick into one pipelined write."""
 
     def __init__(
         self,
@@ -61,112 +100,218 @@ class PipelineBatcher:
         #: CONVEYOR_ENQUEUE_REPLICAS: each pipeline ends with WAIT, and a pipeline whose
         #: replicas did not acknowledge it in time fails all its operations (503).
         self.ack = ack
+        wait: Command | None = None if ack is None else ack.command()
+        self._wait = None if wait is None else hiredis.pack_command(wait)
         self.max_inflight = max_inflight
         self.max_pending = max_pending
         self.max_batch = max_batch
         self.timeout_s = timeout_s
         self._pending: list[_Entry] = []
         self._scheduled = False
+        #: Pipelines on the wire or connecting (each holds one connection).
         self._inflight = 0
+        #: Connections not carrying a pipeline now (connected or not).
+        self._free: list[RespConnection] = []
+        self._connections: list[RespConnection] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Whether Redis is known to hold the pipelines' scripts (checked by the first one).
-        self._scripts_loaded = False
-        #: Pipelines sent and operations carried, for the logs and the benchmark.
+        #: Set whenever the last pipeline on the wire is answered (for ``close``).
+        self._idle: asyncio.Event | None = None
+        #: Pipelines answered and operations carried, for the logs and the benchmark.
         self.batches = 0
         self.operations = 0
 
-    async def run(self, operation: Operation) -> list[Any]:
-        """Send ``operation`` with the others of this tick; answers its commands' results
-        (a failed command's result is its exception)."""
+    async def run(
+        self, commands: Sequence[Command], scripts: Sequence[AsyncScript] = ()
+    ) -> list[Any]:
+        """Send ``commands`` with the others of this tick; answers their replies in order (an
+        error reply as its exception). ``scripts``: those the commands call by EVALSHA."""
         if len(self._pending) >= self.max_pending:
             raise OverloadedError(
                 f"{len(self._pending)} enqueues are already waiting for Redis; try again later"
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append((operation, future, loop.time() + self.timeout_s))
-        if not self._scheduled:
+        self._pending.append(_Entry(commands, scripts, future, loop.time() + self.timeout_s))
+        if self._inflight == 0 and len(self._pending) == 1 and self._free:
+            self._flush()  # nothing on the wire, nothing waiting: no reason to wait
+        elif not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
         return await future
 
+    def _connection(self) -> RespConnection:
+        if self._free:
+            return self._free.pop()
+        connection = RespConnection.like(self.redis)
+        self._connections.append(connection)
+        return connection
+
     def _flush(self) -> None:
         self._scheduled = False
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         while self._pending and self._inflight < self.max_inflight:
             batch = []
             for entry in self._pending[: self.max_batch]:
-                future, deadline = entry[1], entry[2]
-                if future.done():
+                if entry.future.done():
                     continue
-                if deadline <= now:
-                    future.set_exception(TimeoutError("Redis did not take the job in time"))
+                if entry.deadline <= now:
+                    entry.future.set_exception(TimeoutError("Redis did not take the job in time"))
                     continue
                 batch.append(entry)
             del self._pending[: self.max_batch]
             if not batch:
                 continue
             self._inflight += 1
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            connection = self._connection()
+            if connection.connected:
+                self._send(_Batch(batch, connection), loop)
+            else:
+                task = loop.create_task(self._connect_then_send(_Batch(batch, connection)))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
-    async def _pipeline(self, batch: list[_Entry], *, check_scripts: bool) -> list[list[Any]]:
-        """Send the batch as one pipeline; answers each operation's results."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            counts = [await operation(pipe) for operation, _, _ in batch]
-            if self.ack is not None:
-                pipe.execute_command(*self.ack.command())
-            if not check_scripts:
-                pipe.scripts.clear()  # known to be loaded: skip the SCRIPT EXISTS round trip
-            results = await pipe.execute(raise_on_error=False)
-        if self.ack is not None:
-            self.ack.check(results.pop())
-        spans, start = [], 0
-        for count in counts:
-            spans.append(results[start : start + count])
-            start += count
-        return spans
-
-    async def _results(self, batch: list[_Entry]) -> list[list[Any]]:
-        async def resend(lost: list[int]) -> list[list[Any]]:
-            self._scripts_loaded = False
-            return await self._pipeline([batch[i] for i in lost], check_scripts=True)
-
-        spans = await self._pipeline(batch, check_scripts=not self._scripts_loaded)
-        await resend_noscript(spans, resend)
-        self._scripts_loaded = True
-        return spans
-
-    async def _send(self, batch: list[_Entry]) -> None:
+    async def _connect_then_send(self, batch: _Batch) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout_at(min(entry[2] for entry in batch)):
-                spans = await self._results(batch)
+            async with asyncio.timeout_at(min(entry.deadline for entry in batch.entries)):
+                await batch.connection.connect()
         except BaseException as exc:
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else TimeoutError())
+            self._fail(batch, exc if isinstance(exc, Exception) else TimeoutError())
             if not isinstance(exc, Exception):
                 raise
-        else:
-            self.batches += 1
-            self.operations += len(batch)
-            for (_, future, _), span in zip(batch, spans, strict=True):
-                if not future.done():
-                    future.set_result(span)
-        finally:
-            self._inflight -= 1
-            if self._pending and not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+            return
+        self._send(batch, loop)
+
+    def _send(self, batch: _Batch, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the batch's commands (and WAIT) in one write; the last reply settles it."""
+        chunks = [chunk for entry in batch.entries for chunk in entry.packed]
+        if self._wait is not None:
+            chunks.append(self._wait)
+        replies: list[Any] = []
+        one = replies.append
+
+        def last(reply: Any) -> None:  # called as the reply is parsed: no loop round
+            one(reply)
+            self._answered(batch, replies)
+
+        try:
+            batch.connection.send_packed(chunks, [*([one] * (len(chunks) - 1)), last])
+        except Exception as exc:  # lost between the check and the write
+            self._fail(batch, exc)
+            return
+        batch.timer = loop.call_at(
+            min(entry.deadline for entry in batch.entries), self._expired, batch
+        )
+
+    def _expired(self, batch: _Batch) -> None:
+        batch.timer = None
+        self._fail(batch, TimeoutError("Redis did not answer in time"))
+
+    def _answered(self, batch: _Batch, replies: list[Any]) -> None:
+        if batch.timer is None:
+            return  # expired: the batch failed and its connection was dropped
+        batch.timer.cancel()
+        batch.timer = None
+        for reply in replies:
+            if isinstance(reply, RedisConnectionError | RedisTimeoutError):
+                self._fail(batch, reply)  # the connection failed before this reply
+                return
+        self._settle(batch, replies, 0)
+
+    def _settle(self, batch: _Batch, replies: list[Any], start: int) -> None:
+        """Hand each operation its replies (from ``start`` on); send again those that met
+        NOSCRIPT, else the batch is done and its connection free."""
+        if self.ack is not None:
+            try:
+                self.ack.check(replies.pop())
+            except Exception as failure:
+                self._fail(batch, failure, drop=False)
+                return
+        lost: list[_Entry] = []
+        for entry in batch.entries:
+            end = start + len(entry.commands)
+            span = replies[start:end]
+            start = end
+            if not batch.resent and met_noscript(span):
+                lost.append(entry)
+            elif not entry.future.done():
+                entry.future.set_result(span)
+        self.batches += 1
+        self.operations += len(batch.entries) - len(lost)
+        if not lost:
+            self._release(batch.connection)
+            return
+        # Scripts forgotten: load them and send those operations again, in one write, on the
+        # same connection (the slot is still this batch's).
+        again = _Batch(lost, batch.connection)
+        again.resent = True
+        task = asyncio.get_running_loop().create_task(self._resend(again))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resend(self, batch: _Batch) -> None:
+        scripts = {script.sha: script for entry in batch.entries for script in entry.scripts}
+        loads = script_loads(scripts.values())
+        commands = [*loads, *(command for entry in batch.entries for command in entry.commands)]
+        if self.ack is not None:
+            commands.append(self.ack.command())
+        try:
+            async with asyncio.timeout_at(min(entry.deadline for entry in batch.entries)):
+                replies = await batch.connection.execute_many(commands)
+        except BaseException as exc:
+            self._fail(batch, exc if isinstance(exc, Exception) else TimeoutError())
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.batches -= 1  # counted once, with the first try
+        self._settle(batch, list(replies), len(loads))
+
+    def _fail(self, batch: _Batch, exc: Exception, *, drop: bool = True) -> None:
+        """Fail the batch's operations with ``exc``; with ``drop``, close its connection and
+        forget it (replies may still come on it, and they must never be taken for another
+        batch's: the next batch opens a new one)."""
+        if batch.timer is not None:
+            batch.timer.cancel()
+            batch.timer = None
+        for entry in batch.entries:
+            if not entry.future.done():
+                entry.future.set_exception(exc)
+        connection = batch.connection
+        if drop:
+            with contextlib.suppress(ValueError):
+                self._connections.remove(connection)
+            task = asyncio.get_running_loop().create_task(connection.close())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._release(None if drop else connection)
+
+    def _release(self, connection: RespConnection | None) -> None:
+        if connection is not None:
+            self._free.append(connection)
+        self._inflight -= 1
+        if self._inflight == 0 and self._idle is not None:
+            self._idle.set()
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def close(self) -> None:
-        """Wait for the pipelines on the wire (at most the timeout); refuse nothing queued."""
-        while self._pending or self._tasks:
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=self.timeout_s)
-            else:
-                self._flush()
-                await asyncio.sleep(0)
+        """Wait for the pipelines on the wire (at most the timeout); refuse nothing queued;
+        then close the connections."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout_s * 2):
+                while self._pending or self._inflight or self._tasks:
+                    if self._pending and self._inflight < self.max_inflight:
+                        self._flush()
+                    self._idle = asyncio.Event()
+                    if self._inflight:
+                        await self._idle.wait()
+                    elif self._tasks:
+                        await asyncio.wait(set(self._tasks))
+                    else:
+                        await asyncio.sleep(0)
+        for connection in self._connections:
+            await connection.close()
         with contextlib.suppress(Exception):
             log.debug("api_batcher_closed", batches=self.batches, operations=self.operations)

@@ -24,13 +24,14 @@ from typing import Any, cast
 
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, WatchError
 
 from conveyor import keys, lua
 from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import ConveyorError, JobOptionsError
 from conveyor.log import get_logger
-from conveyor.services.api.batcher import PipelineBatcher
+from conveyor.services.api.batcher import Command, PipelineBatcher
 from conveyor.services.api.connections import ConnectionIds, LeanConnections
 from conveyor.services.api.gate import RedisGate
 from conveyor.services.api.idempotency import (
@@ -223,6 +224,16 @@ class Enqueuer:
         await self.client.bull.add_job(job.job_id, job.name, job.data_json, job.options, pipe=pipe)
         return count
 
+    def _commands(self, job: PreparedJob) -> tuple[list[Command], list[AsyncScript]]:
+        """``_queue``'s commands as the batcher sends them: HEXISTS for an id the caller
+        chose, then the add script by EVALSHA."""
+        bull = self.client.bull
+        script, keys, args = bull.add_job_call(job.job_id, job.name, job.data_json, job.options)
+        add = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        if job.client_id:
+            return [("HEXISTS", bull.job_key(job.job_id), "name"), add], [script]
+        return [add], [script]
+
     async def add(self, job: PreparedJob) -> Accepted:
         """Add one job; answers once Redis has it (or raises: RedisError, TimeoutError)."""
         if job.key is not None:
@@ -233,7 +244,7 @@ class Enqueuer:
                 await self._acknowledge([job], sending, receipt)
             return Accepted(job_id=job.job_id, name=job.name, created=not sending.existed[0])
         if self.batcher is not None:  # answers within the gate's time bound by itself
-            results = await self.batcher.run(lambda pipe: self._queue(job, pipe))
+            results = await self.batcher.run(*self._commands(job))
         else:
             async with self.gate.open():
                 results = await self._add_alone(job)
