@@ -28,7 +28,7 @@ from conveyor.redis import redact_url
 from conveyor.registry import TaskRegistry, load_registry
 from conveyor.services.api.auth import PUBLIC_PATHS, ApiKeyMiddleware, ApiKeys
 from conveyor.services.api.enqueue import Enqueuer
-from conveyor.services.api.fastpath import EnqueueFastPath
+from conveyor.services.api.fastpath import ConveyorApi, EnqueueFastPath, FrontDoor
 from conveyor.services.api.flow import router as flow_router
 from conveyor.services.api.gate import RedisGate
 from conveyor.services.api.openapi import build_openapi
@@ -149,7 +149,7 @@ def create_app(
                 batched_enqueues=batcher.operations if batcher else 0,
             )
 
-    app = FastAPI(
+    app = ConveyorApi(
         title="Conveyor API",
         version=__version__,
         description=DESCRIPTION,
@@ -169,6 +169,7 @@ def create_app(
         app.add_exception_handler(exc_class, handler)
     if settings.api_fast_path:
         app.add_middleware(EnqueueFastPath, api=app)
+    keys = None
     if settings.api_keys:
         keys = ApiKeys([k.get_secret_value() for k in settings.api_keys])
         app.add_middleware(ApiKeyMiddleware, keys=keys, retry_after_s=settings.api_retry_after_s)
@@ -190,6 +191,8 @@ def create_app(
         accept_bearer=True,
     )
     app.add_middleware(GuardMiddleware, guard=guard, render=_refusal(settings.api_retry_after_s))
+    if settings.api_fast_path and not settings.api_telemetry:
+        app.front_door = FrontDoor(guard, keys, cors=bool(settings.api_cors_origins))
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

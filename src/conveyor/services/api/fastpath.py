@@ -1,10 +1,12 @@
 """``POST /enqueue`` without the framework's per-request machinery.
 
-The seed's one hot endpoint is answered by this small ASGI layer in front of FastAPI: it reads
-the headers and body from the ASGI messages, runs exactly the same checks and enqueue code as
-the documented route (``enqueue_one``), and renders errors with the same problem function.
-Everything else, and every request when ``api_fast_path`` is off, goes to FastAPI. The
-benchmark in docs/benchmarks.md measures both.
+The seed's one hot endpoint is answered by a small ASGI layer: it reads the headers and body
+from the ASGI messages, runs exactly the same checks and enqueue code as the documented route
+(``enqueue_one``), and renders errors with the same problem function. ``FrontDoor`` answers
+the requests that the middleware stack would pass on untouched before that stack (the app is
+a ``ConveyorApi``); ``EnqueueFastPath``, the innermost middleware, answers the others (CORS,
+telemetry) after it. Everything else, and every request when ``api_fast_path`` is off, goes
+to FastAPI. The benchmark in docs/benchmarks.md measures both.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from conveyor.services.api.auth import ApiKeys, bearer_token
 from conveyor.services.api.body import check_declared_length, check_media_type, parse, receive_body
 from conveyor.services.api.models import MAX_IDEMPOTENCY_KEY_LENGTH, EnqueueRequest
 from conveyor.services.api.problems import (
@@ -28,6 +31,7 @@ from conveyor.services.api.problems import (
     report,
 )
 from conveyor.services.api.state import ApiState
+from conveyor.services.guard import RequestGuard
 
 ENQUEUE_PATH = "/enqueue"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -91,6 +95,57 @@ async def enqueue_one(
     return (201 if accepted.created else 200), content
 
 
+async def serve_enqueue(state: ApiState, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one ``POST /enqueue``: 201/200 with the job, or its problem."""
+    try:
+        status, content = await _handle(state, scope, receive)
+    except Exception as exc:
+        problem = problem_for(exc)
+        report(problem, exc, "POST", ENQUEUE_PATH)
+        response = render(problem, ENQUEUE_PATH, state.settings.api_retry_after_s)
+        await response(scope, receive, send)
+        return
+    body = orjson.dumps(content)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"location", content["status_url"].encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _handle(state: ApiState, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+    content_type = content_length = key = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"content-length":
+            content_length = value.decode("latin-1")
+        elif name == b"idempotency-key":
+            key = value.decode("latin-1")
+    limit = state.settings.api_max_body_bytes
+    check_idempotency_key(key)
+    check_media_type(content_type)
+    check_declared_length(content_length, limit)
+    raw = await receive_body(receive, limit)
+    return await enqueue_one(state, raw, key, "")
+
+
+def _is_enqueue(scope: Scope) -> bool:
+    return (
+        scope["type"] == "http"
+        and scope["path"] == ENQUEUE_PATH
+        and scope["method"] == "POST"
+        and not scope.get("root_path")
+    )
+
+
 class EnqueueFastPath:
     """Answers ``POST /enqueue`` itself; passes every other request on."""
 
@@ -99,51 +154,58 @@ class EnqueueFastPath:
         self.api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] != ENQUEUE_PATH
-            or scope["method"] != "POST"
-            or scope.get("root_path")
-        ):
+        if not _is_enqueue(scope):
             await self.app(scope, receive, send)
             return
-        state: ApiState = self.api.state.api
-        try:
-            status, content = await self._handle(state, scope, receive)
-        except Exception as exc:
-            problem = problem_for(exc)
-            report(problem, exc, "POST", ENQUEUE_PATH)
-            response = render(problem, ENQUEUE_PATH, state.settings.api_retry_after_s)
-            await response(scope, receive, send)
-            return
-        body = orjson.dumps(content)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"location", content["status_url"].encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await serve_enqueue(self.api.state.api, scope, receive, send)
 
-    async def _handle(
-        self, state: ApiState, scope: Scope, receive: Receive
-    ) -> tuple[int, dict[str, Any]]:
-        content_type = content_length = key = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"content-length":
-                content_length = value.decode("latin-1")
-            elif name == b"idempotency-key":
-                key = value.decode("latin-1")
-        limit = state.settings.api_max_body_bytes
-        check_idempotency_key(key)
-        check_media_type(content_type)
-        check_declared_length(content_length, limit)
-        raw = await receive_body(receive, limit)
-        return await enqueue_one(state, raw, key, "")
+
+class FrontDoor:
+    """Which ``POST /enqueue`` requests may skip the whole middleware stack.
+
+    ``EnqueueFastPath`` sits inside FastAPI's and Starlette's middleware (error handling, the
+    body limit, telemetry hooks) and the API's own (the browser guard, API keys, CORS): about
+    ten ASGI layers a request passes through before it and its answer passes back. A request
+    these layers would pass on untouched is answered here, before them, by the same code:
+    one the guard lets through, with a valid key when keys are set, and without an
+    ``Origin`` header when CORS is on (CORS adds headers to such answers). Every other
+    request (a refusal to render, a CORS answer, telemetry on) takes the whole stack.
+    """
+
+    def __init__(self, guard: RequestGuard, keys: ApiKeys | None, cors: bool) -> None:
+        self.guard = guard
+        self.keys = keys
+        self.cors = cors
+
+    def takes(self, scope: Scope) -> bool:
+        if not _is_enqueue(scope):
+            return False
+        headers = scope["headers"]
+        if self.guard.check("POST", ENQUEUE_PATH, headers) is not None:
+            return False
+        if self.keys is None and not self.cors:
+            return True
+        authorization = None
+        for name, value in headers:
+            if name == b"origin" and self.cors:
+                return False
+            if name == b"authorization":
+                authorization = value
+        if self.keys is None:
+            return True
+        token = bearer_token(authorization)
+        return token is not None and self.keys.accepts(token)
+
+
+class ConveyorApi(FastAPI):
+    """FastAPI, with ``front_door`` (when set) answering the ``POST /enqueue`` requests it
+    takes before the middleware stack."""
+
+    front_door: FrontDoor | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        door = self.front_door
+        if door is not None and door.takes(scope):
+            await serve_enqueue(self.state.api, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
