@@ -30,11 +30,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-import hiredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from conveyor.resp import RespConnection, collect, ignore_reply
+from conveyor.resp import Command, RespConnection, collect, ignore_reply, pack_evalsha, packed
 
 
 def met_noscript(replies: Iterable[Any]) -> bool:
@@ -117,15 +116,16 @@ class AutoPipeline:
             return future
         return self._queue(item, loop)
 
-    def commands(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[Any]:
-        """Send ``commands`` back to back in the next batch; answers all their replies (an
-        error reply as an instance). A failed connection fails the future."""
+    def commands(self, commands: Sequence[Command]) -> asyncio.Future[Any]:
+        """Send ``commands`` (words, or bytes packed already) back to back in the next batch;
+        answers all their replies (an error reply as an instance). A failed connection fails
+        the future."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not commands:
             future.set_result([])
             return future
-        return self._queue((None, commands, [], future), loop)
+        return self._queue((None, list(commands), [], future), loop)
 
     def _queue(self, item: _Item, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
         future = item[3]
@@ -178,16 +178,16 @@ class AutoPipeline:
             script, keys, args, future = item
             try:
                 if script is None:
-                    packed = [hiredis.pack_command(tuple(c)) for c in keys]
+                    chunk = [packed(c) for c in keys]
                 else:
-                    packed = [hiredis.pack_command(_evalsha(script, keys, args))]
+                    chunk = [pack_evalsha(script.sha, keys, args)]
             except Exception as exc:  # e.g. a None or a lone surrogate: only this call fails
                 if not future.done():
                     future.set_exception(exc)
                 continue
-            chunks += packed
+            chunks += chunk
             if script is None:
-                callbacks += collect(len(packed), future)
+                callbacks += collect(len(chunk), future)
             else:
                 callbacks.append(self._on_reply(item, first_try=True))
             sent.append(item)

@@ -33,6 +33,42 @@ from conveyor.log import get_logger
 from conveyor.redis_address import AddressResolver, FixedAddress, tls_context
 
 
+class ScriptKeys(list[str]):
+    """The keys of calls to one script that are made again and again with the same keys (every
+    add of a queue): ``EVALSHA``, the sha, the key count and the keys are packed once, and a
+    call packs only its arguments (``pack_evalsha``)."""
+
+    __slots__ = ("_heads", "_words", "sha")
+
+    def __init__(self, sha: str, keys: Sequence[str]) -> None:
+        super().__init__(keys)
+        #: The script these keys were packed for.
+        self.sha = sha
+        packed = hiredis.pack_command(("EVALSHA", sha, len(keys), *keys))  # type: ignore[arg-type]
+        self._words = packed[packed.index(b"\n") + 1 :]  # without the "*{count}" line
+        self._heads: dict[int, bytes] = {}
+
+    def head(self, arg_count: int) -> bytes:
+        """The packed start of an EVALSHA with these keys and ``arg_count`` arguments."""
+        head = self._heads.get(arg_count)
+        if head is None:
+            head = b"*%d\r\n%b" % (3 + len(self) + arg_count, self._words)
+            self._heads[arg_count] = head
+        return head
+
+
+def pack_evalsha(sha: str, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
+    """``EVALSHA sha len(keys) *keys *args`` packed as ``hiredis.pack_command`` packs it; with
+    ``ScriptKeys`` made for ``sha``, only ``args`` are packed here (less than half the work
+    for an add's 9 keys and 4 arguments). Raises as pack_command does for an argument it
+    cannot pack (a None, a lone surrogate)."""
+    if type(keys) is ScriptKeys and keys.sha == sha:
+        words: bytes = hiredis.pack_command(tuple(args))
+        return keys.head(len(args)) + words[words.index(b"\n") + 1 :]
+    whole: bytes = hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+    return whole
+
+
 def _reply_error(message: str) -> ResponseError:
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
@@ -55,6 +91,19 @@ MOVED_REPLIES = ("MOVED ", "ASK ", "CLUSTERDOWN", "TRYAGAIN")
 ReplyCallback = Callable[[Any], None]
 
 log = get_logger("conveyor.redis")
+
+
+#: A command: its words (``("GET", key)``), or the bytes ``hiredis.pack_command`` made of them
+#: (e.g. by ``pack_evalsha``).
+Command = Sequence[Any] | bytes
+
+
+def packed(command: Command) -> bytes:
+    """``command`` packed for the wire (bytes are packed already)."""
+    if type(command) is bytes:
+        return command
+    words: bytes = hiredis.pack_command(tuple(command))
+    return words
 
 
 def ignore_reply(reply: Any) -> None:
@@ -302,11 +351,11 @@ class RespConnection:
         if self.want_client_id and isinstance(replies[-1], int):
             self.client_id = replies[-1]
 
-    def send(self, commands: Sequence[Sequence[Any]], callbacks: Sequence[ReplyCallback]) -> None:
+    def send(self, commands: Sequence[Command], callbacks: Sequence[ReplyCallback]) -> None:
         """Write the commands now (one write) without waiting for earlier replies; each reply
         goes to its callback, in order. Only while ``connected``. A command that cannot be
         packed (a None, a lone surrogate) raises before anything is written."""
-        self.send_packed([hiredis.pack_command(tuple(c)) for c in commands], callbacks)
+        self.send_packed([packed(c) for c in commands], callbacks)
 
     def send_packed(self, chunks: Sequence[bytes], callbacks: Sequence[ReplyCallback]) -> None:
         """``send`` of commands packed already (hiredis.pack_command), one callback each."""
@@ -351,14 +400,15 @@ class RespConnection:
             self._protocol = None
             self.client_id = None
 
-    async def _run(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def _run(self, commands: Sequence[Command]) -> list[Any]:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.send(commands, collect(len(commands), future))
         return await future
 
-    async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Send the commands in one write and answer their replies in order; a reply that is an
-        error comes back as a ResponseError instance, not raised. A failed connection raises."""
+    async def execute_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Send the commands (``Command``: words or packed bytes) in one write and answer their
+        replies in order; a reply that is an error comes back as a ResponseError instance, not
+        raised. A failed connection raises."""
         self.adopt_loop(asyncio.get_running_loop())
         if not commands:
             return []

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
+import msgpack
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
@@ -30,7 +31,13 @@ from conveyor.clock import now_ms
 from conveyor.errors import ConveyorError
 from conveyor.failures import FailureStore
 from conveyor.keys import OTHER_QUEUE_RECORD_SUFFIXES
-from conveyor.resp import RespConnection, ignore_reply
+from conveyor.resp import Command, RespConnection, ScriptKeys, ignore_reply, pack_evalsha
+
+#: ``base.pack`` for the add path, with one Packer kept instead of one made per call (packb's
+#: set-up is most of its time for a job's small options). Safe to share: packing the plain
+#: values an add sends runs no Python code, so no other thread can come between under the GIL,
+#: and a pack that raises resets the Packer.
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecovery):
@@ -84,10 +91,10 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             options = dict(options)
             options["de"] = options.pop("deduplication")
             dedup_key = f"{self.base}de:{options['de']['id']}"
-        packed_args = pack(
+        packed_args = _pack(
             [self.base, job_id, name, ts, None, None, None, repeat_job_key, dedup_key]
         )
-        args: list[Any] = [packed_args, data_json, pack(options), ts]
+        args: list[Any] = [packed_args, data_json, _pack(options), ts]
         if options.get("delay"):
             keys = self._keys("marker", "meta", "id", "delayed", "completed", "events")
             return self._scripts["addDelayedJob"], keys, args
@@ -107,9 +114,13 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
         return self._scripts["addStandardJob"], self._add_standard_keys, args
 
     @cached_property
-    def _add_standard_keys(self) -> list[str]:
-        return self._keys(
-            "wait", "paused", "meta", "id", "completed", "delayed", "active", "events", "marker"
+    def _add_standard_keys(self) -> ScriptKeys:
+        """addStandardJob's keys, packed once with its sha (every add packs only its args)."""
+        return ScriptKeys(
+            self._scripts["addStandardJob"].sha,
+            self._keys(
+                "wait", "paused", "meta", "id", "completed", "delayed", "active", "events", "marker"
+            ),
         )
 
     async def add_jobs_atomically(
@@ -129,11 +140,9 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
         ts = now_ms()
         calls = [self.add_job_call(*job, ts) for job in jobs]
         scripts = {script.sha: script for script, _, _ in calls}
-        commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", s.script) for s in scripts.values()]
+        commands: list[Command] = [("SCRIPT", "LOAD", s.script) for s in scripts.values()]
         commands.append(("MULTI",))
-        commands += [
-            ("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls
-        ]
+        commands += [pack_evalsha(script.sha, keys, args) for script, keys, args in calls]
         commands += tail
         commands.append(("EXEC",))
         if connection is not None:
