@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import redis
@@ -37,6 +38,7 @@ def command(side: str, baseline: Path | None, url: str, args: argparse.Namespace
     if side == "node":
         return ["node", str(NODE_DIR / "worker.mjs"), *common,
                 "--concurrency", str(args.node_concurrency or args.concurrency)]  # fmt: skip
+    # The same bench code on both sides; the baseline's venv brings its own conveyor.
     root = baseline if side == "base" and baseline is not None else REPO
     return [str(root / ".venv" / "bin" / "python"), "-m", "bench.workers.conveyor_worker",
             *common, "--concurrency", str(args.concurrency), "--hooks", args.hooks]  # fmt: skip
@@ -49,18 +51,18 @@ def one_run(
 
     async def enqueue() -> None:
         async with Producer(url, Contender("conveyor", args.concurrency)) as producer:
-            await producer.backlog(args.jobs, {}, {})
+            await producer.backlog(args.jobs, data, {})
 
+    data = {"sleep_ms": args.job_ms} if args.job_ms else {}
     asyncio.run(enqueue())
-    root = baseline if side == "base" and baseline is not None else REPO
     proc = subprocess.Popen(
         command(side, baseline, url, args),
-        cwd=root,
+        cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=sys.stderr,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(root)},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.stdin is not None
     assert proc.stdout is not None
@@ -70,11 +72,13 @@ def one_run(
             raise RuntimeError(f"{side}: not ready ({ready!r})")
         store.config_resetstat()
         before = store.info("cpu")
+        started = time.monotonic()
         proc.stdin.write("go\n")
         proc.stdin.flush()
         report = proc.stdout.readline()
         if '"finished"' not in report:
             raise RuntimeError(f"{side}: no report ({report!r})")
+        elapsed = time.monotonic() - started
         stats = store.info("commandstats")
         after = store.info("cpu")
         totals = store.info("stats")
@@ -97,6 +101,7 @@ def one_run(
     out["commands"] = totals["total_commands_processed"] / jobs
     cpu = sum(float(after[k]) - float(before[k]) for k in ("used_cpu_sys", "used_cpu_user"))
     out["cpu_us"] = cpu / jobs * 1e6
+    out["jobs_per_s"] = jobs / elapsed
     return out
 
 
@@ -135,6 +140,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--node-concurrency", type=int, help="default: --concurrency")
     parser.add_argument("--hooks", default="production")
+    parser.add_argument("--job-ms", type=int, default=0, help="each job takes this long")
     parser.add_argument("--redis-mode", choices=REDIS_MODES, default="aof")
     parser.add_argument("--sides", default="", help="comma-separated: new,base,node")
     args = parser.parse_args()
@@ -152,14 +158,15 @@ def main() -> None:
                 runs[side].append(result)
                 print(f"[{round_no + 1}/{args.rounds}] {side:5} redis CPU "
                       f"{result['cpu_us']:.1f} µs/job, {result['commands']:.2f} commands/job, "
-                      f"{result['reads']:.2f} reads/job", flush=True)  # fmt: skip
+                      f"{result['reads']:.2f} reads/job, {result['jobs_per_s']:,.0f} jobs/s",
+                      flush=True)  # fmt: skip
             loads.append(" ".join(f"{x:.2f}" for x in os.getloadavg()))
         store.close()
     print(f"\nload averages at start and after each round: {' | '.join(loads)}")
     node_c = args.node_concurrency or args.concurrency
     print(
-        f"{args.jobs} jobs, concurrency {args.concurrency} (node {node_c}), hooks {args.hooks},"
-        f" Redis {args.redis_mode}; medians of {args.rounds} rounds, per job\n"
+        f"{args.jobs} jobs of {args.job_ms} ms, concurrency {args.concurrency} (node {node_c}),"
+        f" hooks {args.hooks}, Redis {args.redis_mode}; medians of {args.rounds} rounds, per job\n"
     )
     print(table(runs))
 

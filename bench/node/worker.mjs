@@ -56,6 +56,7 @@ const worker = new Worker(
     const data = job.data;
     if (data && data.k !== undefined && data.k !== null) starts.push([data.k, wall()]);
     if (data && data.fail) throw new Error('bench: this job fails on purpose');
+    if (data && data.sleep_ms) await new Promise((resolve) => setTimeout(resolve, data.sleep_ms));
   },
   { connection, prefix: args.prefix, concurrency: Number(args.concurrency), autorun: false },
 );
