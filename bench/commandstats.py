@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import redis
 
-from bench.harness import NODE_DIR, REDIS_MODES, REPO, private_redis
+from bench.harness import NODE_DIR, REDIS_MODES, REPO, private_redis, redis_binary
 from bench.scenarios import PREFIX, QUEUE, Contender, Producer
 
 Stats = dict[str, float]
@@ -42,6 +43,36 @@ def command(side: str, baseline: Path | None, url: str, args: argparse.Namespace
     root = baseline if side == "base" and baseline is not None else REPO
     return [str(root / ".venv" / "bin" / "python"), "-m", "bench.workers.conveyor_worker",
             *common, "--concurrency", str(args.concurrency), "--hooks", args.hooks]  # fmt: skip
+
+
+def _callgrind_wrapper(folder: Path) -> str:
+    """A redis-server that runs under callgrind (its profile files go to ``folder``)."""
+    wrapper = folder / "redis-under-callgrind"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec valgrind --tool=callgrind --callgrind-out-file={folder}/callgrind.%p "
+        f'{redis_binary()} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def _callgrind(command: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", command, str(pid)], check=True, capture_output=True)
+
+
+def _instructions(pid: int, folder: Path, keep: Path | None, side: str) -> int:
+    """Instructions counted since the last zeroing: callgrind dumps them to a new file (a
+    copy goes to ``keep``, for callgrind_annotate)."""
+    _callgrind("--dump", pid)
+    newest = max(folder.glob(f"callgrind.{pid}.*"), key=lambda f: f.stat().st_mtime_ns)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(newest, keep / f"{side}.{newest.name}")
+    for line in newest.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no summary in {newest}")
 
 
 def one_run(
@@ -71,6 +102,9 @@ def one_run(
         if '"ready"' not in ready:
             raise RuntimeError(f"{side}: not ready ({ready!r})")
         store.config_resetstat()
+        pid = int(store.info("server")["process_id"])
+        if args.callgrind:
+            _callgrind("--zero", pid)
         before = store.info("cpu")
         started = time.monotonic()
         proc.stdin.write("go\n")
@@ -82,6 +116,8 @@ def one_run(
         stats = store.info("commandstats")
         after = store.info("cpu")
         totals = store.info("stats")
+        if args.callgrind:
+            instructions = _instructions(pid, args.callgrind_dir, args.callgrind_out, side)
     finally:
         proc.stdin.close()
         try:
@@ -102,6 +138,8 @@ def one_run(
     cpu = sum(float(after[k]) - float(before[k]) for k in ("used_cpu_sys", "used_cpu_user"))
     out["cpu_us"] = cpu / jobs * 1e6
     out["jobs_per_s"] = jobs / elapsed
+    if args.callgrind:
+        out["instructions"] = instructions / jobs
     return out
 
 
@@ -127,6 +165,9 @@ def table(runs: dict[str, list[Stats]]) -> str:
         f" | {sum(med(s, f'us {c}') for c in keys if c not in outer):.1f}" for s in sides
     )
     lines.append(f"| µs of all commands but EVALSHA/EVAL/EXEC | {plain} |")
+    if all("instructions" in r for s in sides for r in runs[s]):
+        counted = " | ".join(f" | {med(s, 'instructions'):,.0f}" for s in sides)
+        lines.append(f"| redis-server instructions (user space, callgrind) | {counted} |")
     cpu = " | ".join(f" | {med(s, 'cpu_us'):.1f}" for s in sides)
     lines.append(f"| redis-server CPU µs (user + sys) | {cpu} |")
     return "\n".join(lines)
@@ -140,6 +181,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--node-concurrency", type=int, help="default: --concurrency")
     parser.add_argument("--hooks", default="production")
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run redis-server under valgrind's callgrind and count its instructions per job "
+        "(user space; exact whatever the machine's load, but Redis runs ~50x slower)",
+    )
+    parser.add_argument("--callgrind-out", type=Path, help="keep callgrind's files here")
     parser.add_argument("--job-ms", type=int, default=0, help="each job takes this long")
     parser.add_argument("--redis-mode", choices=REDIS_MODES, default="aof")
     parser.add_argument("--sides", default="", help="comma-separated: new,base,node")
@@ -149,19 +197,27 @@ def main() -> None:
         sides = ["base", "new", "node"]
     runs: dict[str, list[Stats]] = {s: [] for s in sides}
     loads = [" ".join(f"{x:.2f}" for x in os.getloadavg())]
-    with tempfile.TemporaryDirectory() as tmp, private_redis(args.redis_mode, Path(tmp)) as server:
-        store = redis.Redis.from_url(server.url, decode_responses=True)
-        for round_no in range(args.rounds):
-            order = sides[round_no % len(sides) :] + sides[: round_no % len(sides)]
-            for side in order:
-                result = one_run(side, args.baseline, store, server.url, args)
-                runs[side].append(result)
-                print(f"[{round_no + 1}/{args.rounds}] {side:5} redis CPU "
-                      f"{result['cpu_us']:.1f} µs/job, {result['commands']:.2f} commands/job, "
-                      f"{result['reads']:.2f} reads/job, {result['jobs_per_s']:,.0f} jobs/s",
-                      flush=True)  # fmt: skip
-            loads.append(" ".join(f"{x:.2f}" for x in os.getloadavg()))
-        store.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        args.callgrind_dir = Path(tmp)
+        binary = _callgrind_wrapper(Path(tmp)) if args.callgrind else None
+        with private_redis(args.redis_mode, Path(tmp) / "redis", binary) as server:
+            store = redis.Redis.from_url(server.url, decode_responses=True)
+            for round_no in range(args.rounds):
+                order = sides[round_no % len(sides) :] + sides[: round_no % len(sides)]
+                for side in order:
+                    result = one_run(side, args.baseline, store, server.url, args)
+                    runs[side].append(result)
+                    instructions = (
+                        f", {result['instructions']:,.0f} instructions/job"
+                        if "instructions" in result
+                        else ""
+                    )
+                    print(f"[{round_no + 1}/{args.rounds}] {side:5} redis CPU "
+                          f"{result['cpu_us']:.1f} µs/job{instructions}, "
+                          f"{result['commands']:.2f} commands/job, {result['reads']:.2f} "
+                          f"reads/job, {result['jobs_per_s']:,.0f} jobs/s", flush=True)  # fmt: skip
+                loads.append(" ".join(f"{x:.2f}" for x in os.getloadavg()))
+            store.close()
     print(f"\nload averages at start and after each round: {' | '.join(loads)}")
     node_c = args.node_concurrency or args.concurrency
     print(
