@@ -51,6 +51,12 @@ def door(*, keys: list[str] | None = None, cors: bool = False) -> FrontDoor:
         (door(keys=["k-1"]), scope(JSON), False),
         (door(keys=["k-1"]), scope(JSON, (b"authorization", b"Bearer k-2")), False),
         (door(keys=["k-1"]), scope(JSON, (b"authorization", b"Bearer k-1")), True),
+        # the first Authorization header decides, as in ApiKeyMiddleware
+        (
+            door(keys=["k-1"]),
+            scope(JSON, (b"authorization", b"Bearer k-2"), (b"authorization", b"Bearer k-1")),
+            False,
+        ),
         # CORS on: a request with an Origin gets CORS headers from the stack
         (door(cors=True), scope(JSON), True),
         (door(cors=True), scope(JSON, (b"origin", b"https://app.example")), False),

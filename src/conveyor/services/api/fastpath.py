@@ -189,8 +189,8 @@ class FrontDoor:
         for name, value in headers:
             if name == b"origin" and self.cors:
                 return False
-            if name == b"authorization":
-                authorization = value
+            if name == b"authorization" and authorization is None:
+                authorization = value  # the first one, as ApiKeyMiddleware reads it
         if self.keys is None:
             return True
         token = bearer_token(authorization)
