@@ -82,7 +82,10 @@ def one_run(
 
     async def enqueue() -> None:
         async with Producer(url, Contender("conveyor", args.concurrency)) as producer:
-            await producer.backlog(args.jobs, data, {})
+            if args.fail:  # as bench.run's throughput-fail rows: each job fails for good
+                await producer.backlog(args.jobs, {**data, "fail": True}, {"attempts": 1})
+            else:
+                await producer.backlog(args.jobs, data, {})
 
     data = {"sleep_ms": args.job_ms} if args.job_ms else {}
     asyncio.run(enqueue())
@@ -189,6 +192,7 @@ def main() -> None:
     )
     parser.add_argument("--callgrind-out", type=Path, help="keep callgrind's files here")
     parser.add_argument("--job-ms", type=int, default=0, help="each job takes this long")
+    parser.add_argument("--fail", action="store_true", help="every job fails for good")
     parser.add_argument("--redis-mode", choices=REDIS_MODES, default="aof")
     parser.add_argument("--sides", default="", help="comma-separated: new,base,node")
     args = parser.parse_args()

@@ -176,6 +176,7 @@ def move_to_failed_source() -> str:
         "  local recordKeys, recordArgs = {}, {}\n"
         f"  for i = {_FINISH_KEYS + 1}, #KEYS do recordKeys[#recordKeys + 1] = KEYS[i] end\n"
         f"  for i = {_FINISH_ARGS + 1}, #ARGV do recordArgs[#recordArgs + 1] = ARGV[i] end\n"
+        '  recordArgs[#recordArgs + 1] = "1"\n'  # moved just now: the record needs no check
         "  conveyorFailureRecord(recordKeys, recordArgs)\n"
         "end\n"
         "return conveyorMoved\n"
