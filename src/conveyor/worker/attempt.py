@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -22,7 +21,7 @@ from redis.exceptions import RedisError
 from conveyor._bullmq import BullQueue, JobRecord, dumps
 from conveyor._bullmq.cancel import CancelRequest, carries_cancel
 from conveyor.backoff import capped_backoff
-from conveyor.clock import now_ms
+from conveyor.clock import IsoStamps, now_ms
 from conveyor.errors import (
     JobCancelled,
     JobLockLostError,
@@ -150,6 +149,7 @@ class Attempts:
         self._schedules = ScheduleRuns(bull, options.lock_duration_ms)
         #: The traceback entries of failed attempts, formatted once (``stack.FrameTexts``).
         self._frames = FrameTexts()
+        self._stamps = IsoStamps()
 
     def close(self) -> None:
         """Stop the thread pool; a sync handler still running is abandoned, not waited for."""
@@ -401,7 +401,7 @@ class Attempts:
                 )
                 self.hooks.job_retrying(done)
                 return None
-            failed_at = datetime.now(UTC)
+            failed_at_ms = int(time.time() * 1000)
             fetch_next = not self._stopping.is_set()
             also = [self.bull.cancel_done_call(job)] if isinstance(exc, JobCancelled) else []
             fetched = await self._persist(
@@ -415,10 +415,8 @@ class Attempts:
                     keep=_keep(job.remove_on_fail),
                     lock_duration_ms=self.options.lock_duration_ms,
                     records=self._records,
-                    failed_at_iso=failed_at.isoformat(timespec="milliseconds").replace(
-                        "+00:00", "Z"
-                    ),
-                    failed_at_ms=int(failed_at.timestamp() * 1000),
+                    failed_at_iso=self._stamps.at(failed_at_ms),
+                    failed_at_ms=failed_at_ms,
                     fetch_next=fetch_next and first,
                     also=also,
                 ),
