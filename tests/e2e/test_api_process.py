@@ -38,8 +38,13 @@ def _env(settings: Settings, redis_url: str, **extra: str) -> dict[str, str]:
     }
 
 
+def _stderr(proc: subprocess.Popen[bytes]) -> str:
+    """What the process (and its worker processes) wrote to stderr so far."""
+    return Path(proc.stderr_path).read_text()  # type: ignore[attr-defined]
+
+
 def _ready(base: str, proc: subprocess.Popen[bytes]) -> bool:
-    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    assert proc.poll() is None, _stderr(proc)
     try:
         return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
     except httpx.TransportError:
@@ -47,21 +52,26 @@ def _ready(base: str, proc: subprocess.Popen[bytes]) -> bool:
 
 
 @pytest.fixture
-def serve(settings: Settings, redis_url: str) -> Iterator[Serve]:
+def serve(settings: Settings, redis_url: str, tmp_path: Path) -> Iterator[Serve]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
         port = free_port()
-        proc = subprocess.Popen(
-            [CONVEYOR, "api", "--host", "127.0.0.1", "--port", str(port), *args],
-            env=_env(settings, redis_url, **env),
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-            start_new_session=True,
-        )
+        # A file, not a pipe: the test reads what the processes logged while they run.
+        stderr_path = tmp_path / f"api-{len(started)}.stderr"
+        with stderr_path.open("ab") as stderr:
+            proc = subprocess.Popen(
+                [CONVEYOR, "api", "--host", "127.0.0.1", "--port", str(port), *args],
+                env=_env(settings, redis_url, **env),
+                stderr=stderr,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        proc.stderr_path = stderr_path  # type: ignore[attr-defined]
         started.append(proc)
         base = f"http://127.0.0.1:{port}"
-        wait_for_sync(lambda: _ready(base, proc), timeout=30)
+        # Start-up imports FastAPI, pydantic and the tasks: well over 10 s on a loaded machine.
+        wait_for_sync(lambda: _ready(base, proc), timeout=60)
         return base, proc
 
     yield start
@@ -69,8 +79,6 @@ def serve(settings: Settings, redis_url: str) -> Iterator[Serve]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def test_serves_enqueue_over_http_and_stops_cleanly_on_sigterm(serve: Serve) -> None:
@@ -89,7 +97,7 @@ def test_serves_enqueue_over_http_and_stops_cleanly_on_sigterm(serve: Serve) -> 
         assert "server" not in accepted.headers
     proc.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
-    assert proc.wait(timeout=20) == 0
+    assert proc.wait(timeout=60) == 0
     events = _events(proc)
     assert "api_ready" in events
     assert "api_stopped" in events
@@ -99,6 +107,13 @@ def test_several_worker_processes_share_the_port_and_the_settings(
     serve: Serve, settings: Settings
 ) -> None:
     base, proc = serve("--workers", "2", CONVEYOR_API_KEYS="k-1")
+    # /readyz answered from one worker process; the other may still be importing, and a
+    # SIGTERM then ends it before it has a handler (no api_stopped). Both must be serving.
+    wait_for_sync(
+        lambda: _events(proc).count("api_ready") == 2,
+        timeout=60,
+        message="the second worker process never became ready",
+    )
     with httpx.Client(base_url=base, timeout=10) as http:
         assert http.post("/enqueue", json={"name": "echo"}).status_code == 401
         headers = {"Authorization": "Bearer k-1"}
@@ -110,7 +125,7 @@ def test_several_worker_processes_share_the_port_and_the_settings(
         queue = http.get(f"/queues/{settings.queue}", headers=headers).json()
         assert queue["counts"]["waiting"] == 20
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     assert _events(proc).count("api_stopped") == 2
 
 
@@ -125,7 +140,7 @@ def test_unreachable_redis_ends_the_command_with_one_line(
         capture_output=True,
         text=True,
         cwd=REPO,
-        timeout=30,
+        timeout=90,  # start-up imports alone took more than 30 s at load 13
     )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
@@ -135,8 +150,8 @@ def test_unreachable_redis_ends_the_command_with_one_line(
 
 def _events(proc: subprocess.Popen[bytes]) -> list[str]:
     """The event names of the JSON log lines the process wrote to stderr."""
-    text = proc.stderr.read().decode() if proc.stderr else ""
-    return [json.loads(line)["event"] for line in text.splitlines() if line.startswith("{")]
+    lines = _stderr(proc).split("\n")[:-1]  # whole lines only: the processes may be writing
+    return [json.loads(line)["event"] for line in lines if line.startswith("{")]
 
 
 def test_on_its_own_embedded_redis_sigterm_stops_the_redis_too(
@@ -154,5 +169,5 @@ def test_on_its_own_embedded_redis_sigterm_stops_the_redis_too(
         == 201
     )
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    assert proc.wait(timeout=60) == 0
     assert wait_for_sync(lambda: not ping(port), timeout=10)
