@@ -103,6 +103,11 @@ def stats_json(summaries: list[QueueSummary]) -> str:
     return json.dumps({"queues": [_queue_json(s) for s in summaries]}, indent=2)
 
 
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def show(
     settings: Settings,
     url: str,
@@ -127,6 +132,11 @@ async def show(
         with Live(console=console, auto_refresh=False, transient=False) as live:
             while True:
                 summaries = await inspector.overview(totals=False)
+                if _cancel_requested():
+                    # redis-py (8.1) can swallow a cancellation (Ctrl-C) that lands inside one
+                    # of its commands: the loop would go on. The task is still marked as
+                    # cancelled, so end it here.
+                    raise asyncio.CancelledError
                 stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
                 title = f"conveyor stats · {settings.prefix} · {stamp} · every {interval_s:g}s"
                 live.update(stats_table(summaries, title=title), refresh=True)
