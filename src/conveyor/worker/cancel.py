@@ -2,9 +2,10 @@
 
 A cancel of a running job leaves a durable mark in Redis (``conveyor._bullmq.cancel``). Every
 worker process looks for the marks of the handlers it runs every ``POLL_INTERVAL_S`` (one
-MGET, only while handlers run), so a cancel reaches the job within that interval plus a round
-trip wherever it runs, and a cancel made while the worker or Redis is unreachable takes
-effect when both are back (a pub/sub message would be lost then). On a mark:
+MGET, only while handlers run, on the ticks it shares with the heartbeat: ``ticks``), so a
+cancel reaches the job within that interval plus a round trip wherever it runs, and a cancel
+made while the worker or Redis is unreachable takes effect when both are back (a pub/sub
+message would be lost then). On a mark:
 
 - an async handler's task is cancelled: the handler gets ``asyncio.CancelledError`` at its
   next ``await``;
@@ -28,12 +29,14 @@ from conveyor._bullmq.cancel import CancelRequest, requested_on
 from conveyor.errors import JobCancelled
 from conveyor.log import get_logger
 from conveyor.worker.stack import describe
+from conveyor.worker.ticks import sleep_to_tick
 
 log = get_logger("conveyor.worker")
 
 #: How often a worker looks for cancel marks of the handlers it runs (s). A cancel takes
 #: effect within this plus a Redis round trip and the handler's own way to its next await.
-POLL_INTERVAL_S = 0.2
+#: A divisor of the heartbeat's default 500 ms, so every beat goes out with a look (``ticks``).
+POLL_INTERVAL_S = 0.25
 
 
 class Running(Protocol):
@@ -71,7 +74,7 @@ class CancelWatch:
     async def run(self) -> None:
         """Look for marks until cancelled (a background task of the worker)."""
         while True:
-            await asyncio.sleep(self.interval_s)
+            await sleep_to_tick(self.interval_s)
             ids = [job_id for job_id, run in self._running.items() if run.cancel_request is None]
             if not ids:
                 continue

@@ -1,8 +1,11 @@
 """A worker's heartbeat, and how its peers tell a dead worker from a silent one.
 
 Every ``heartbeat_interval_ms`` (500 ms) each worker sets its score in the queue's heartbeat
-set to Redis's clock, on its hot-path connection (named ``{prefix}:{b64(queue)}:hb:{name}``).
-One worker per interval (a short lease) also looks at the peers silent for longer than
+set to Redis's clock, on its hot-path connection (named ``{prefix}:{b64(queue)}:hb:{name}``),
+at the multiples of the interval on its event loop's clock, so that the beat goes out in one
+write with the cancel watch's look (``ticks``). One worker per interval (a short lease:
+``LEASE_SHARE`` of the interval, as beats on the grid come exactly one interval apart and a
+lease as long could still be held at the next) also looks at the peers silent for longer than
 ``dead_worker_after_ms`` (2 s). Silence alone proves nothing: a worker that is stopped
 (SIGSTOP), whose event loop is blocked, that is starved of CPU or cut off from Redis is
 silent too, and may still finish its jobs within their locks. So a silent peer is dead only
@@ -37,9 +40,12 @@ from conveyor.resp import RespConnection
 from conveyor.worker.attempt import cancelled_by_worker
 from conveyor.worker.options import WorkerOptions
 from conveyor.worker.stack import describe
+from conveyor.worker.ticks import sleep_to_tick
 
 log = get_logger("conveyor.worker")
 
+#: The judge lease's length, as a share of the heartbeat interval.
+LEASE_SHARE = 0.8
 #: A peer silent this long is forgotten without a release: a live worker would have beaten,
 #: and BullMQ's stalled check has recovered its jobs long since (it beats again if it lives).
 FORGET_AFTER_MS = 600_000
@@ -74,7 +80,7 @@ class Heartbeat:
                 self._failing = True
             if cancelled_by_worker():
                 raise asyncio.CancelledError
-            await asyncio.sleep(interval)
+            await sleep_to_tick(interval)
 
     async def beat(self) -> list[str]:
         """One beat; answers the ids of the jobs it released from dead peers."""
@@ -82,7 +88,7 @@ class Heartbeat:
         beat = await self.bull.heartbeat(
             options.name,
             silent_after_ms=options.dead_worker_after_ms,
-            lease_ms=options.heartbeat_interval_ms,
+            lease_ms=max(1, int(options.heartbeat_interval_ms * LEASE_SHARE)),
             forget_after_ms=max(FORGET_AFTER_MS, 4 * options.lock_duration_ms),
         )
         if self._steady_since_ms is None or self.hot_path.connects != self._connects:

@@ -1,0 +1,37 @@
+"""A clock grid for the worker's periodic Redis calls, so that they coalesce.
+
+The cancel watch (``cancel``, every 0.25 s while handlers run) and the heartbeat
+(``heartbeat``, every 0.5 s by default) each send one call on the worker's hot path. Made at
+independent moments, each is a round trip of its own for Redis: a read event and a reply
+written, about 10 µs of its CPU on this machine whatever the command. Woken at the multiples
+of their intervals on the event loop's clock instead, every heartbeat falls on a tick of the
+cancel watch: both calls are made in the same event-loop tick and go out in one write
+(``conveyor.pipeline.AutoPipeline``): 4 round trips a second instead of 7 while handlers run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+
+async def sleep_to_tick(interval_s: float) -> None:
+    """Sleep until the next multiple of ``interval_s`` on the running loop's clock.
+
+    Every caller with the same interval (or one that divides it) wakes in the same loop
+    iteration: the deadline is computed, not added to "now", so it is the same float for all
+    (intervals such as 0.25 and 0.5 are exact in binary, so their multiples agree exactly).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = (math.floor(loop.time() / interval_s) + 1) * interval_s
+    waiter: asyncio.Future[None] = loop.create_future()
+    timer = loop.call_at(deadline, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
