@@ -196,7 +196,8 @@ class QueueClient:
         self.failed_key_prefix = failed_key_prefix
         # Single script calls (enqueue, state, retry...) made in the same event-loop tick share
         # one write on a lean pipelined connection of their own (the worker's hot path): many
-        # concurrent enqueues cost a few round trips, not one each. Closed by close().
+        # concurrent enqueues cost a few round trips, not one each; an enqueue made while
+        # nothing is in flight is written at once (AutoPipeline.call's eager). Closed by close().
         self._hot_path = RespConnection.like(redis) if pipelined else None
         self.bull = BullQueue(redis, queue, prefix, hot_path=self._hot_path)
         #: This queue's failure records (``conveyor.keys.FailureKeys`` says where they live).

@@ -74,7 +74,8 @@ class AutoPipeline:
     trip and a syscall each. Here the calls of one tick go out together at the end of the tick
     on one lean connection (``conveyor.resp``) without waiting for the replies of earlier
     batches, so Redis works on one batch while the worker handles the last one. A lone call
-    still goes out at the end of the current tick: an idle worker adds no latency. Not
+    still goes out at the end of the current tick: an idle worker adds no latency (and an
+    ``eager`` call, an enqueue's, goes out at once when nothing is in flight). Not
     transactional: each call succeeds or fails on its own.
     """
 
