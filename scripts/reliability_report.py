@@ -105,7 +105,8 @@ What each scenario does:
    restarted every 0.8-1.6 s, and Redis (AOF, `appendfsync always`) SIGKILLed once and back 2 s
    later. "Jobs" counts the schedule's slots that got a job; each must be made once, on the
    schedule's grid, and complete; a slot may run twice only if its job was taken twice; slots
-   are skipped only while Redis is down (BullMQ's rule: missed slots are not caught up). See
+   are skipped only when the next run was made after them (BullMQ's rule: missed slots are not
+   caught up): while Redis is down, or when a worker died holding the job or took it late. See
    [schedules.md](schedules.md).
 """
 
