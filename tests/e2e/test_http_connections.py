@@ -83,7 +83,7 @@ class Serve:
             preexec_fn=preexec,
         )
         self.processes[port] = proc
-        wait_for_sync(lambda: _ready(f"http://127.0.0.1:{port}/healthz", proc), timeout=30)
+        wait_for_sync(lambda: _ready(f"http://127.0.0.1:{port}/healthz", proc), timeout=60)
         return port
 
     def stop(self) -> None:

@@ -44,7 +44,7 @@ def test_monitor_on_its_own_embedded_redis_exits_0_and_stops_the_redis(
         "monitor", "--host", "127.0.0.1", "--port", str(port),
         env={"CONVEYOR_REDIS_URL": "", "CONVEYOR_DATA_DIR": str(data)},
     )  # fmt: skip
-    wait_for_sync(lambda: _answers(f"http://127.0.0.1:{port}/readyz", proc), timeout=30)
+    wait_for_sync(lambda: _answers(f"http://127.0.0.1:{port}/readyz", proc), timeout=60)
     redis_port = int((data / "redis" / "port").read_text())
     assert ping(redis_port)
     proc.send_signal(signal.SIGTERM)

@@ -68,7 +68,7 @@ async def test_children_stop_in_order_intake_workers_support() -> None:
         spec("work-b", Stage.WORKERS),
     )
     running = asyncio.create_task(sup.run())
-    await wait_for(lambda: sum("| ready" in line for line in lines_of(out)) == 4, timeout=30)
+    await wait_for(lambda: sum("| ready" in line for line in lines_of(out)) == 4, timeout=60)
     sup.request_stop()
     await asyncio.wait_for(running, 30)
 
@@ -100,7 +100,7 @@ async def test_a_crashing_child_is_restarted_with_backoff_a_finished_one_is_not(
 async def test_a_child_that_ignores_sigterm_is_killed_after_its_timeout() -> None:
     sup, _ = supervisor(spec("stubborn", Stage.WORKERS, stop_timeout_s=0.5))
     running = asyncio.create_task(sup.run())
-    await wait_for(lambda: _ready(sup), timeout=30)
+    await wait_for(lambda: _ready(sup), timeout=60)
     sup.request_stop()
     await asyncio.wait_for(running, 30)
     assert sup.children[0].process is not None
@@ -110,7 +110,7 @@ async def test_a_child_that_ignores_sigterm_is_killed_after_its_timeout() -> Non
 async def test_a_second_stop_request_kills_at_once() -> None:
     sup, _ = supervisor(spec("stubborn", Stage.WORKERS, stop_timeout_s=600))
     running = asyncio.create_task(sup.run())
-    await wait_for(lambda: _ready(sup), timeout=30)
+    await wait_for(lambda: _ready(sup), timeout=60)
     sup.request_stop()
     await wait_for(lambda: sup.stopping is Stage.WORKERS)  # SIGTERM sent, and ignored
     sup.request_stop()  # the same Ctrl-C, echoed by `uv run`/`make`: not a second one
