@@ -70,3 +70,25 @@ def test_the_served_app_is_wrapped() -> None:
     config = ServingConfig(app, limits=ConnectionLimits(), proxy_headers=False)
     config.load()
     assert isinstance(config.loaded_app, FreezeHeapAfterStartup)
+
+
+async def test_once_started_the_server_hands_connections_the_app_itself() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Any) -> None:
+        return None
+
+    config = ServingConfig(app, limits=ConnectionLimits(), proxy_headers=False)
+    config.load()
+    wrapper = config.loaded_app
+    assert isinstance(wrapper, FreezeHeapAfterStartup)
+    try:
+        await wrapper({"type": "lifespan"}, receive, send)
+    finally:
+        gc.unfreeze()
+    assert config.loaded_app is wrapper.app

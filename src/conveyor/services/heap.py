@@ -16,6 +16,7 @@ are still freed by reference counting if they are dropped.
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,10 +30,13 @@ def freeze_startup_heap() -> int:
 
 class FreezeHeapAfterStartup:
     """ASGI wrapper: freezes the heap (:func:`freeze_startup_heap`) just before the server
-    learns that the app's lifespan start-up has completed, i.e. before the first request."""
+    learns that the app's lifespan start-up has completed, i.e. before the first request.
+    ``then``, when given, is called right after the freeze: the server can then hand its
+    connections the wrapped app itself, so requests do not pass through this layer."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, then: Callable[[], None] | None = None) -> None:
         self.app = app
+        self.then = then
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
@@ -42,6 +46,8 @@ class FreezeHeapAfterStartup:
         async def send_after_freeze(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
                 freeze_startup_heap()
+                if self.then is not None:
+                    self.then()
             await send(message)
 
         await self.app(scope, receive, send_after_freeze)

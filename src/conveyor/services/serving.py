@@ -312,7 +312,14 @@ class ServingConfig(uvicorn.Config):
 
     def load(self) -> None:
         super().load()
-        self.loaded_app = FreezeHeapAfterStartup(self.loaded_app)  # conveyor.services.heap
+        app = self.loaded_app
+
+        def started() -> None:
+            # Connections made from now on (uvicorn's protocol reads ``loaded_app`` as each
+            # one opens; none is served before start-up) get the app itself.
+            self.loaded_app = app
+
+        self.loaded_app = FreezeHeapAfterStartup(app, started)  # conveyor.services.heap
 
 
 def ensure_descriptors(limits: ConnectionLimits) -> None:

@@ -71,14 +71,16 @@ class _Entry:
 
 
 class _Batch:
-    """A pipeline on the wire: its operations, its connection and its deadline timer."""
+    """A pipeline: its operations, its connection, and its deadline once on the wire."""
 
-    __slots__ = ("connection", "entries", "resent", "timer")
+    __slots__ = ("connection", "deadline", "entries", "on_wire", "resent")
 
     def __init__(self, entries: list[_Entry], connection: RespConnection) -> None:
         self.entries = entries
         self.connection = connection
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        #: Written and neither answered nor failed yet (the watchdog looks after it).
+        self.on_wire = False
         #: Sent again after NOSCRIPT: a second NOSCRIPT is answered as it is.
         self.resent = False
 
@@ -114,6 +116,9 @@ class PipelineBatcher:
         self._free: list[RespConnection] = []
         self._connections: list[RespConnection] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Pipelines on the wire, and the one timer that fails those past their deadline.
+        self._wire: set[_Batch] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
         #: Set whenever the last pipeline on the wire is answered (for ``close``).
         self._idle: asyncio.Event | None = None
         #: Pipelines answered and operations carried, for the logs and the benchmark.
@@ -200,19 +205,29 @@ class PipelineBatcher:
         except Exception as exc:  # lost between the check and the write
             self._fail(batch, exc)
             return
-        batch.timer = loop.call_at(
-            min(entry.deadline for entry in batch.entries), self._expired, batch
-        )
+        batch.deadline = min(entry.deadline for entry in batch.entries)
+        batch.on_wire = True
+        self._wire.add(batch)
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(batch.deadline, self._watch, loop)
 
-    def _expired(self, batch: _Batch) -> None:
-        batch.timer = None
-        self._fail(batch, TimeoutError("Redis did not answer in time"))
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the pipelines whose deadline has passed; look again at the next deadline.
+        One timer for all pipelines, moved only when it fires (a pipeline answered in time,
+        nearly all of them, costs no timer of its own)."""
+        self._watchdog = None
+        now = loop.time()
+        for batch in [b for b in self._wire if b.deadline <= now]:
+            self._fail(batch, TimeoutError("Redis did not answer in time"))
+        if self._wire:
+            due = min(batch.deadline for batch in self._wire)
+            self._watchdog = loop.call_at(due, self._watch, loop)
 
     def _answered(self, batch: _Batch, replies: list[Any]) -> None:
-        if batch.timer is None:
+        if not batch.on_wire:
             return  # expired: the batch failed and its connection was dropped
-        batch.timer.cancel()
-        batch.timer = None
+        batch.on_wire = False
+        self._wire.discard(batch)
         for reply in replies:
             if isinstance(reply, RedisConnectionError | RedisTimeoutError):
                 self._fail(batch, reply)  # the connection failed before this reply
@@ -271,9 +286,9 @@ class PipelineBatcher:
         """Fail the batch's operations with ``exc``; with ``drop``, close its connection and
         forget it (replies may still come on it, and they must never be taken for another
         batch's: the next batch opens a new one)."""
-        if batch.timer is not None:
-            batch.timer.cancel()
-            batch.timer = None
+        if batch.on_wire:
+            batch.on_wire = False
+            self._wire.discard(batch)
         for entry in batch.entries:
             if not entry.future.done():
                 entry.future.set_exception(exc)
@@ -311,6 +326,9 @@ class PipelineBatcher:
                         await asyncio.wait(set(self._tasks))
                     else:
                         await asyncio.sleep(0)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for connection in self._connections:
             await connection.close()
         with contextlib.suppress(Exception):
