@@ -33,9 +33,10 @@ from conveyor.failures import FailureStore
 from conveyor.keys import OTHER_QUEUE_RECORD_SUFFIXES
 from conveyor.resp import Command, RespConnection, ScriptKeys, ignore_reply, pack_evalsha
 
-#: ``base.pack`` for the add path, with one Packer kept instead of one made per call (packb's
-#: set-up is most of its time for a job's small options). Safe to share: packing the plain
-#: values an add sends runs no Python code, so no other thread can come between under the GIL,
+#: ``base.pack`` for the add path and the finishing calls (moveToFinished's options and job
+#: fields, a retry's fields), with one Packer kept instead of one made per call (packb's
+#: set-up is most of its time for such small values). Safe to share: packing the plain
+#: values they send runs no Python code, so no other thread can come between under the GIL,
 #: and a pack that raises resets the Packer.
 _pack = msgpack.Packer(use_bin_type=True).pack
 
@@ -200,7 +201,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             self.base + "metrics:" + target,
             self.keys["marker"],
         ]
-        opts = pack(
+        opts = _pack(
             {
                 "token": token,
                 "keepJobs": keep,
@@ -228,7 +229,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             opts,
         ]
         if fields:
-            args.append(pack(flat(fields)))
+            args.append(_pack(flat(fields)))
         return keys, args
 
     async def complete(
@@ -338,7 +339,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
     ) -> None:
         """Send a failed attempt back: to delayed (with backoff) or straight to wait."""
         now = now_ms()
-        fields = pack(
+        fields = _pack(
             flat(
                 {
                     "failedReason": error,
