@@ -155,6 +155,13 @@ def with_paused_layout(
 MOVE_TO_FAILED = "moveToFailed"
 #: moveToFinished's KEYS and ARGV (with its job fields): the record's come after them.
 _FINISH_KEYS, _FINISH_ARGS = 14, 9
+#: The record's KEYS and ARGV (``FailureStore.record_keys``, ``BullQueue.fail``).
+_RECORD_KEYS, _RECORD_ARGS = 6, 12
+
+
+def _items(table: str, first: int, count: int) -> str:
+    """``KEYS[15], KEYS[16], …``: a Lua table constructor's items (built at its size at once)."""
+    return ", ".join(f"{table}[{i}]" for i in range(first, first + count))
 
 
 @cache
@@ -162,8 +169,8 @@ def move_to_failed_source() -> str:
     """moveToFinished (as ``script_source`` makes it) and then, in the same call, the failure
     record (``lua/failure_record.lua``) when the move succeeded: a job failed for good and
     its record are one script, so neither can exist without the other whatever dies when,
-    and a NOSCRIPT means that nothing ran. KEYS: moveToFinished's 14, then the record's;
-    ARGV: moveToFinished's 9 (job fields included), then the record's."""
+    and a NOSCRIPT means that nothing ran. KEYS: moveToFinished's 14, then the record's 6;
+    ARGV: moveToFinished's 9 (job fields included), then the record's 12."""
     return (
         "local function conveyorFailureRecord(KEYS, ARGV)\n"
         f"{lua.source('failure_record')}\n"
@@ -173,11 +180,9 @@ def move_to_failed_source() -> str:
         "end\n"
         "local conveyorMoved = conveyorMoveToFinished()\n"
         'if type(conveyorMoved) ~= "number" or conveyorMoved >= 0 then\n'
-        "  local recordKeys, recordArgs = {}, {}\n"
-        f"  for i = {_FINISH_KEYS + 1}, #KEYS do recordKeys[#recordKeys + 1] = KEYS[i] end\n"
-        f"  for i = {_FINISH_ARGS + 1}, #ARGV do recordArgs[#recordArgs + 1] = ARGV[i] end\n"
-        '  recordArgs[#recordArgs + 1] = "1"\n'  # moved just now: the record needs no check
-        "  conveyorFailureRecord(recordKeys, recordArgs)\n"
+        # "1": moved just now, the record needs no check
+        f"  conveyorFailureRecord({{{_items('KEYS', _FINISH_KEYS + 1, _RECORD_KEYS)}}},\n"
+        f'    {{{_items("ARGV", _FINISH_ARGS + 1, _RECORD_ARGS)}, "1"}})\n'
         "end\n"
         "return conveyorMoved\n"
     )
