@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from conveyor.client import QueueClient
 from conveyor.config import Settings
+from conveyor.jobs import JobState
 from conveyor.services.api.models import EnqueueRequest
 from tests.support.api import api_client
 
@@ -112,3 +113,38 @@ async def test_the_commit_proof_waits_for_what_the_cut_connection_sent(
             assert await busy.read_response() == 1
         finally:
             await busy.disconnect()
+
+
+async def test_a_cut_off_commit_answers_a_deduplicated_job_with_the_job_redis_kept(
+    settings: Settings, redis_url: str, redis: Redis, queue: QueueClient
+) -> None:
+    """The bound runs out while Redis is busy (a script on another connection) and the bulk's
+    MULTI waits behind it; the receipt then proves the commit. A job of that bulk whose
+    deduplication id was taken was not added: the answer must say so and give the id of the
+    job Redis holds, never an id no job has (an accepted job missing from the queue)."""
+    dedup = {"deduplication": {"id": "once"}}
+    first = await queue.enqueue("echo", {}, dedup)
+    async with api_client(settings, redis_url, api_redis_bulk_ms_per_job=0) as api:
+        # A first bulk opens the lean connection bulks go on, so the next one's MULTI is
+        # written at once and only its answer waits for Redis; then the bound becomes 50 ms.
+        warm = await api.post("/enqueue/bulk", json={"jobs": [{"name": "echo"}]})
+        assert warm.status_code == 201, warm.text
+        state = api._transport.app.state.api  # type: ignore[attr-defined]
+        state.enqueuer.gate.timeout_s = 0.05
+        busy = redis.connection_pool.make_connection()
+        await busy.connect()
+        try:
+            await busy.send_command("EVAL", BUSY_LUA, 0, 300_000)
+            body = {"jobs": [{"name": "echo", "options": dedup}, {"name": "echo"}]}
+            response = await api.post("/enqueue/bulk", json=body)
+            assert await busy.read_response() == 1
+        finally:
+            await busy.disconnect()
+    assert response.status_code == 201, response.text
+    duplicate, new = response.json()["jobs"]
+    assert duplicate["id"] == first
+    assert duplicate["deduplicated"] is True
+    assert duplicate["created"] is False
+    assert new["created"] is True
+    held = set(await queue.bull.get_range([JobState.WAITING], 0, -1))
+    assert held == {first, warm.json()["jobs"][0]["id"], new["id"]}

@@ -321,10 +321,38 @@ class Enqueuer:
             log.warning(
                 "api_bulk_committed_late", jobs=len(jobs), error=f"{type(exc).__name__}: {exc}"
             )
+            stored = await self._kept(jobs, stored)
         if self.ack is not None and jobs:
             async with self.gate.open():
                 await self._acknowledge(jobs, sending, receipt)
         return [_stored(job, s, e) for job, s, e in zip(jobs, stored, sending.existed, strict=True)]
+
+    async def _kept(self, jobs: Sequence[PreparedJob], stored: list[Any]) -> list[Any]:
+        """For a bulk whose commit is proven but whose replies were cut off: what its add
+        scripts answered. A job whose deduplication id was taken was not added; it is
+        answered with the job its deduplication key names, as the script would have. If
+        Redis cannot tell in time either, the jobs' own ids stand (as they did before)."""
+        deduplicated = [i for i, job in enumerate(jobs) if "deduplication" in job.options]
+        if not deduplicated:
+            return stored
+        bull, redis = self.client.bull, self.client.redis
+        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        try:
+            bound = max(self.gate.timeout_s, socket_timeout or 0.0)
+            async with self.gate.open(bound), redis.pipeline(transaction=False) as pipe:
+                for i in deduplicated:
+                    job = jobs[i]
+                    pipe.exists(bull.job_key(job.job_id))
+                    pipe.get(f"{bull.base}de:{job.options['deduplication']['id']}")
+                rows = await pipe.execute()
+        except (TimeoutError, RedisError, OSError):
+            return stored
+        kept = list(stored)
+        for n, i in enumerate(deduplicated):
+            added, holder = rows[2 * n], rows[2 * n + 1]
+            if not added and holder:
+                kept[i] = holder
+        return kept
 
     async def close(self) -> None:
         """Close the bulk's lean connections (the pool's are the client's to close)."""
