@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 
-from conveyor.worker.ticks import sleep_to_tick
+from conveyor.worker.ticks import PHASE_SPAN_S, phase_s, sleep_to_tick
 
 
 async def _iterations(counter: list[int], stop: asyncio.Event) -> None:
@@ -44,7 +45,8 @@ async def test_callers_of_an_interval_and_of_its_multiple_wake_in_the_same_itera
     assert len(quarter) == 8
     assert {iteration for iteration, _ in woke["half"]} <= quarter  # every one with a quarter
     # Never early, never twice in one slot of the grid (however late a busy loop wakes it).
-    slots = [math.floor(when / 0.0625 + 1e-9) for _, when in woke["quarter"]]
+    shift = phase_s(os.getpid())
+    slots = [math.floor((when - shift) / 0.0625 + 1e-9) for _, when in woke["quarter"]]
     assert all(a < b for a, b in itertools.pairwise(slots))
 
 
@@ -62,3 +64,11 @@ async def test_a_sleep_cancelled_before_its_tick_ends_quietly() -> None:
         loop.set_exception_handler(None)
     assert sleeper.cancelled()
     assert errors == []
+
+
+def test_processes_tick_at_different_moments() -> None:
+    """Worker processes of one host share the loop's clock: their grids are shifted apart."""
+    shifts = [phase_s(pid) for pid in range(1000, 1010)]
+    assert all(0 <= shift < PHASE_SPAN_S for shift in shifts)
+    ordered = sorted(shifts)
+    assert min(b - a for a, b in itertools.pairwise(ordered)) > PHASE_SPAN_S / 50
