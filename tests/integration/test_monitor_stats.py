@@ -181,6 +181,14 @@ async def test_watch_ends_on_the_first_cancellation_wherever_it_lands(
             await task
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """Runs in the child before it starts: SIGINT's default action, as a shell gives a
+    command it runs. The test run itself may ignore SIGINT (started as a background job
+    of a shell without job control), and the child would inherit that: Python then
+    installs no KeyboardInterrupt handler and the Ctrl-C below would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_watch_in_a_terminal_stops_cleanly_on_ctrl_c(settings: Settings) -> None:
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
@@ -190,6 +198,7 @@ def test_watch_in_a_terminal_stops_cleanly_on_ctrl_c(settings: Settings) -> None
         stdout=follower,
         stderr=follower,
         start_new_session=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     os.close(follower)
     os.set_blocking(leader, False)
