@@ -25,7 +25,11 @@ _redis: Redis | None = None
 def _client() -> Redis:
     global _redis
     if _redis is None:
-        _redis = connect(os.environ["CONVEYOR_REDIS_URL"])
+        # A read timeout longer than any pause a test imposes on a worker (SIGSTOP, a blocked
+        # event loop, a loaded machine): with the default 5 s, a HINCRBY whose reply was not
+        # yet read when the process was stopped timed out at SIGCONT and redis-py's retry sent
+        # it again, counting one execution twice (a chaos test saw "ran twice" this way).
+        _redis = connect(os.environ["CONVEYOR_REDIS_URL"], timeout_s=60)
     return _redis
 
 
