@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -252,8 +252,10 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
     file serialises starting, joining and leaving across processes.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, avoid_ports: Iterable[int] = ()) -> None:
         self.folder = data_dir / "redis"
+        #: Ports a new server must not take: the ones this process is about to serve HTTP on.
+        self.avoid_ports = frozenset(avoid_ports)
         self.port_file = self.folder / "port"
         self.pid_file = self.folder / "redis.pid"
         self.users_dir = self.folder / "users"
@@ -350,15 +352,17 @@ class EmbeddedRedis(contextlib.AbstractContextManager["EmbeddedRedis"]):
 
     # --- start and stop --------------------------------------------------------------------------
     def _port(self) -> int:
-        """The recorded port while it is free; else a new one, recorded."""
+        """The recorded port while it is free (and not one to avoid); else a new one, recorded."""
         port = self._recorded_port()
-        if port and bind_error("127.0.0.1", port) is None:
+        avoided = port in self.avoid_ports
+        if port and not avoided and bind_error("127.0.0.1", port) is None:
             return port
         new = free_port()
+        while new in self.avoid_ports:
+            new = free_port()
         if port:
-            log.warning(
-                "embedded_redis_port_changed", old=port, new=new, reason="the old one is in use"
-            )
+            reason = "this process serves on it" if avoided else "the old one is in use"
+            log.warning("embedded_redis_port_changed", old=port, new=new, reason=reason)
         self.port_file.write_text(f"{new}\n")
         return new
 

@@ -126,3 +126,18 @@ def test_a_fixed_port_held_by_another_server_is_an_error(tmp_path: Path) -> None
             RedisServer(tmp_path / "mine", port=other.port).start()
     finally:
         other.stop()
+
+
+def test_a_new_embedded_redis_skips_the_ports_its_process_will_serve_on(tmp_path: Path) -> None:
+    """Its recorded port (or a free one) may be the port this very process is about to serve
+    HTTP on (a free ephemeral port, as tests and scripts pick them): a new server avoids it."""
+    wanted = free_port()
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / "port").write_text(f"{wanted}\n")
+    with EmbeddedRedis(tmp_path, avoid_ports=[wanted]) as embedded:
+        port = int(embedded.url.rsplit(":", 1)[1].split("/")[0])
+        assert port != wanted
+        assert ping(port)
+        assert (tmp_path / "redis" / "port").read_text().strip() == str(port)
+    with EmbeddedRedis(tmp_path) as again:  # nothing to avoid: the recorded port is kept
+        assert again.url == embedded.url

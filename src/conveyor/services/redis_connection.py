@@ -21,7 +21,10 @@ def redis_url(settings: Settings) -> Iterator[str]:
     if settings.redis_url:
         yield settings.redis_url
         return
-    with EmbeddedRedis(settings.data_dir) as embedded:
+    # A new embedded Redis never takes a port this process is about to serve HTTP on.
+    with EmbeddedRedis(
+        settings.data_dir, avoid_ports=(settings.api_port, settings.monitor_port)
+    ) as embedded:
         yield embedded.url
 
 
