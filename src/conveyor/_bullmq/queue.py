@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
-import msgpack
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
@@ -32,13 +31,6 @@ from conveyor.errors import ConveyorError
 from conveyor.failures import FailureStore
 from conveyor.keys import OTHER_QUEUE_RECORD_SUFFIXES
 from conveyor.resp import Command, RespConnection, ScriptKeys, ignore_reply, pack_evalsha
-
-#: ``base.pack`` for the add path and the finishing calls (moveToFinished's options and job
-#: fields, a retry's fields), with one Packer kept instead of one made per call (packb's
-#: set-up is most of its time for such small values). Safe to share: packing the plain
-#: values they send runs no Python code, so no other thread can come between under the GIL,
-#: and a pack that raises resets the Packer.
-_pack = msgpack.Packer(use_bin_type=True).pack
 
 
 class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecovery):
@@ -92,10 +84,10 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             options = dict(options)
             options["de"] = options.pop("deduplication")
             dedup_key = f"{self.base}de:{options['de']['id']}"
-        packed_args = _pack(
+        packed_args = pack(
             [self.base, job_id, name, ts, None, None, None, repeat_job_key, dedup_key]
         )
-        args: list[Any] = [packed_args, data_json, _pack(options), ts]
+        args: list[Any] = [packed_args, data_json, pack(options), ts]
         if options.get("delay"):
             keys = self._keys("marker", "meta", "id", "delayed", "completed", "events")
             return self._scripts["addDelayedJob"], keys, args
@@ -201,7 +193,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             self.base + "metrics:" + target,
             self.keys["marker"],
         ]
-        opts = _pack(
+        opts = pack(
             {
                 "token": token,
                 "keepJobs": keep,
@@ -229,7 +221,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
             opts,
         ]
         if fields:
-            args.append(_pack(flat(fields)))
+            args.append(pack(flat(fields)))
         return keys, args
 
     async def complete(
@@ -339,7 +331,7 @@ class BullQueue(QueueReads, QueueAdmin, QueueCancel, QueueLimitCalls, QueueRecov
     ) -> None:
         """Send a failed attempt back: to delayed (with backoff) or straight to wait."""
         now = now_ms()
-        fields = _pack(
+        fields = pack(
             flat(
                 {
                     "failedReason": error,
