@@ -11,7 +11,8 @@ from redis.exceptions import ConnectionError, ResponseError
 
 from conveyor.ports import free_port
 from conveyor.redis import connect
-from conveyor.services.api.batcher import Command, PipelineBatcher
+from conveyor.resp import Command
+from conveyor.services.api.batcher import PipelineBatcher
 from conveyor.services.api.problems import OverloadedError
 
 

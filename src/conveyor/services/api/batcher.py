@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
-import hiredis
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -42,13 +41,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from conveyor.log import get_logger
 from conveyor.pipeline import met_noscript, script_loads
 from conveyor.replication import ReplicaAck
-from conveyor.resp import RespConnection
+from conveyor.resp import Command, RespConnection, packed
 from conveyor.services.api.problems import OverloadedError
 
 log = get_logger("conveyor.api")
-
-#: One Redis command: its name and arguments (str, bytes, int or float).
-Command = tuple[Any, ...]
 
 
 class _Entry:
@@ -64,21 +60,22 @@ class _Entry:
         deadline: float,
     ) -> None:
         self.commands = commands
-        self.packed = [hiredis.pack_command(command) for command in commands]
+        self.packed = [packed(command) for command in commands]
         self.scripts = scripts
         self.future = future
         self.deadline = deadline
 
 
 class _Batch:
-    """A pipeline: its operations, its connection, and its deadline once on the wire."""
+    """A pipeline: its operations, its connection, and its deadline (its operations'
+    earliest)."""
 
     __slots__ = ("connection", "deadline", "entries", "on_wire", "resent")
 
     def __init__(self, entries: list[_Entry], connection: RespConnection) -> None:
         self.entries = entries
         self.connection = connection
-        self.deadline = 0.0
+        self.deadline = min(entry.deadline for entry in entries)
         #: Written and neither answered nor failed yet (the watchdog looks after it).
         self.on_wire = False
         #: Sent again after NOSCRIPT: a second NOSCRIPT is answered as it is.
@@ -103,7 +100,7 @@ class PipelineBatcher:
         #: replicas did not acknowledge it in time fails all its operations (503).
         self.ack = ack
         wait: Command | None = None if ack is None else ack.command()
-        self._wait = None if wait is None else hiredis.pack_command(wait)
+        self._wait = None if wait is None else packed(wait)
         self.max_inflight = max_inflight
         self.max_pending = max_pending
         self.max_batch = max_batch
@@ -172,14 +169,12 @@ class PipelineBatcher:
             if connection.connected:
                 self._send(_Batch(batch, connection), loop)
             else:
-                task = loop.create_task(self._connect_then_send(_Batch(batch, connection)))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._connect_then_send(_Batch(batch, connection)))
 
     async def _connect_then_send(self, batch: _Batch) -> None:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout_at(min(entry.deadline for entry in batch.entries)):
+            async with asyncio.timeout_at(batch.deadline):
                 await batch.connection.connect()
         except BaseException as exc:
             self._fail(batch, exc if isinstance(exc, Exception) else TimeoutError())
@@ -205,7 +200,6 @@ class PipelineBatcher:
         except Exception as exc:  # lost between the check and the write
             self._fail(batch, exc)
             return
-        batch.deadline = min(entry.deadline for entry in batch.entries)
         batch.on_wire = True
         self._wire.add(batch)
         if self._watchdog is None:
@@ -252,7 +246,8 @@ class PipelineBatcher:
                 lost.append(entry)
             elif not entry.future.done():
                 entry.future.set_result(span)
-        self.batches += 1
+        if not batch.resent:  # a batch sent again was counted with its first try
+            self.batches += 1
         self.operations += len(batch.entries) - len(lost)
         if not lost:
             self._release(batch.connection)
@@ -261,9 +256,7 @@ class PipelineBatcher:
         # same connection (the slot is still this batch's).
         again = _Batch(lost, batch.connection)
         again.resent = True
-        task = asyncio.get_running_loop().create_task(self._resend(again))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._resend(again))
 
     async def _resend(self, batch: _Batch) -> None:
         scripts = {script.sha: script for entry in batch.entries for script in entry.scripts}
@@ -272,14 +265,13 @@ class PipelineBatcher:
         if self.ack is not None:
             commands.append(self.ack.command())
         try:
-            async with asyncio.timeout_at(min(entry.deadline for entry in batch.entries)):
+            async with asyncio.timeout_at(batch.deadline):
                 replies = await batch.connection.execute_many(commands)
         except BaseException as exc:
             self._fail(batch, exc if isinstance(exc, Exception) else TimeoutError())
             if not isinstance(exc, Exception):
                 raise
             return
-        self.batches -= 1  # counted once, with the first try
         self._settle(batch, list(replies), len(loads))
 
     def _fail(self, batch: _Batch, exc: Exception, *, drop: bool = True) -> None:
@@ -296,10 +288,14 @@ class PipelineBatcher:
         if drop:
             with contextlib.suppress(ValueError):
                 self._connections.remove(connection)
-            task = asyncio.get_running_loop().create_task(connection.close())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(connection.close())
         self._release(None if drop else connection)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task that ``close`` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _release(self, connection: RespConnection | None) -> None:
         if connection is not None:

@@ -31,7 +31,8 @@ from conveyor import keys, lua
 from conveyor.client import JobSpec, QueueClient
 from conveyor.errors import ConveyorError, JobOptionsError
 from conveyor.log import get_logger
-from conveyor.services.api.batcher import Command, PipelineBatcher
+from conveyor.resp import Command, pack_evalsha
+from conveyor.services.api.batcher import PipelineBatcher
 from conveyor.services.api.connections import ConnectionIds, LeanConnections
 from conveyor.services.api.gate import RedisGate
 from conveyor.services.api.idempotency import (
@@ -229,7 +230,7 @@ class Enqueuer:
         chose, then the add script by EVALSHA."""
         bull = self.client.bull
         script, keys, args = bull.add_job_call(job.job_id, job.name, job.data_json, job.options)
-        add = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        add = pack_evalsha(script.sha, keys, args)
         if job.client_id:
             return [("HEXISTS", bull.job_key(job.job_id), "name"), add], [script]
         return [add], [script]
